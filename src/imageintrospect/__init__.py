@@ -1,0 +1,28 @@
+"""imageintrospect: tell what a virtual-disk image really is before anything touches it.
+
+>>> from imageintrospect import introspect
+>>> md = introspect("disk.vmdk")          # doctest: +SKIP
+>>> md.format, md.safe, md.glance_properties()   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .core import introspect
+from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
+from .findings import Finding
+from .metadata import Metadata
+from .reader import InspectingReader
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Finding",
+    "FormatMismatch",
+    "ImageIntrospectError",
+    "InspectingReader",
+    "InternalParserError",
+    "InvalidImage",
+    "Metadata",
+    "__version__",
+    "introspect",
+]

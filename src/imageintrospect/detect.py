@@ -1,0 +1,62 @@
+"""The one place that decides an image's format.
+
+Every registered format probes the same few bytes (the first :data:`PROBE_HEAD` bytes and
+the last :data:`PROBE_TAIL`).  ``raw`` claims whatever nobody else does.  When two formats
+claim the content, the image is a polyglot: the first claimant in :data:`FORMATS` order
+(the one whose magic sits where qemu would look first) becomes ``format`` and a
+``format-ambiguous`` finding names them all.
+"""
+
+from __future__ import annotations
+
+from .findings import FORMAT_AMBIGUOUS, Findings
+from .formats import qcow2, raw, vmdk
+from .formats.base import FormatSpec, Probe
+from .source import Source, StreamGap
+
+PROBE_HEAD = 64 * 1024
+PROBE_TAIL = 4096
+
+#: Probe order: formats with a magic at offset 0 first, then those found elsewhere.
+FORMATS: tuple[FormatSpec, ...] = (qcow2.FORMAT, vmdk.FORMAT)
+RAW: FormatSpec = raw.FORMAT
+
+#: Names callers may pass as ``expected_format`` for a detected format (Glance/qemu names).
+ALIASES = {"vpc": "vhd", "vmdk": "vmdk", "qcow": "qcow2", "iso9660": "iso"}
+
+
+def read_probe(source: Source) -> Probe:
+    head = source.read_at(0, PROBE_HEAD)
+    tail_start = max(len(head), source.size - PROBE_TAIL)
+    try:
+        tail = source.read_at(tail_start, source.size - tail_start)
+    except StreamGap:
+        tail = b""
+    if tail_start == len(head):
+        tail = (head + tail)[-PROBE_TAIL:]
+    return Probe(head=head, tail=tail, size=source.size)
+
+
+def claimants(probe: Probe) -> list[FormatSpec]:
+    """Every format whose probe claims the bytes, in :data:`FORMATS` order."""
+    return [spec for spec in FORMATS if spec.probe(probe)]
+
+
+def detect(probe: Probe, findings: Findings) -> FormatSpec:
+    """Choose the format; record ``format-ambiguous`` when several formats claim the bytes."""
+    claims = claimants(probe)
+    if not claims:
+        return RAW
+    if len(claims) > 1:
+        names = ", ".join(spec.name for spec in claims)
+        findings.add(
+            FORMAT_AMBIGUOUS,
+            f"the content is valid as more than one format ({names}); read as {claims[0].name}",
+        )
+    return claims[0]
+
+
+def canonical_format(name: str) -> str:
+    """Normalise a caller's format name (``vpc`` → ``vhd``)."""
+    lowered = name.strip().lower()
+    return ALIASES.get(lowered, lowered)

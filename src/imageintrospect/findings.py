@@ -1,0 +1,98 @@
+"""Findings and the registry of their codes.
+
+A finding is one fact about an image that a caller may act on.  Every code is defined once,
+with its severity and a one-line description, by the module whose checks raise it
+(``define`` at import time); the documentation's table of codes is generated from this
+registry, and ``Findings.add`` refuses an undefined code, so docs and behaviour cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["unsafe", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("unsafe", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation about an image: a stable kebab-case ``code``, a ``severity``, a message."""
+
+    code: str
+    severity: Severity
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "severity": self.severity, "message": self.message}
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    """What a finding code means: its fixed severity, the formats that raise it, a summary."""
+
+    code: str
+    severity: Severity
+    scope: str
+    description: str
+
+
+REGISTRY: dict[str, CodeInfo] = {}
+
+
+def define(code: str, severity: Severity, scope: str, description: str) -> str:
+    """Register a finding code; returns the code so modules can bind it to a constant."""
+    if severity not in SEVERITIES:
+        raise ValueError(f"bad severity {severity!r} for {code}")
+    known = REGISTRY.get(code)
+    if known is not None and (known.severity, known.scope) != (severity, scope):
+        raise ValueError(f"finding code {code} defined twice differently")
+    REGISTRY[code] = CodeInfo(code, severity, scope, description)
+    return code
+
+
+class Findings:
+    """The findings collected while one image is introspected, in the order they were made."""
+
+    def __init__(self) -> None:
+        self._items: list[Finding] = []
+
+    def add(self, code: str, message: str) -> None:
+        info = REGISTRY.get(code)
+        if info is None:
+            raise KeyError(f"undefined finding code {code!r}")
+        finding = Finding(code, info.severity, message)
+        if finding not in self._items:
+            self._items.append(finding)
+
+    def extend(self, findings: tuple[Finding, ...] | list[Finding]) -> None:
+        for finding in findings:
+            if finding not in self._items:
+                self._items.append(finding)
+
+    def codes(self) -> set[str]:
+        return {f.code for f in self._items}
+
+    def freeze(self) -> tuple[Finding, ...]:
+        return tuple(self._items)
+
+
+# Codes that belong to no single format.
+FORMAT_AMBIGUOUS = define(
+    "format-ambiguous",
+    "unsafe",
+    "any",
+    "Two or more formats claim the same bytes (a polyglot); both are named in the message.",
+)
+TRUNCATED = define(
+    "truncated",
+    "unsafe",
+    "any",
+    "The file ends before a structure that its header says is there.",
+)
+STREAM_UNCHECKED = define(
+    "stream-unchecked",
+    "info",
+    "any",
+    "Read as a stream: a structure lay outside what a forward read keeps, so it was not checked.",
+)

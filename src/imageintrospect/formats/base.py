@@ -1,0 +1,75 @@
+"""What every format module provides, and the context it is handed.
+
+A format module reads top to bottom as: construct schemas, ``probe`` (does this format claim
+the bytes?), ``parse`` (header → section + findings), and ``qemu_info`` (what ``qemu-img
+info`` would print).  Detection (``detect.py``) is the only place that chooses among them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ..findings import Findings
+from ..source import Source
+
+
+def _plain(value: Any) -> Any:
+    """Turn a section's values into JSON-ready ones (tuples → lists, nested sections → dicts)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+@dataclass(frozen=True)
+class Section:
+    """Base of every format's detail section (``Metadata.qcow2``, ``Metadata.vmdk``, ...)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = _plain(self)
+        return result
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The bytes every probe may look at: the image's start, its end, and its length."""
+
+    head: bytes
+    tail: bytes
+    size: int
+
+
+@dataclass
+class Context:
+    """Per-introspection state handed to ``parse``: the source, findings, and the deep flag."""
+
+    source: Source
+    findings: Findings
+    deep: bool
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a format module's ``parse`` returns."""
+
+    virtual_size: int | None
+    section: Section | None
+    allocated_size: int | None = None
+    partition_table: str | None = None
+
+
+class FormatSpec(NamedTuple):
+    """A format as the detector sees it."""
+
+    name: str
+    probe: Callable[[Probe], bool]
+    parse: Callable[[Context], Parsed]
+    qemu_info: Callable[[Any], dict[str, Any]] | None = None
