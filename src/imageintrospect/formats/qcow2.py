@@ -1,31 +1,785 @@
-"""QCOW2 — placeholder until the VMDK module lands (owned by the VMDK work)."""
+"""QCOW2 (qemu copy-on-write v2/v3): header, header extensions, snapshots, bitmaps, findings.
+
+Layout: qemu's ``docs/interop/qcow2.txt``.  All integers are big-endian.  qemu refuses to
+open most of what this module flags; the point of flagging it here is that a cloud must
+refuse it *before* qemu, or anything else, reads further.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 from dataclasses import dataclass
 from typing import Any
 
+import construct as c
+
+from .. import findings as F
+from ..errors import InvalidImage
+from ..source import StreamGap
+from ..structs import cstring, parse_struct
 from .base import Context, FormatSpec, Parsed, Probe, Section
 
 NAME = "qcow2"
+MAGIC = b"QFI\xfb"
+
+# --- schemas -------------------------------------------------------------------------------
+
+HEADER_V2 = c.Struct(
+    "magic" / c.Const(MAGIC),
+    "version" / c.Int32ub,
+    "backing_file_offset" / c.Int64ub,
+    "backing_file_size" / c.Int32ub,
+    "cluster_bits" / c.Int32ub,
+    "size" / c.Int64ub,
+    "crypt_method" / c.Int32ub,
+    "l1_size" / c.Int32ub,
+    "l1_table_offset" / c.Int64ub,
+    "refcount_table_offset" / c.Int64ub,
+    "refcount_table_clusters" / c.Int32ub,
+    "nb_snapshots" / c.Int32ub,
+    "snapshots_offset" / c.Int64ub,
+)
+V2_HEADER_LENGTH = 72
+
+HEADER_V3_TAIL = c.Struct(
+    "incompatible_features" / c.Int64ub,
+    "compatible_features" / c.Int64ub,
+    "autoclear_features" / c.Int64ub,
+    "refcount_order" / c.Int32ub,
+    "header_length" / c.Int32ub,
+)
+V3_MIN_HEADER_LENGTH = 104
+
+EXTENSION_HEADER = c.Struct("type" / c.Int32ub, "length" / c.Int32ub)
+FEATURE_NAME = c.Struct("type" / c.Int8ub, "bit" / c.Int8ub, "name" / c.Bytes(46))
+BITMAPS_EXTENSION = c.Struct(
+    "nb_bitmaps" / c.Int32ub,
+    "reserved" / c.Int32ub,
+    "directory_size" / c.Int64ub,
+    "directory_offset" / c.Int64ub,
+)
+ENCRYPTION_POINTER = c.Struct("offset" / c.Int64ub, "length" / c.Int64ub)
+
+SNAPSHOT_ENTRY = c.Struct(
+    "l1_table_offset" / c.Int64ub,
+    "l1_size" / c.Int32ub,
+    "id_len" / c.Int16ub,
+    "name_len" / c.Int16ub,
+    "date_sec" / c.Int32ub,
+    "date_nsec" / c.Int32ub,
+    "vm_clock_nsec" / c.Int64ub,
+    "vm_state_size" / c.Int32ub,
+    "extra_size" / c.Int32ub,
+)
+SNAPSHOT_ENTRY_SIZE = 40
+# The optional extra data of a snapshot entry, as far as each field reaches.
+SNAPSHOT_EXTRA = c.Struct(
+    "vm_state_size_large" / c.Int64ub,
+    "disk_size" / c.Int64ub,
+    "icount" / c.Int64ub,
+)
+
+BITMAP_DIRECTORY_ENTRY = c.Struct(
+    "table_offset" / c.Int64ub,
+    "table_size" / c.Int32ub,
+    "flags" / c.Int32ub,
+    "type" / c.Int8ub,
+    "granularity_bits" / c.Int8ub,
+    "name_size" / c.Int16ub,
+    "extra_data_size" / c.Int32ub,
+)
+BITMAP_DIRECTORY_ENTRY_SIZE = 24
+
+EXT_END = 0x00000000
+EXT_BACKING_FORMAT = 0xE2792ACA
+EXT_FEATURE_TABLE = 0x6803F857
+EXT_BITMAPS = 0x23852875
+EXT_ENCRYPTION = 0x0537BE77
+EXT_DATA_FILE = 0x44415441
+
+# Feature bits: (bit, name).  Names are this library's stable spellings.
+INCOMPATIBLE_FEATURES = {
+    0: "dirty",
+    1: "corrupt",
+    2: "external-data-file",
+    3: "compression-type",
+    4: "extended-l2",
+}
+COMPATIBLE_FEATURES = {0: "lazy-refcounts"}
+AUTOCLEAR_FEATURES = {0: "bitmaps", 1: "raw-external-data"}
+FEATURE_TABLE_KINDS = {0: "incompatible", 1: "compatible", 2: "autoclear"}
+
+CRYPT_METHODS = {0: None, 1: "aes", 2: "luks"}
+COMPRESSION_TYPES = {0: "zlib", 1: "zstd"}
+BITMAP_FLAGS = {0: "in-use", 1: "auto", 2: "extra-data-compatible"}
+
+# qemu's own limits (block/qcow2.h), so that what qemu would refuse is flagged here too.
+MIN_CLUSTER_BITS = 9
+MAX_CLUSTER_BITS = 21
+MIN_EXTENDED_L2_CLUSTER_BITS = 14
+MAX_L1_BYTES = 32 * 1024 * 1024
+MAX_REFTABLE_BYTES = 8 * 1024 * 1024
+MAX_SNAPSHOTS = 65536
+MAX_SNAPSHOT_EXTRA = 1024
+MAX_BACKING_FILE_NAME = 1023
+MAX_BITMAPS = 65535
+MAX_SIZE = (1 << 63) - 1
+
+# What we are willing to read of the variable-length metadata.
+EXTENSION_AREA_LIMIT = 256 * 1024
+SNAPSHOT_TABLE_LIMIT = {True: 16 * 1024 * 1024, False: 256 * 1024}  # keyed by ``deep``
+BITMAP_DIRECTORY_LIMIT = 1024 * 1024
+
+# --- findings ------------------------------------------------------------------------------
+
+BACKING_FILE = F.define(
+    "backing-file",
+    "unsafe",
+    "qcow2",
+    "The image names a backing file; using it would make the host read that file.",
+)
+DATA_FILE = F.define(
+    "external-data-file",
+    "unsafe",
+    "qcow2",
+    "The image keeps its guest data in an external file that it names.",
+)
+UNKNOWN_INCOMPATIBLE = F.define(
+    "unknown-incompatible-feature",
+    "unsafe",
+    "qcow2",
+    "An incompatible feature bit this library (and qemu) does not know is set.",
+)
+CORRUPT = F.define("corrupt-flag", "unsafe", "qcow2", "The image's own header marks it as corrupt.")
+DIRTY = F.define(
+    "dirty-flag",
+    "warning",
+    "qcow2",
+    "The image was not closed cleanly (refcounts may be stale; qemu repairs on open).",
+)
+ENCRYPTED = F.define(
+    "encrypted",
+    "warning",
+    "qcow2",
+    "The guest data is encrypted; its content cannot be inspected or converted without a key.",
+)
+LEGACY_AES = F.define(
+    "legacy-aes-encryption",
+    "unsafe",
+    "qcow2",
+    "Legacy qcow2 AES encryption: broken by design and refused by qemu's system emulators.",
+)
+BAD_GEOMETRY = F.define(
+    "bad-geometry",
+    "unsafe",
+    "qcow2",
+    "A header field is impossible: cluster size, L1 size, virtual size or a table offset.",
+)
+BAD_VERSION = F.define(
+    "unsupported-version", "unsafe", "qcow2", "The header version is neither 2 nor 3."
+)
+BAD_EXTENSION = F.define(
+    "bad-header-extension",
+    "unsafe",
+    "qcow2",
+    "A header extension is malformed (overruns its area, bad length, or bad content).",
+)
+UNKNOWN_EXTENSION = F.define(
+    "unknown-header-extension",
+    "info",
+    "qcow2",
+    "A header extension of an unknown type is present (qemu ignores it).",
+)
+BAD_SNAPSHOTS = F.define(
+    "bad-snapshot-table",
+    "unsafe",
+    "qcow2",
+    "The snapshot table is out of range, misaligned, or has an impossible entry.",
+)
+BAD_BITMAPS = F.define(
+    "bad-bitmap-directory",
+    "unsafe",
+    "qcow2",
+    "The persistent-bitmap extension or directory is malformed.",
+)
+TABLE_NOT_READ = F.define(
+    "table-not-read",
+    "info",
+    "qcow2",
+    "Header-only mode: a metadata table larger than the header budget was not read.",
+)
+SNAPSHOTS_PRESENT = F.define(
+    "internal-snapshots",
+    "info",
+    "qcow2",
+    "The image holds internal snapshots (their data is part of the image).",
+)
+
+# --- the section ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot(Section):
+    id: str
+    name: str
+    vm_state_size: int
+    date: str
+    date_sec: int
+    date_nsec: int
+    vm_clock_nsec: int
+    l1_table_offset: int
+    l1_size: int
+    disk_size: int | None
+    icount: int | None
+
+
+@dataclass(frozen=True)
+class Bitmap(Section):
+    name: str
+    granularity: int
+    flags: tuple[str, ...]
+    table_offset: int
+    table_size: int
 
 
 @dataclass(frozen=True)
 class Qcow2Section(Section):
-    create_type: str | None = None
-    adapter_type: str | None = None
+    version: int
+    cluster_size: int
+    backing_file: str | None
+    backing_format: str | None
+    data_file: str | None
+    data_file_raw: bool
+    encryption: str | None
+    compression_type: str
+    extended_l2: bool
+    lazy_refcounts: bool
+    refcount_bits: int
+    dirty: bool
+    corrupt: bool
+    snapshots: tuple[Snapshot, ...]
+    bitmaps: tuple[Bitmap, ...]
+    incompatible_features: tuple[str, ...]
+    compatible_features: tuple[str, ...]
+    autoclear_features: tuple[str, ...]
+    header_length: int
+    l1_size: int
+    l1_table_offset: int
+    refcount_table_offset: int
+    refcount_table_clusters: int
+    snapshots_offset: int
+    encryption_header: dict[str, int] | None
+    feature_names: dict[str, str]
+
+
+# --- probe ---------------------------------------------------------------------------------
 
 
 def probe(probe: Probe) -> bool:
-    return probe.head[:4] == b"QFI\xfb"
+    return probe.head[:4] == MAGIC
+
+
+# --- parse ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Extensions:
+    backing_format: str | None = None
+    data_file: str | None = None
+    feature_names: dict[tuple[int, int], str] | None = None
+    bitmaps: Any = None
+    encryption: Any = None
 
 
 def parse(ctx: Context) -> Parsed:
-    return Parsed(virtual_size=None, section=Qcow2Section())
+    src = ctx.source
+    head = src.read_at(0, V3_MIN_HEADER_LENGTH + 8)
+    if len(head) < V2_HEADER_LENGTH:
+        ctx.findings.add(F.TRUNCATED, f"qcow2 header cut short: {len(head)} of 72 bytes")
+        return Parsed(virtual_size=None, section=None)
+    hdr = parse_struct(HEADER_V2, head[:V2_HEADER_LENGTH], "qcow2 header")
+    v3 = _v3_fields(ctx, hdr, head)
+    if v3 is None:
+        return Parsed(virtual_size=None, section=None)
+    cluster_size = 1 << hdr.cluster_bits if MIN_CLUSTER_BITS <= hdr.cluster_bits <= 63 else 0
+    extended_l2 = bool(v3.incompatible_features & (1 << 4))
+    _check_geometry(ctx, hdr, v3, extended_l2)
+    exts = _read_extensions(ctx, hdr, v3.header_length, cluster_size)
+    backing_file = _read_backing_file(ctx, hdr, cluster_size)
+    compression_type = _compression_type(ctx, hdr.version, v3, head)
+    section = Qcow2Section(
+        version=hdr.version,
+        cluster_size=cluster_size,
+        backing_file=backing_file,
+        backing_format=exts.backing_format if backing_file is not None else None,
+        data_file=exts.data_file,
+        data_file_raw=bool(v3.autoclear_features & (1 << 1)),
+        encryption=CRYPT_METHODS.get(hdr.crypt_method, f"method-{hdr.crypt_method}"),
+        compression_type=compression_type,
+        extended_l2=extended_l2,
+        lazy_refcounts=bool(v3.compatible_features & 1),
+        refcount_bits=1 << v3.refcount_order if v3.refcount_order < 64 else 0,
+        dirty=bool(v3.incompatible_features & 1),
+        corrupt=bool(v3.incompatible_features & 2),
+        snapshots=_read_snapshots(ctx, hdr, cluster_size),
+        bitmaps=_read_bitmaps(ctx, exts, cluster_size, v3.autoclear_features),
+        incompatible_features=_feature_names(v3.incompatible_features, INCOMPATIBLE_FEATURES),
+        compatible_features=_feature_names(v3.compatible_features, COMPATIBLE_FEATURES),
+        autoclear_features=_feature_names(v3.autoclear_features, AUTOCLEAR_FEATURES),
+        header_length=v3.header_length,
+        l1_size=hdr.l1_size,
+        l1_table_offset=hdr.l1_table_offset,
+        refcount_table_offset=hdr.refcount_table_offset,
+        refcount_table_clusters=hdr.refcount_table_clusters,
+        snapshots_offset=hdr.snapshots_offset,
+        encryption_header=(
+            {"offset": exts.encryption.offset, "length": exts.encryption.length}
+            if exts.encryption is not None
+            else None
+        ),
+        feature_names={
+            f"{FEATURE_TABLE_KINDS.get(kind, f'type-{kind}')}:{bit}": name
+            for (kind, bit), name in (exts.feature_names or {}).items()
+        },
+    )
+    _judge(ctx, section, exts)
+    virtual_size = hdr.size if hdr.size <= MAX_SIZE else None
+    return Parsed(virtual_size=virtual_size, section=section)
+
+
+@dataclass(frozen=True)
+class _V3Fields:
+    incompatible_features: int
+    compatible_features: int
+    autoclear_features: int
+    refcount_order: int
+    header_length: int
+
+
+def _v3_fields(ctx: Context, hdr: Any, head: bytes) -> _V3Fields | None:
+    """The version-3 header fields, or version 2's implied values; None if unusable."""
+    if hdr.version == 2:
+        return _V3Fields(0, 0, 0, 4, V2_HEADER_LENGTH)
+    if hdr.version != 3:
+        ctx.findings.add(BAD_VERSION, f"qcow2 version {hdr.version}")
+        return None
+    if len(head) < V3_MIN_HEADER_LENGTH:
+        ctx.findings.add(F.TRUNCATED, f"qcow2 v3 header cut short: {len(head)} of 104 bytes")
+        return None
+    tail = parse_struct(
+        HEADER_V3_TAIL, head[V2_HEADER_LENGTH:V3_MIN_HEADER_LENGTH], "qcow2 v3 header"
+    )
+    return _V3Fields(
+        tail.incompatible_features,
+        tail.compatible_features,
+        tail.autoclear_features,
+        tail.refcount_order,
+        tail.header_length,
+    )
+
+
+def _check_geometry(ctx: Context, hdr: Any, v3: _V3Fields, extended_l2: bool) -> None:
+    """Flag every header number qemu would refuse, and tables the file does not hold."""
+    bad: list[str] = []
+    bits = hdr.cluster_bits
+    if not MIN_CLUSTER_BITS <= bits <= MAX_CLUSTER_BITS:
+        bad.append(f"cluster_bits {bits} outside {MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS}")
+    elif extended_l2 and bits < MIN_EXTENDED_L2_CLUSTER_BITS:
+        bad.append(f"extended L2 entries need cluster_bits >= 14, not {bits}")
+    if hdr.version == 3 and (v3.header_length < V3_MIN_HEADER_LENGTH or v3.header_length % 8):
+        bad.append(f"header_length {v3.header_length} (must be >= 104 and a multiple of 8)")
+    if v3.refcount_order > 6:
+        bad.append(f"refcount_order {v3.refcount_order} > 6")
+    if hdr.size > MAX_SIZE:
+        bad.append(f"virtual size {hdr.size} exceeds 2^63 - 1")
+    if bad:  # the numbers below are meaningless without a sane cluster size
+        ctx.findings.add(BAD_GEOMETRY, "; ".join(bad))
+        return
+    cluster_size = 1 << bits
+    l2_entries = cluster_size // (16 if extended_l2 else 8)
+    needed_l1 = -(-hdr.size // (cluster_size * l2_entries))
+    if hdr.l1_size < needed_l1:
+        bad.append(f"l1_size {hdr.l1_size} cannot map {hdr.size} bytes (needs {needed_l1})")
+    if hdr.l1_size * 8 > MAX_L1_BYTES:
+        bad.append(f"l1_size {hdr.l1_size} exceeds qemu's {MAX_L1_BYTES // 8} entries")
+    if hdr.refcount_table_clusters * cluster_size > MAX_REFTABLE_BYTES:
+        bad.append(f"refcount table of {hdr.refcount_table_clusters} clusters is too large")
+    if hdr.refcount_table_clusters == 0:
+        bad.append("no refcount table")
+    for name in ("l1_table_offset", "refcount_table_offset", "snapshots_offset"):
+        value = getattr(hdr, name)
+        if value % cluster_size:
+            bad.append(f"{name} {value:#x} not aligned to the {cluster_size}-byte cluster")
+    if hdr.l1_size and hdr.l1_table_offset < cluster_size:
+        bad.append(f"L1 table at {hdr.l1_table_offset:#x} overlaps the header cluster")
+    if hdr.refcount_table_offset < cluster_size:
+        bad.append(f"refcount table at {hdr.refcount_table_offset:#x} overlaps the header cluster")
+    if bad:
+        ctx.findings.add(BAD_GEOMETRY, "; ".join(bad))
+    _check_in_file(ctx, "L1 table", hdr.l1_table_offset, hdr.l1_size * 8)
+    _check_in_file(
+        ctx,
+        "refcount table",
+        hdr.refcount_table_offset,
+        hdr.refcount_table_clusters * cluster_size,
+    )
+
+
+def _check_in_file(ctx: Context, what: str, offset: int, length: int) -> None:
+    if length and offset + length > ctx.source.size:
+        ctx.findings.add(
+            F.TRUNCATED,
+            f"{what} at {offset:#x} ({length} bytes) ends past the image's {ctx.source.size} bytes",
+        )
+
+
+def _read_extensions(ctx: Context, hdr: Any, header_length: int, cluster_size: int) -> _Extensions:
+    """Walk the header extensions; they live between the header and the backing file name."""
+    exts = _Extensions()
+    if not cluster_size:
+        return exts
+    end = cluster_size
+    if hdr.backing_file_offset and hdr.backing_file_offset < end:
+        end = hdr.backing_file_offset
+    end = min(end, header_length + EXTENSION_AREA_LIMIT)
+    if end <= header_length:
+        return exts
+    try:
+        area = ctx.source.read_at(header_length, end - header_length)
+    except StreamGap:  # the first cluster is always within the kept head, but be explicit
+        ctx.findings.add(F.STREAM_UNCHECKED, "qcow2 header extensions not kept from stream")
+        return exts
+    pos = 0
+    while pos + 8 <= len(area):
+        ext = parse_struct(EXTENSION_HEADER, area[pos : pos + 8], "qcow2 header extension")
+        if ext.type == EXT_END:
+            return exts
+        data = area[pos + 8 : pos + 8 + ext.length]
+        if len(data) < ext.length:
+            ctx.findings.add(
+                BAD_EXTENSION,
+                f"extension {ext.type:#010x} at {header_length + pos:#x} claims "
+                f"{ext.length} bytes, past the end of the extension area",
+            )
+            return exts
+        _store_extension(ctx, exts, ext.type, data)
+        pos += 8 + ((ext.length + 7) & ~7)
+    if len(area) < end - header_length:
+        ctx.findings.add(F.TRUNCATED, "qcow2 header extensions run past the end of the file")
+    return exts
+
+
+def _store_extension(ctx: Context, exts: _Extensions, kind: int, data: bytes) -> None:
+    if kind == EXT_BACKING_FORMAT:
+        exts.backing_format = _ext_string(ctx, data, "backing format")
+    elif kind == EXT_DATA_FILE:
+        exts.data_file = _ext_string(ctx, data, "external data file name")
+    elif kind == EXT_FEATURE_TABLE:
+        names = exts.feature_names if exts.feature_names is not None else {}
+        for start in range(0, len(data) - len(data) % 48, 48):
+            entry = parse_struct(FEATURE_NAME, data[start : start + 48], "feature name")
+            names[(entry.type, entry.bit)] = cstring(entry.name)
+        exts.feature_names = names
+    elif kind == EXT_BITMAPS:
+        if len(data) != BITMAPS_EXTENSION.sizeof():
+            ctx.findings.add(BAD_BITMAPS, f"bitmaps extension of {len(data)} bytes, not 24")
+        else:
+            exts.bitmaps = parse_struct(BITMAPS_EXTENSION, data, "bitmaps extension")
+    elif kind == EXT_ENCRYPTION:
+        if len(data) != ENCRYPTION_POINTER.sizeof():
+            ctx.findings.add(BAD_EXTENSION, f"encryption pointer of {len(data)} bytes, not 16")
+        else:
+            exts.encryption = parse_struct(ENCRYPTION_POINTER, data, "encryption pointer")
+    else:
+        ctx.findings.add(UNKNOWN_EXTENSION, f"unknown header extension {kind:#010x}")
+
+
+def _ext_string(ctx: Context, data: bytes, what: str) -> str:
+    if b"\0" in data:
+        ctx.findings.add(BAD_EXTENSION, f"{what} contains a NUL byte")
+    return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+
+
+def _read_backing_file(ctx: Context, hdr: Any, cluster_size: int) -> str | None:
+    if not hdr.backing_file_offset:
+        return None
+    size = hdr.backing_file_size
+    problems = []
+    if size > MAX_BACKING_FILE_NAME:
+        problems.append(f"backing file name of {size} bytes (qemu allows 1023)")
+    if cluster_size and hdr.backing_file_offset > cluster_size:
+        problems.append(f"backing file name at {hdr.backing_file_offset:#x}, past cluster 0")
+    if problems:
+        ctx.findings.add(BAD_GEOMETRY, "; ".join(problems))
+        size = min(size, MAX_BACKING_FILE_NAME)
+    raw = ctx.source.read_at(hdr.backing_file_offset, size) if size else b""
+    if len(raw) < size:
+        ctx.findings.add(F.TRUNCATED, "the backing file name runs past the end of the file")
+    # Reported as written; an empty name still makes qemu look for a backing file.
+    return raw.decode("utf-8", errors="replace")
+
+
+def _compression_type(ctx: Context, version: int, v3: _V3Fields, head: bytes) -> str:
+    has_bit = bool(v3.incompatible_features & (1 << 3))
+    # The compression type byte exists only when the header is longer than 104 bytes.
+    has_field = version == 3 and v3.header_length > V3_MIN_HEADER_LENGTH
+    code = head[V3_MIN_HEADER_LENGTH] if has_field and len(head) > V3_MIN_HEADER_LENGTH else 0
+    name = COMPRESSION_TYPES.get(code)
+    if name is None:
+        ctx.findings.add(BAD_GEOMETRY, f"unknown compression type {code}")
+        return f"type-{code}"
+    if (code != 0) != has_bit:
+        ctx.findings.add(
+            BAD_GEOMETRY,
+            f"compression type {name} disagrees with the compression-type feature bit",
+        )
+    return name
+
+
+def _read_snapshots(ctx: Context, hdr: Any, cluster_size: int) -> tuple[Snapshot, ...]:
+    count = hdr.nb_snapshots
+    if count == 0:
+        return ()
+    if count > MAX_SNAPSHOTS:
+        ctx.findings.add(BAD_SNAPSHOTS, f"{count} snapshots (qemu allows {MAX_SNAPSHOTS})")
+        return ()
+    if not cluster_size or hdr.snapshots_offset < cluster_size:
+        ctx.findings.add(BAD_SNAPSHOTS, f"snapshot table at {hdr.snapshots_offset:#x}")
+        return ()
+    limit = SNAPSHOT_TABLE_LIMIT[ctx.deep]
+    over_limit = BAD_SNAPSHOTS if ctx.deep else TABLE_NOT_READ
+    reader = _WindowReader(ctx, hdr.snapshots_offset, limit, over_limit)
+    snapshots: list[Snapshot] = []
+    try:
+        for _ in range(count):
+            fixed = reader.take(SNAPSHOT_ENTRY_SIZE)
+            entry = parse_struct(SNAPSHOT_ENTRY, fixed, "qcow2 snapshot entry")
+            if entry.extra_size > MAX_SNAPSHOT_EXTRA:
+                raise _TableEnds(f"extra data of {entry.extra_size} bytes", BAD_SNAPSHOTS)
+            extra = reader.take(entry.extra_size)
+            ident = reader.take(entry.id_len).decode("utf-8", errors="replace")
+            name = reader.take(entry.name_len).decode("utf-8", errors="replace")
+            reader.align(8)
+            snapshots.append(_snapshot(entry, extra, ident, name))
+    except _TableEnds as end:
+        ctx.findings.add(end.code, f"snapshot table: {end}")
+    except StreamGap:
+        ctx.findings.add(F.STREAM_UNCHECKED, "the snapshot table lay outside the kept stream")
+    return tuple(snapshots)
+
+
+def _snapshot(entry: Any, extra: bytes, ident: str, name: str) -> Snapshot:
+    padded = extra[:24].ljust(24, b"\0")
+    fields = parse_struct(SNAPSHOT_EXTRA, padded, "qcow2 snapshot extra data")
+    vm_state_size = fields.vm_state_size_large if len(extra) >= 8 else entry.vm_state_size
+    return Snapshot(
+        id=ident,
+        name=name,
+        vm_state_size=vm_state_size,
+        date=_iso_date(entry.date_sec),
+        date_sec=entry.date_sec,
+        date_nsec=entry.date_nsec,
+        vm_clock_nsec=entry.vm_clock_nsec,
+        l1_table_offset=entry.l1_table_offset,
+        l1_size=entry.l1_size,
+        disk_size=fields.disk_size if len(extra) >= 16 else None,
+        icount=fields.icount if len(extra) >= 24 and fields.icount != (1 << 64) - 1 else None,
+    )
+
+
+def _iso_date(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).isoformat()
+
+
+def _read_bitmaps(
+    ctx: Context, exts: _Extensions, cluster_size: int, autoclear: int
+) -> tuple[Bitmap, ...]:
+    ext = exts.bitmaps
+    if ext is None:
+        return ()
+    if not autoclear & 1:
+        return ()  # qemu ignores (and drops) a bitmaps extension whose autoclear bit is off
+    problems = []
+    if ext.nb_bitmaps == 0 or ext.nb_bitmaps > MAX_BITMAPS:
+        problems.append(f"{ext.nb_bitmaps} bitmaps")
+    if ext.directory_size > BITMAP_DIRECTORY_LIMIT or ext.directory_size < 24:
+        problems.append(f"bitmap directory of {ext.directory_size} bytes")
+    if not cluster_size or ext.directory_offset % cluster_size or ext.directory_offset == 0:
+        problems.append(f"bitmap directory at {ext.directory_offset:#x}")
+    if problems:
+        ctx.findings.add(BAD_BITMAPS, "; ".join(problems))
+        return ()
+    reader = _WindowReader(ctx, ext.directory_offset, ext.directory_size, BAD_BITMAPS)
+    bitmaps: list[Bitmap] = []
+    try:
+        for _ in range(ext.nb_bitmaps):
+            fixed = reader.take(BITMAP_DIRECTORY_ENTRY_SIZE)
+            entry = parse_struct(BITMAP_DIRECTORY_ENTRY, fixed, "qcow2 bitmap entry")
+            reader.take(entry.extra_data_size)
+            name = reader.take(entry.name_size).decode("utf-8", errors="replace")
+            reader.align(8)
+            bitmaps.append(
+                Bitmap(
+                    name=name,
+                    granularity=1 << entry.granularity_bits if entry.granularity_bits < 64 else 0,
+                    flags=_feature_names(entry.flags, BITMAP_FLAGS),
+                    table_offset=entry.table_offset,
+                    table_size=entry.table_size,
+                )
+            )
+    except _TableEnds as end:
+        ctx.findings.add(BAD_BITMAPS, f"bitmap directory: {end}")
+    except StreamGap:
+        ctx.findings.add(F.STREAM_UNCHECKED, "the bitmap directory lay outside the kept stream")
+    return tuple(bitmaps)
+
+
+class _TableEnds(Exception):
+    """A variable-length table ran out of bytes (file end or our read budget)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _WindowReader:
+    """Sequential reads from a table at ``offset``, at most ``limit`` bytes in all."""
+
+    def __init__(self, ctx: Context, offset: int, limit: int, over_limit_code: str) -> None:
+        self._src = ctx.source
+        self._start = offset
+        self._pos = offset
+        self._limit = limit
+        self._over_limit_code = over_limit_code
+
+    def take(self, length: int) -> bytes:
+        if self._pos + length - self._start > self._limit:
+            raise _TableEnds(
+                f"larger than the {self._limit} bytes read for it", self._over_limit_code
+            )
+        data = self._src.read_at(self._pos, length)
+        if len(data) < length:
+            raise _TableEnds(f"ends past the end of the file at {self._pos:#x}", F.TRUNCATED)
+        self._pos += length
+        return data
+
+    def align(self, boundary: int) -> None:
+        self._pos = self._start + (-(-(self._pos - self._start) // boundary) * boundary)
+
+
+def _feature_names(bits: int, names: dict[int, str]) -> tuple[str, ...]:
+    return tuple(names.get(bit, f"bit-{bit}") for bit in range(64) if bits >> bit & 1)
+
+
+def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
+    """The findings that follow from the decoded header."""
+    add = ctx.findings.add
+    if section.backing_file is not None:
+        fmt = f" (format {section.backing_format})" if section.backing_format else ""
+        add(BACKING_FILE, f"backing file {section.backing_file!r}{fmt}")
+    has_data_file_bit = "external-data-file" in section.incompatible_features
+    if section.data_file is not None or has_data_file_bit:
+        name = repr(section.data_file) if section.data_file is not None else "(unnamed)"
+        add(DATA_FILE, f"external data file {name}")
+    if section.data_file_raw and not has_data_file_bit:
+        add(BAD_GEOMETRY, "raw-external-data set without an external data file")
+    unknown = [f for f in section.incompatible_features if f.startswith("bit-")]
+    if unknown:
+        labels = [_label(exts, 0, int(f[4:])) for f in unknown]
+        add(UNKNOWN_INCOMPATIBLE, "unknown incompatible features: " + ", ".join(labels))
+    if section.corrupt:
+        add(CORRUPT, "the corrupt bit is set")
+    if section.dirty:
+        add(DIRTY, "the dirty bit is set")
+    if section.encryption is not None:
+        add(ENCRYPTED, f"encrypted with {section.encryption}")
+        if section.encryption == "aes":
+            add(LEGACY_AES, "legacy AES-CBC encryption")
+        elif section.encryption != "luks":
+            add(BAD_GEOMETRY, f"unknown encryption {section.encryption}")
+    if section.encryption == "luks" and section.encryption_header is None:
+        add(BAD_EXTENSION, "LUKS encryption without a LUKS header extension")
+    if section.snapshots:
+        add(SNAPSHOTS_PRESENT, f"{len(section.snapshots)} internal snapshot(s)")
+
+
+def _label(exts: _Extensions, kind: int, bit: int) -> str:
+    name = (exts.feature_names or {}).get((kind, bit))
+    return f"bit-{bit} ({name})" if name else f"bit-{bit}"
+
+
+# --- qemu-img info view ---------------------------------------------------------------------
 
 
 def qemu_info(md: Any) -> dict[str, Any]:
-    return {"format": "qcow2"}
+    """The keys of ``qemu-img info --output=json`` that come from the qcow2 header."""
+    section: Qcow2Section | None = md.qcow2
+    if section is None:
+        raise InvalidImage("qcow2 header too damaged for a qemu-img view")
+    data: dict[str, Any] = {
+        "compat": "0.10" if section.version == 2 else "1.1",
+        "compression-type": section.compression_type,
+    }
+    if section.version == 3:
+        data["lazy-refcounts"] = section.lazy_refcounts
+    if section.bitmaps:
+        data["bitmaps"] = [
+            {
+                "flags": [f for f in b.flags if f in ("in-use", "auto")],
+                "name": b.name,
+                "granularity": b.granularity,
+            }
+            for b in section.bitmaps
+        ]
+    data["refcount-bits"] = section.refcount_bits
+    if section.data_file is not None:
+        data["data-file"] = section.data_file
+    if "external-data-file" in section.incompatible_features:
+        data["data-file-raw"] = section.data_file_raw
+    if section.encryption is not None:
+        data["encrypt"] = {"format": section.encryption}
+    if section.version == 3:
+        data["corrupt"] = section.corrupt
+        data["extended-l2"] = section.extended_l2
+    info: dict[str, Any] = {
+        "cluster-size": section.cluster_size,
+        "format": "qcow2",
+        "format-specific": {"type": "qcow2", "data": data},
+        "dirty-flag": section.dirty,
+    }
+    if section.encryption is not None:
+        info["encrypted"] = True
+    if section.backing_file is not None:
+        info["backing-filename"] = section.backing_file
+        if section.backing_format:
+            info["backing-filename-format"] = section.backing_format
+    if section.snapshots:
+        info["snapshots"] = [_qemu_snapshot(s) for s in section.snapshots]
+    return info
+
+
+def _qemu_snapshot(snap: Snapshot) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "vm-clock-nsec": snap.vm_clock_nsec % 1_000_000_000,
+        "name": snap.name,
+        "date-sec": snap.date_sec,
+        "date-nsec": snap.date_nsec,
+        "vm-clock-sec": snap.vm_clock_nsec // 1_000_000_000,
+        "id": snap.id,
+        "vm-state-size": snap.vm_state_size,
+    }
+    if snap.icount is not None:
+        result["icount"] = snap.icount
+    return result
+
+
+def full_backing_filename(image_path: str, backing: str) -> str:
+    """qemu's ``full-backing-filename``: a relative name is resolved beside the image."""
+    if os.path.isabs(backing) or ":" in backing.split("/", 1)[0]:
+        return backing
+    directory = os.path.dirname(image_path)
+    return os.path.join(directory, backing) if directory else backing
 
 
 FORMAT = FormatSpec(NAME, probe, parse, qemu_info)
