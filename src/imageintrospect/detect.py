@@ -10,15 +10,25 @@ claim the content, the image is a polyglot: the first claimant in :data:`FORMATS
 from __future__ import annotations
 
 from .findings import FORMAT_AMBIGUOUS, Findings
-from .formats import qcow2, raw, vmdk
+from .formats import iso, luks, qcow2, qed, raw, vdi, vhd, vhdx, vmdk
 from .formats.base import FormatSpec, Probe
 from .source import Source, StreamGap
 
 PROBE_HEAD = 64 * 1024
 PROBE_TAIL = 4096
 
-#: Probe order: formats with a magic at offset 0 first, then those found elsewhere.
-FORMATS: tuple[FormatSpec, ...] = (qcow2.FORMAT, vmdk.FORMAT)
+#: Probe order: formats with a magic at offset 0 first, then those found elsewhere (an ISO's
+#: volume descriptor at 32 KiB, a fixed VHD's footer in the last sector).
+FORMATS: tuple[FormatSpec, ...] = (
+    qcow2.FORMAT,
+    qed.FORMAT,
+    luks.FORMAT,
+    vhdx.FORMAT,
+    vdi.FORMAT,
+    vmdk.FORMAT,
+    vhd.FORMAT,
+    iso.FORMAT,
+)
 RAW: FormatSpec = raw.FORMAT
 
 #: Names callers may pass as ``expected_format`` for a detected format (Glance/qemu names).
