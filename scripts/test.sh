@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# THE test command: installs what the suite needs, then runs lint, type check, tests and docs.
+#
+#   sudo bash scripts/test.sh        (or as root: bash scripts/test.sh)
+#
+# Works on a fresh Debian 12 with python3 and network to PyPI and Debian. Idempotent: apt is
+# skipped when the tools are already there, and the virtualenv in .venv is reused.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+started=$SECONDS
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# -- system tools the tests use as references and image makers ------------------------------
+# qemu-img/qemu-io (qemu-utils), xorriso (ISO images), sgdisk (gdisk), mkfs.vfat (dosfstools).
+need_apt=()
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+command -v qemu-io >/dev/null || need_apt+=(qemu-utils)
+command -v xorriso >/dev/null || need_apt+=(xorriso)
+command -v sgdisk >/dev/null || need_apt+=(gdisk)
+command -v mkfs.vfat >/dev/null || need_apt+=(dosfstools)
+
+apt_install() {
+    step "apt-get install $*"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "scripts/test.sh: installing $* needs root (run it with sudo)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "$@"
+}
+if ((${#need_apt[@]})); then
+    apt_install qemu-utils xorriso gdisk dosfstools
+fi
+
+# -- Python environment ---------------------------------------------------------------------
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    step "python3 -m venv .venv"
+    rm -rf .venv
+    if ! python3 -m venv .venv; then
+        # Debian's own python3 needs python3-venv for ensurepip.
+        rm -rf .venv
+        apt_install python3-venv
+        python3 -m venv .venv
+    fi
+fi
+PY=.venv/bin/python
+step "pip install -e .[test,docs,bench]"
+# bench brings oslo.utils, whose QemuImgInfo must parse our qemu-json output.
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench]'
+
+export PATH="$PWD/.venv/bin:$PATH"
+status=0
+run() {
+    step "$*"
+    "$@" || { status=1; echo "FAILED: $*" >&2; }
+}
+
+# Every stage runs even when an earlier one fails, so one run shows every problem.
+run ruff check .
+run ruff format --check .
+run mypy
+run python -m pytest tests -q -p no:cacheprovider
+run sphinx-build -q -E -W -b html docs docs/_build/html
+
+step "done in $((SECONDS - started)) s"
+if ((status)); then
+    echo "scripts/test.sh: FAILED" >&2
+fi
+exit "$status"
