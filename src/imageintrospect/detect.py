@@ -10,7 +10,7 @@ claim the content, the image is a polyglot: the first claimant in :data:`FORMATS
 from __future__ import annotations
 
 from .findings import FORMAT_AMBIGUOUS, Findings
-from .formats import iso, luks, qcow2, qed, raw, vdi, vhd, vhdx, vmdk
+from .formats import iso, luks, ova, qcow2, qed, raw, vdi, vhd, vhdx, vmdk
 from .formats.base import FormatSpec, Probe
 from .source import Source, StreamGap
 
@@ -18,7 +18,7 @@ PROBE_HEAD = 64 * 1024
 PROBE_TAIL = 4096
 
 #: Probe order: formats with a magic at offset 0 first, then those found elsewhere (an ISO's
-#: volume descriptor at 32 KiB, a fixed VHD's footer in the last sector).
+#: volume descriptor at 32 KiB, a fixed VHD's footer in the last sector, a tar's magic at 257).
 FORMATS: tuple[FormatSpec, ...] = (
     qcow2.FORMAT,
     qed.FORMAT,
@@ -28,6 +28,7 @@ FORMATS: tuple[FormatSpec, ...] = (
     vmdk.FORMAT,
     vhd.FORMAT,
     iso.FORMAT,
+    ova.FORMAT,
 )
 RAW: FormatSpec = raw.FORMAT
 

@@ -9,6 +9,7 @@ from .findings import Finding
 from .formats.base import Section
 
 if TYPE_CHECKING:
+    from .formats.ova import OvaSection
     from .formats.qcow2 import Qcow2Section
     from .formats.vmdk import VmdkSection
 
@@ -47,7 +48,7 @@ class Metadata:
     qed: Section | None = None
     luks: Section | None = None
     iso: Section | None = None
-    ova: Section | None = None
+    ova: OvaSection | None = None
     safe: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +84,10 @@ class Metadata:
 
     def glance_properties(self) -> dict[str, Any]:
         """The Glance image properties this image should carry (contract §3)."""
+        if self.ova is not None:
+            from .formats.ova import glance_properties as ova_properties
+
+            return ova_properties(self.ova)
         props: dict[str, Any] = {
             "disk_format": self.format,
             "container_format": "bare",

@@ -174,6 +174,19 @@ class StreamSource(Source):
         raise StreamGap(offset, length)
 
 
+class SliceSource(Source):
+    """A window of another source: an archive member introspected in place, never copied."""
+
+    def __init__(self, parent: Source, offset: int, length: int) -> None:
+        self._parent = parent
+        self._offset = offset
+        self.is_stream = parent.is_stream
+        super().__init__(max(0, min(length, parent.size - offset)))
+
+    def _read(self, offset: int, length: int) -> bytes:
+        return self._parent.read_at(self._offset + offset, length)
+
+
 def _is_seekable(obj: Any) -> bool:
     seekable = getattr(obj, "seekable", None)
     if not callable(seekable):
