@@ -6,11 +6,14 @@ import os
 from typing import IO, Any
 
 from . import detect
-from .errors import FormatMismatch, ImageIntrospectError, InternalParserError
+from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
 from .findings import Findings
-from .formats.base import Context, Parsed
+from .formats.base import Context, Parsed, Probe
 from .metadata import SECTION_NAMES, Metadata
 from .source import Source, open_source
+from .stream import StreamInspector
+
+STREAM_READ = 256 * 1024
 
 PathOrFile = str | os.PathLike[str] | IO[bytes] | Any
 
@@ -32,7 +35,56 @@ def introspect(
     No file named inside the image (backing files, extents, parents) is ever opened.
     """
     with open_source(source) as src:
-        return introspect_source(src, deep=deep, expected_format=expected_format)
+        if isinstance(src, Source):
+            return introspect_source(src, deep=deep, expected_format=expected_format)
+        return _introspect_stream(src, deep=deep, expected_format=expected_format)
+
+
+def _introspect_stream(reader: Any, *, deep: bool, expected_format: str | None) -> Metadata:
+    """Read a forward-only stream once (see :mod:`imageintrospect.stream`)."""
+    inspector = stream_inspector(deep=deep, expected_format=expected_format)
+    while True:
+        try:
+            chunk = reader.read(STREAM_READ)
+        except OSError as exc:
+            raise InvalidImage(f"reading the stream failed: {exc}") from exc
+        if not chunk:
+            break
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise InvalidImage(f"the stream returned {type(chunk).__name__}, not bytes")
+        inspector.feed(bytes(chunk))
+    result: Metadata = inspector.finish()
+    return result
+
+
+class _StreamInspector(StreamInspector):
+    """A :class:`StreamInspector` that also checks ``expected_format`` on the head."""
+
+    def __init__(self, deep: bool, expected_format: str | None) -> None:
+        super().__init__(
+            lambda src: introspect_source(src, deep=deep, expected_format=expected_format)
+        )
+        self._expected = expected_format
+
+    def feed(self, chunk: bytes) -> None:
+        before = self.collector.position
+        super().feed(chunk)
+        if self._expected is not None and before < detect.PROBE_HEAD <= self.collector.position:
+            check_head(bytes(self.collector.head[: detect.PROBE_HEAD]), self._expected)
+
+
+def stream_inspector(*, deep: bool, expected_format: str | None) -> StreamInspector:
+    """The stream driver used by ``introspect()`` on streams and by ``InspectingReader``."""
+    return _StreamInspector(deep, expected_format)
+
+
+def check_head(head: bytes, expected_format: str) -> None:
+    """Raise :class:`FormatMismatch` when the head alone proves another format."""
+    probe = Probe(head=head, tail=b"", size=-1)
+    claims = detect.claimants(probe)
+    expected = detect.canonical_format(expected_format)
+    if claims and all(spec.name != expected for spec in claims):
+        raise FormatMismatch(expected_format, claims[0].name)
 
 
 def introspect_source(src: Source, *, deep: bool, expected_format: str | None) -> Metadata:
@@ -40,7 +92,7 @@ def introspect_source(src: Source, *, deep: bool, expected_format: str | None) -
     try:
         return _introspect(src, deep, expected_format)
     except ImageIntrospectError:
-            raise
+        raise
     except (MemoryError, RecursionError):
         raise
     except Exception as exc:  # a parser defect must not leak a foreign exception type

@@ -5,12 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from . import detect
-from .core import introspect_source
-from .errors import FormatMismatch, ImageIntrospectError
-from .formats.base import Probe
+from .core import stream_inspector
 from .metadata import Metadata
-from .source import StreamWindow
 
 _DEFAULT_READ = 64 * 1024
 
@@ -21,22 +17,22 @@ class InspectingReader:
     ``source`` is a readable binary stream or an iterable of ``bytes`` chunks.  Iterate over
     the reader or call :meth:`read`; the bytes come out unchanged.  After the end of the
     stream, :meth:`metadata` returns the :class:`Metadata`.  With ``expected_format``,
-    :class:`FormatMismatch` is raised from ``read`` as soon as the head of the stream shows
-    another format.
+    :class:`~imageintrospect.FormatMismatch` is raised from ``read`` (or the iteration) as
+    soon as the head of the stream shows another format, and otherwise from ``metadata``.
     """
 
-    def __init__(self, source: Any, expected_format: str | None = None) -> None:
+    def __init__(
+        self, source: Any, expected_format: str | None = None, *, deep: bool = True
+    ) -> None:
         if callable(getattr(source, "read", None)):
-            self._chunks: Iterator[bytes] = _read_chunks(source)
+            self._chunks: Iterator[Any] = _read_chunks(source)
         elif isinstance(source, Iterable):
             self._chunks = iter(source)
         else:
             raise TypeError("InspectingReader takes a readable stream or an iterable of bytes")
-        self._expected = expected_format
-        self._window = StreamWindow()
-        self._pending = b""
+        self._inspector = stream_inspector(deep=deep, expected_format=expected_format)
+        self._pending = bytearray()
         self._eof = False
-        self._checked_head = expected_format is None
         self._metadata: Metadata | None = None
 
     # -- the stream interface -------------------------------------------------------------
@@ -45,19 +41,21 @@ class InspectingReader:
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            parts = [self._pending]
-            self._pending = b""
             while (chunk := self._next_chunk()) is not None:
-                parts.append(chunk)
-            return b"".join(parts)
+                self._pending += chunk
+            out = bytes(self._pending)
+            self._pending.clear()
+            return out
         while len(self._pending) < size and (chunk := self._next_chunk()) is not None:
             self._pending += chunk
-        out, self._pending = self._pending[:size], self._pending[size:]
+        out = bytes(self._pending[:size])
+        del self._pending[:size]
         return out
 
     def __iter__(self) -> Iterator[bytes]:
         if self._pending:
-            pending, self._pending = self._pending, b""
+            pending = bytes(self._pending)
+            self._pending.clear()
             yield pending
         while (chunk := self._next_chunk()) is not None:
             yield chunk
@@ -67,9 +65,7 @@ class InspectingReader:
         if not self._eof:
             raise RuntimeError("metadata() is available once the stream has been read to EOF")
         if self._metadata is None:
-            self._metadata = introspect_source(
-                self._window.source(), deep=True, expected_format=self._expected
-            )
+            self._metadata = self._inspector.finish()
         return self._metadata
 
     # -- internals ------------------------------------------------------------------------
@@ -80,26 +76,10 @@ class InspectingReader:
             if not chunk:
                 continue
             data = bytes(chunk)
-            self._window.feed(data)
-            self._check_head()
+            self._inspector.feed(data)
             return data
         self._eof = True
         return None
-
-    def _check_head(self) -> None:
-        """Raise FormatMismatch once the head alone proves the content is another format."""
-        if self._checked_head or len(self._window.head) < detect.PROBE_HEAD:
-            return
-        self._checked_head = True
-        assert self._expected is not None
-        probe = Probe(head=bytes(self._window.head[: detect.PROBE_HEAD]), tail=b"", size=-1)
-        try:
-            claims = detect.claimants(probe)
-        except ImageIntrospectError:
-            return
-        expected = detect.canonical_format(self._expected)
-        if claims and all(spec.name != expected for spec in claims):
-            raise FormatMismatch(self._expected, claims[0].name)
 
 
 def _read_chunks(stream: Any) -> Iterator[bytes]:
@@ -108,6 +88,3 @@ def _read_chunks(stream: Any) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
-
-
-__all__ = ["InspectingReader"]

@@ -2,42 +2,53 @@
 
 ``introspect()`` accepts a path, a seekable binary file object, or anything with only a
 ``read()`` (a pipe, a socket, an HTTP body).  Format modules never see the difference: they
-call :meth:`Source.read_at` with an offset and a bounded length.
+ask a :class:`Source` for bytes at an offset (:meth:`Source.read_at`), for several ranges at
+once (:meth:`Source.prefetch`), or for a pass over ranges too large to hold
+(:meth:`Source.scan`: tables checked window by window, members hashed).
 
 * :class:`SeekableSource` reads exactly what is asked, nothing else.
-* :class:`StreamSource` reads the stream forward once, keeping the first
-  :data:`STREAM_HEAD` bytes and the last :data:`STREAM_TAIL` bytes (where every format keeps
-  its headers, descriptors and footers) and counting the rest.  A read that falls between
-  the two windows raises :class:`StreamGap`; the format module reports what it therefore
+* A forward-only stream is read once by :mod:`imageintrospect.stream`, which runs the
+  format's parser against what has arrived so far, keeps the ranges the parser asks for as
+  they pass, and parses for real once the stream has ended.  A range that had already gone
+  by when it was asked for raises :class:`StreamGap`; the format module then reports what it
   could not check (``stream-unchecked``) instead of guessing.
+* :class:`SliceSource` is a window of another source: an archive member read in place.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 from .errors import ImageIntrospectError, InvalidImage
 
 #: The most one ``read_at`` call may ask for; format modules read tables in windows below it.
 MAX_READ = 16 * 1024 * 1024
-#: How much of a stream's start is kept (headers, descriptors, early tables).
-STREAM_HEAD = 4 * 1024 * 1024
-#: How much of a stream's end is kept (VHD footers, VMware stream footers).
-STREAM_TAIL = 1024 * 1024
-_CHUNK = 1024 * 1024
+#: The window in which :meth:`Source.scan` hands a seekable source's bytes to a consumer.
+SCAN_WINDOW = 4 * 1024 * 1024
+
+Range = tuple[int, int]  # (offset, length)
 
 
 class StreamGap(ImageIntrospectError):
-    """A read asked for stream bytes that were neither in the kept head nor in the tail."""
+    """Stream bytes that were asked for after they had gone by (and were not kept)."""
 
     def __init__(self, offset: int, length: int) -> None:
         super().__init__(f"bytes {offset}..{offset + length} were not kept from the stream")
         self.offset = offset
         self.length = length
+
+
+class Consumer(Protocol):
+    """Receives the bytes of a :meth:`Source.scan`, in order, in pieces of any size."""
+
+    def feed(self, offset: int, data: bytes) -> None: ...
+
+
+C = TypeVar("C", bound=Consumer)
 
 
 @runtime_checkable
@@ -77,6 +88,29 @@ class Source:
             )
         return data
 
+    def prefetch(self, ranges: Sequence[Range]) -> None:
+        """Announce reads to come, so a stream keeps them all in one pass.  Seekable: no-op."""
+
+    def scan(self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C]) -> C:
+        """Hand the bytes of ``ranges`` (in order, clipped to the image) to a new consumer.
+
+        ``key`` names the scan: a stream, whose parser runs several times, starts each scan
+        once and returns the same consumer at the end.  Raises :class:`StreamGap` when a
+        stream had passed a range before the scan was asked for.
+        """
+        consumer = make()
+        for offset, length in ranges:
+            end = min(offset + length, self.size)
+            position = offset
+            while position < end:
+                size = min(SCAN_WINDOW, end - position)
+                data = self.read_at(position, size)
+                if not data:
+                    break
+                consumer.feed(position, data)
+                position += len(data)
+        return consumer
+
     def _read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
 
@@ -109,71 +143,6 @@ class SeekableSource(Source):
         return b"".join(parts)
 
 
-class StreamWindow:
-    """Accumulates a forward stream: keeps its head and its tail, counts everything."""
-
-    def __init__(self) -> None:
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        self.total += len(chunk)
-        room = STREAM_HEAD - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        if chunk:
-            self.tail += chunk
-            if len(self.tail) > 2 * STREAM_TAIL:  # trim in batches, not on every chunk
-                del self.tail[: len(self.tail) - STREAM_TAIL]
-
-    def source(self) -> StreamSource:
-        """The finished stream as a :class:`Source` (call once the stream has ended)."""
-        if len(self.tail) > STREAM_TAIL:
-            del self.tail[: len(self.tail) - STREAM_TAIL]
-        return StreamSource(bytes(self.head), bytes(self.tail), self.total)
-
-
-class StreamSource(Source):
-    """A forward-only stream that has been read to its end: its head and tail windows."""
-
-    is_stream = True
-
-    def __init__(self, head: bytes, tail: bytes, total: int) -> None:
-        self._head = head
-        self._tail = tail
-        self._tail_start = total - len(tail)
-        super().__init__(total)
-
-    @classmethod
-    def from_reader(cls, reader: Readable) -> StreamSource:
-        window = StreamWindow()
-        while True:
-            try:
-                chunk = reader.read(_CHUNK)
-            except OSError as exc:
-                raise InvalidImage(f"reading the stream failed: {exc}") from exc
-            if not chunk:
-                break
-            if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                raise InvalidImage(f"stream returned {type(chunk).__name__}, not bytes")
-            window.feed(chunk)
-        return window.source()
-
-    def _read(self, offset: int, length: int) -> bytes:
-        end = offset + length
-        if end <= len(self._head):
-            return self._head[offset:end]
-        if offset >= self._tail_start:
-            start = offset - self._tail_start
-            return self._tail[start : start + length]
-        if len(self._head) == self._tail_start and offset < len(self._head):
-            # Head and tail touch: nothing of the stream was dropped.
-            return self._head[offset:] + self._tail[: end - self._tail_start]
-        raise StreamGap(offset, length)
-
-
 class SliceSource(Source):
     """A window of another source: an archive member introspected in place, never copied."""
 
@@ -185,6 +154,36 @@ class SliceSource(Source):
 
     def _read(self, offset: int, length: int) -> bytes:
         return self._parent.read_at(self._offset + offset, length)
+
+    def prefetch(self, ranges: Sequence[Range]) -> None:
+        self._parent.prefetch([(self._offset + o, n) for o, n in self._clip(ranges)])
+
+    def scan(self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C]) -> C:
+        shifted = [(self._offset + o, n) for o, n in self._clip(ranges)]
+        outer = self._parent.scan(
+            ("slice", self._offset, key), shifted, lambda: _Shift(make(), self._offset)
+        )
+        inner: C = outer.inner
+        return inner
+
+    def _clip(self, ranges: Sequence[Range]) -> list[Range]:
+        clipped = []
+        for offset, length in ranges:
+            length = min(length, self.size - offset)
+            if length > 0:
+                clipped.append((offset, length))
+        return clipped
+
+
+class _Shift:
+    """Feeds a slice's consumer with offsets relative to the slice."""
+
+    def __init__(self, inner: Any, base: int) -> None:
+        self.inner = inner
+        self._base = base
+
+    def feed(self, offset: int, data: bytes) -> None:
+        self.inner.feed(offset - self._base, data)
 
 
 def _is_seekable(obj: Any) -> bool:
@@ -198,24 +197,19 @@ def _is_seekable(obj: Any) -> bool:
 
 
 @contextmanager
-def open_source(source: Any) -> Iterator[Source]:
-    """Yield a :class:`Source` for a path or a binary file object, closing what it opened."""
+def open_source(source: Any) -> Iterator[Source | Readable]:
+    """Yield a :class:`SeekableSource`, or the readable stream itself, closing what it opened."""
     if isinstance(source, (str, os.PathLike)):
         try:
             fileobj = open(source, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise InvalidImage(f"cannot open {os.fspath(source)!r}: {exc.strerror}") from exc
         with fileobj:
-            if _is_seekable(fileobj):
-                yield SeekableSource(fileobj)
-            else:  # a FIFO or character device given by path
-                yield StreamSource.from_reader(fileobj)
+            # A FIFO or character device given by path is read as a stream.
+            yield SeekableSource(fileobj) if _is_seekable(fileobj) else fileobj
         return
     if not callable(getattr(source, "read", None)):
         raise TypeError(
             f"introspect() takes a path or a binary file object, not {type(source).__name__}"
         )
-    if _is_seekable(source):
-        yield SeekableSource(source)
-    else:
-        yield StreamSource.from_reader(source)
+    yield SeekableSource(source) if _is_seekable(source) else source
