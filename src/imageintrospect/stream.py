@@ -30,6 +30,8 @@ from .source import C, Consumer, Range, Source, StreamGap
 HEAD_KEEP = 960 * 1024
 TAIL_KEEP = 64 * 1024
 KEEP_BUDGET = 48 * 1024 * 1024
+#: Incoming chunks are fed in pieces of at most this size while the parser still waits.
+PIECE = TAIL_KEEP
 #: The size a speculative parse sees; reads within TAIL_KEEP of it return zeros.
 UNKNOWN_SIZE = 1 << 62
 #: After this many speculative runs the parser is left alone until the end of the stream.
@@ -231,7 +233,17 @@ class StreamInspector:
         self._settled = False  # a speculative parse finished without needing more
 
     def feed(self, chunk: bytes) -> None:
-        self.collector.feed(chunk)
+        if self._settled or len(chunk) <= PIECE:
+            self._feed_piece(chunk)
+            return
+        # Large chunks are fed in pieces no larger than the kept tail, so a parser that
+        # learns of a range right after the one it waited for still finds it held.
+        view = memoryview(chunk)
+        for start in range(0, len(chunk), PIECE):
+            self._feed_piece(bytes(view[start : start + PIECE]))
+
+    def _feed_piece(self, piece: bytes) -> None:
+        self.collector.feed(piece)
         if not self._settled and self.collector.position >= self._waiting_until:
             self._speculate()
 

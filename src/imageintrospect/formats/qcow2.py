@@ -8,7 +8,6 @@ refuse it *before* qemu, or anything else, reads further.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -772,14 +771,6 @@ def _qemu_snapshot(snap: Snapshot) -> dict[str, Any]:
     if snap.icount is not None:
         result["icount"] = snap.icount
     return result
-
-
-def full_backing_filename(image_path: str, backing: str) -> str:
-    """qemu's ``full-backing-filename``: a relative name is resolved beside the image."""
-    if os.path.isabs(backing) or ":" in backing.split("/", 1)[0]:
-        return backing
-    directory = os.path.dirname(image_path)
-    return os.path.join(directory, backing) if directory else backing
 
 
 FORMAT = FormatSpec(NAME, probe, parse, qemu_info)

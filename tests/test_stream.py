@@ -1,0 +1,215 @@
+"""Streams: every kind of image, read forward once at many read sizes, gives the seekable
+answer; memory stays bounded; InspectingReader passes bytes through unchanged."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imageintrospect import FormatMismatch, InspectingReader, Metadata, introspect
+from imageintrospect.stream import HEAD_KEEP, TAIL_KEEP
+
+from conftest import needs_qemu, qemu_img, run
+
+pytestmark = needs_qemu
+
+MiB = 1024 * 1024
+
+
+class OnlyRead:
+    """A forward-only source: read() returns at most ``chunk`` bytes, nothing else exists."""
+
+    def __init__(self, data: bytes, chunk: int) -> None:
+        self._buf = io.BytesIO(data)
+        self._chunk = chunk
+
+    def read(self, size: int = -1) -> bytes:
+        return self._buf.read(self._chunk if size < 0 else min(size, self._chunk))
+
+
+def _write(path: Path, *commands: str) -> None:
+    for command in commands:
+        run("qemu-io", "-f", path.suffix.lstrip(".").replace("vhd", "vpc"), "-c", command, path)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One image of every kind the library reads, some with tables far from the header."""
+    d = tmp_path_factory.mktemp("stream-images")
+    made: dict[str, Path] = {}
+
+    def create(name: str, fmt: str, size: str, *options: str) -> Path:
+        path = d / name
+        qemu_img("create", "-q", "-f", fmt, *options, path, size)
+        made[name] = path
+        return path
+
+    create("empty.qcow2", "qcow2", "64M")
+    snap = create("snap.qcow2", "qcow2", "64M", "-o", "cluster_size=4096")
+    _write(snap, "write -P 1 0 6M")
+    qemu_img("snapshot", "-c", "late-snapshot", snap)  # the snapshot table lands after data
+    qemu_img("bitmap", "--add", snap, "bm")
+    create("backing.qcow2", "qcow2", "16M", "-u", "-b", "/etc/passwd", "-F", "raw")
+    sparse = create("sparse.vmdk", "vmdk", "64M")
+    _write(sparse, "write -P 2 0 2M")
+    stream = create("stream.vmdk", "vmdk", "64M", "-o", "subformat=streamOptimized")
+    _write(stream, "write -P 3 0 2M")
+    dyn = create("dynamic.vhd", "vpc", "64M")
+    _write(dyn, "write -P 4 0 2M")
+    create("fixed.vhd", "vpc", "8M", "-o", "subformat=fixed")
+    create("big.vhdx", "vhdx", "1T", "-o", "log_size=8M")
+    create("dynamic.vdi", "vdi", "64M")
+    create("plain.qed", "qed", "64M")
+    raw = d / "raw.img"
+    raw.write_bytes(bytes(range(256)) * 4099)  # not a multiple of 512
+    made["raw.img"] = raw
+    if shutil.which("xorriso"):
+        root = d / "iso-root"
+        root.mkdir()
+        (root / "hello.txt").write_text("hello")
+        iso = d / "plain.iso"
+        subprocess.run(
+            ["xorriso", "-as", "mkisofs", "-quiet", "-V", "STREAMED", "-o", iso, root],
+            check=True,
+            capture_output=True,
+        )
+        made["plain.iso"] = iso
+    ova = d / "app.ova"
+    with tarfile.open(ova, "w", format=tarfile.USTAR_FORMAT) as tar:
+        ovf = (
+            b'<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" '
+            b'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">'
+            b'<References><File ovf:href="disk.vmdk" ovf:id="f1"/></References>'
+            b'<DiskSection><Disk ovf:diskId="d1" ovf:fileRef="f1" ovf:capacity="67108864"/>'
+            b"</DiskSection></Envelope>"
+        )
+        for name, data in (("app.ovf", ovf), ("disk.vmdk", stream.read_bytes())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    made["app.ova"] = ova
+    return made
+
+
+def comparable(md: Metadata) -> dict[str, Any]:
+    """``to_dict()`` without the findings that only say what a stream could not check."""
+    result = md.to_dict()
+    result["findings"] = [f for f in result["findings"] if f["code"] != "stream-unchecked"]
+    return result
+
+
+KINDS = [
+    "empty.qcow2",
+    "snap.qcow2",
+    "backing.qcow2",
+    "sparse.vmdk",
+    "stream.vmdk",
+    "dynamic.vhd",
+    "fixed.vhd",
+    "big.vhdx",
+    "dynamic.vdi",
+    "plain.qed",
+    "raw.img",
+    "plain.iso",
+    "app.ova",
+]
+
+
+@pytest.mark.parametrize("chunk", [17, 512, 4096, 65536, MiB, 8 * MiB])
+@pytest.mark.parametrize("kind", KINDS)
+def test_stream_gives_the_seekable_answer(images: dict[str, Path], kind: str, chunk: int) -> None:
+    if kind not in images:
+        pytest.skip(f"{kind}: its tool is missing")
+    path = images[kind]
+    data = path.read_bytes()
+    if chunk == 17 and len(data) > 8 * MiB:
+        pytest.skip("17-byte reads of a large image only slow the suite down")
+    seekable = introspect(path)
+    streamed = introspect(OnlyRead(data, chunk))
+    assert comparable(streamed) == comparable(seekable)
+    # Everything these images hold lies where a single pass can catch it.
+    assert "stream-unchecked" not in streamed.codes(), streamed.findings
+
+
+def test_one_byte_reads(images: dict[str, Path]) -> None:
+    path = images["empty.qcow2"]
+    assert comparable(introspect(OnlyRead(path.read_bytes(), 1))) == comparable(introspect(path))
+
+
+@pytest.mark.parametrize("kind", ["snap.qcow2", "big.vhdx", "app.ova", "stream.vmdk"])
+def test_stream_memory_is_bounded(images: dict[str, Path], kind: str) -> None:
+    data = images[kind].read_bytes()
+    source = OnlyRead(data, 65536)
+    tracemalloc.start()
+    try:
+        introspect(source)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Head and tail (1 MiB), the tables asked for, the read buffer, and interpreter noise.
+    assert MiB >= HEAD_KEEP + TAIL_KEEP
+    assert peak < 8 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+def chunks(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inspecting_reader_passes_bytes_unchanged(images: dict[str, Path], kind: str) -> None:
+    if kind not in images:
+        pytest.skip(f"{kind}: its tool is missing")
+    data = images[kind].read_bytes()
+    reader = InspectingReader(chunks(data, 65536))
+    assert b"".join(reader) == data
+    assert comparable(reader.metadata()) == comparable(introspect(images[kind]))
+
+
+def test_inspecting_reader_read_api(images: dict[str, Path]) -> None:
+    data = images["stream.vmdk"].read_bytes()
+    reader = InspectingReader(io.BytesIO(data))
+    parts = []
+    while part := reader.read(10_000):
+        parts.append(part)
+    assert b"".join(parts) == data
+    assert reader.metadata().format == "vmdk"
+
+
+def test_metadata_before_eof_is_an_error(images: dict[str, Path]) -> None:
+    reader = InspectingReader(chunks(images["empty.qcow2"].read_bytes(), 4096))
+    reader.read(4096)
+    with pytest.raises(RuntimeError):
+        reader.metadata()
+
+
+def test_mismatch_aborts_within_the_first_mib(images: dict[str, Path]) -> None:
+    data = images["snap.qcow2"].read_bytes()
+    assert len(data) > 4 * MiB
+    reader = InspectingReader(chunks(data, 4096), expected_format="vmdk")
+    passed = 0
+    with pytest.raises(FormatMismatch):
+        for chunk in reader:
+            passed += len(chunk)
+    assert passed < MiB
+
+
+def test_mismatch_from_introspect_on_a_stream(images: dict[str, Path]) -> None:
+    data = images["sparse.vmdk"].read_bytes()
+    with pytest.raises(FormatMismatch):
+        introspect(OnlyRead(data, 65536), expected_format="qcow2")
+
+
+def test_matching_expected_format_streams_through(images: dict[str, Path]) -> None:
+    data = images["dynamic.vhd"].read_bytes()
+    reader = InspectingReader(chunks(data, 65536), expected_format="vhd")
+    assert b"".join(reader) == data
+    assert reader.metadata().format == "vhd"
