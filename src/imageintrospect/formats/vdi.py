@@ -1,24 +1,330 @@
-"""VDI — placeholder: the module is being written (issue 3)."""
+"""VDI (VirtualBox Disk Image): the header, where its block map and data lie, findings.
+
+Layout: VirtualBox's ``VDICore.h`` (header version 1.1) and qemu's ``block/vdi.c``.  All
+integers are little-endian.  The file starts with a 64-byte text banner, the signature
+``0xBEDA107F`` at 0x40 and the version at 0x44; the version-1 header follows at 0x48.  The
+block map (one u32 per block: the index of the block in the data area, 0xFFFFFFFF free,
+0xFFFFFFFE zero) starts at ``block_map_offset``; blocks start at ``data_offset``.
+
+Only the header is read here.  Walking the block map (``allocated_size``, entry checks) is a
+later table scanner's job; :func:`block_map_layout` says where that table is.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from .base import Context, FormatSpec, Parsed, Probe
+import construct as c
+
+from .. import findings as F
+from ..errors import InvalidImage
+from ..structs import cstring, parse_struct
+from .base import Context, FormatSpec, Parsed, Probe, Section
 
 NAME = "vdi"
+SIGNATURE = 0xBEDA107F
+SIGNATURE_OFFSET = 0x40
+VERSION_1_1 = 0x00010001
+
+# --- schemas -------------------------------------------------------------------------------
+
+PREHEADER = c.Struct(
+    "banner" / c.Bytes(64),
+    "signature" / c.Int32ul,
+    "version" / c.Int32ul,
+)
+PREHEADER_SIZE = 0x48
+
+GEOMETRY = c.Struct(
+    "cylinders" / c.Int32ul,
+    "heads" / c.Int32ul,
+    "sectors" / c.Int32ul,
+    "sector_size" / c.Int32ul,
+)
+
+# Version 1.x header, from 0x48.  The LCHS geometry at its end exists only when header_size
+# says so (VirtualBox's "1.1 plus" header, 0x190 bytes); qemu writes the 0x180-byte header.
+HEADER_V1 = c.Struct(
+    "header_size" / c.Int32ul,  # 0x48
+    "image_type" / c.Int32ul,  # 0x4C
+    "image_flags" / c.Int32ul,  # 0x50
+    "comment" / c.Bytes(256),  # 0x54
+    "block_map_offset" / c.Int32ul,  # 0x154
+    "data_offset" / c.Int32ul,  # 0x158
+    "legacy_geometry" / GEOMETRY,  # 0x15C
+    "unused" / c.Int32ul,  # 0x16C
+    "disk_size" / c.Int64ul,  # 0x170
+    "block_size" / c.Int32ul,  # 0x178
+    "block_extra" / c.Int32ul,  # 0x17C
+    "blocks" / c.Int32ul,  # 0x180
+    "blocks_allocated" / c.Int32ul,  # 0x184
+    "uuid" / c.Bytes(16),  # 0x188: this image's creation UUID
+    "modify_uuid" / c.Bytes(16),  # 0x198: changes on every modification
+    "parent_uuid" / c.Bytes(16),  # 0x1A8: "linkage", the parent's creation UUID
+    "parent_modify_uuid" / c.Bytes(16),  # 0x1B8: the parent's modification UUID
+    "lchs_geometry" / GEOMETRY,  # 0x1C8
+)
+HEADER_READ = 0x200  # one sector: what qemu reads and rewrites
+MIN_HEADER_SIZE = 0x180  # sizeof(VDIHEADER1); VirtualBox refuses less
+LCHS_HEADER_SIZE = 0x190  # sizeof(VDIHEADER1PLUS)
+
+IMAGE_TYPES = {1: "dynamic", 2: "fixed", 3: "undo", 4: "differencing"}
+SECTOR_SIZE = 512
+QEMU_BLOCK_SIZE = 1024 * 1024  # the only block size qemu opens
+# qemu 7.2's VDI_BLOCKS_IN_IMAGE_MAX (its block map must fit INT_MAX bytes, sector-aligned)
+# and VDI_DISK_SIZE_MAX; both taken from qemu-img's own error messages.
+MAX_BLOCKS = (0x7FFFFFFF & ~511) // 4
+MAX_DISK_SIZE = MAX_BLOCKS * QEMU_BLOCK_SIZE
+BLOCK_MAP_ENTRY = 4
+
+# --- findings ------------------------------------------------------------------------------
+
+DIFFERENCING = F.define(
+    "vdi-differencing",
+    "unsafe",
+    "vdi",
+    "A differencing or undo VDI: its content depends on a parent image named by UUID.",
+)
+BAD_HEADER = F.define(
+    "vdi-bad-header",
+    "unsafe",
+    "vdi",
+    "A VDI header field is impossible or refused by qemu/VirtualBox (offsets, sizes, counts).",
+)
+BAD_VERSION = F.define(
+    "vdi-unsupported-version",
+    "unsafe",
+    "vdi",
+    "The VDI header version is not 1.1, the only one qemu opens.",
+)
+BLOCK_SIZE = F.define(
+    "vdi-unsupported-block-size",
+    "warning",
+    "vdi",
+    "The VDI block size is not 1 MiB: VirtualBox opens it, qemu-img refuses it.",
+)
+
+# --- the section ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VdiGeometry(Section):
+    cylinders: int
+    heads: int
+    sectors: int
+    sector_size: int
+
+
+@dataclass(frozen=True)
+class VdiSection(Section):
+    image_type: str
+    version: str
+    uuid: str
+    parent_uuid: str | None
+    block_size: int
+    blocks_allocated: int
+    blocks: int
+    header_size: int
+    block_map_offset: int
+    data_offset: int
+    disk_size: int
+    block_extra: int
+    image_flags: int
+    geometry: VdiGeometry
+    lchs_geometry: VdiGeometry | None
+    comment: str
+    modify_uuid: str
+    parent_modify_uuid: str | None
+    banner: str
+
+
+class BlockMapLayout(NamedTuple):
+    """Where a VDI keeps its block map and data: what a block-map scanner needs."""
+
+    offset: int
+    entries: int
+    data_offset: int
+    block_size: int
+    block_extra: int
+
+
+# --- probe ---------------------------------------------------------------------------------
 
 
 def probe(probe: Probe) -> bool:
-    return False
+    # Like qemu and VirtualBox: only the signature at 0x40 counts, not the banner text.
+    field = probe.head[SIGNATURE_OFFSET : SIGNATURE_OFFSET + 4]
+    return len(field) == 4 and int.from_bytes(field, "little") == SIGNATURE
+
+
+# --- parse ---------------------------------------------------------------------------------
 
 
 def parse(ctx: Context) -> Parsed:
-    return Parsed(virtual_size=None, section=None)
+    head = ctx.source.read_at(0, HEADER_READ)
+    if len(head) < PREHEADER_SIZE + MIN_HEADER_SIZE:
+        ctx.findings.add(F.TRUNCATED, f"VDI header cut short: {len(head)} of {HEADER_READ} bytes")
+        return Parsed(virtual_size=None, section=None)
+    pre = parse_struct(PREHEADER, head[:PREHEADER_SIZE], "VDI pre-header")
+    version = f"{pre.version >> 16}.{pre.version & 0xFFFF}"
+    if pre.version != VERSION_1_1:
+        ctx.findings.add(BAD_VERSION, f"VDI header version {version}")
+        if pre.version >> 16 != 1:  # another header layout altogether
+            return Parsed(virtual_size=None, section=None)
+    hdr = parse_struct(HEADER_V1, head[PREHEADER_SIZE:].ljust(0x190, b"\0"), "VDI header")
+    section = _section(pre, hdr, version)
+    _check_header(ctx, section)
+    _check_in_file(ctx, section)
+    _judge_parent(ctx, section)
+    layout = block_map_layout(section)
+    return Parsed(
+        virtual_size=_qemu_virtual_size(section.disk_size),
+        section=section,
+        allocated_size=_allocated_size(ctx, layout),
+    )
+
+
+def _section(pre: Any, hdr: Any, version: str) -> VdiSection:
+    has_lchs = hdr.header_size >= LCHS_HEADER_SIZE
+    return VdiSection(
+        image_type=IMAGE_TYPES.get(hdr.image_type, f"type-{hdr.image_type}"),
+        version=version,
+        uuid=_uuid(hdr.uuid) or str(uuid.UUID(int=0)),
+        parent_uuid=_uuid(hdr.parent_uuid),
+        block_size=hdr.block_size,
+        blocks_allocated=hdr.blocks_allocated,
+        blocks=hdr.blocks,
+        header_size=hdr.header_size,
+        block_map_offset=hdr.block_map_offset,
+        data_offset=hdr.data_offset,
+        disk_size=hdr.disk_size,
+        block_extra=hdr.block_extra,
+        image_flags=hdr.image_flags,
+        geometry=_geometry(hdr.legacy_geometry),
+        lchs_geometry=_geometry(hdr.lchs_geometry) if has_lchs else None,
+        comment=cstring(hdr.comment),
+        modify_uuid=_uuid(hdr.modify_uuid) or str(uuid.UUID(int=0)),
+        parent_modify_uuid=_uuid(hdr.parent_modify_uuid),
+        banner=cstring(pre.banner).strip(),
+    )
+
+
+def _uuid(raw: bytes) -> str | None:
+    """VirtualBox stores an RTUUID with its first three fields little-endian; None if null."""
+    if raw == bytes(16):
+        return None
+    return str(uuid.UUID(bytes_le=raw))
+
+
+def _geometry(geo: Any) -> VdiGeometry:
+    return VdiGeometry(geo.cylinders, geo.heads, geo.sectors, geo.sector_size)
+
+
+def _check_header(ctx: Context, s: VdiSection) -> None:
+    """Every header number that qemu or VirtualBox refuses, in one ``vdi-bad-header``."""
+    bad: list[str] = []
+    if s.header_size < MIN_HEADER_SIZE:
+        bad.append(f"header size {s.header_size} below {MIN_HEADER_SIZE}")
+    if s.image_type.startswith("type-"):
+        bad.append(f"unknown image type {s.image_type[5:]}")
+    if s.geometry.sector_size != SECTOR_SIZE:
+        bad.append(f"sector size {s.geometry.sector_size}, not {SECTOR_SIZE}")
+    bad += _block_size_problems(ctx, s.block_size)
+    if s.block_extra:
+        # qemu places block n at data_offset + n * block_size, VirtualBox at
+        # n * (block_size + block_extra): two readers would see different disks.
+        bad.append(f"block_extra {s.block_extra} (VirtualBox and qemu would disagree)")
+    if s.blocks > MAX_BLOCKS:
+        bad.append(f"{s.blocks} blocks (qemu allows {MAX_BLOCKS})")
+    if s.disk_size > MAX_DISK_SIZE:
+        bad.append(f"disk size {s.disk_size} exceeds qemu's {MAX_DISK_SIZE}")
+    if s.disk_size > s.blocks * s.block_size:
+        bad.append(
+            f"disk size {s.disk_size} but {s.blocks} blocks of {s.block_size} bytes "
+            f"hold only {s.blocks * s.block_size}"
+        )
+    if s.blocks_allocated > s.blocks:
+        bad.append(f"{s.blocks_allocated} blocks allocated of {s.blocks}")
+    bad += _offset_problems(s)
+    if bad:
+        ctx.findings.add(BAD_HEADER, "; ".join(bad))
+
+
+def _block_size_problems(ctx: Context, block_size: int) -> list[str]:
+    if block_size < SECTOR_SIZE or block_size & (block_size - 1):
+        return [f"block size {block_size} is not a power of two of at least {SECTOR_SIZE}"]
+    if block_size != QEMU_BLOCK_SIZE:
+        ctx.findings.add(BLOCK_SIZE, f"block size {block_size} (qemu opens only 1 MiB blocks)")
+    return []
+
+
+def _offset_problems(s: VdiSection) -> list[str]:
+    bad: list[str] = []
+    header_end = PREHEADER_SIZE + max(s.header_size, MIN_HEADER_SIZE)
+    map_end = s.block_map_offset + s.blocks * BLOCK_MAP_ENTRY
+    for name, value in (("block map", s.block_map_offset), ("data", s.data_offset)):
+        if value % SECTOR_SIZE:
+            bad.append(f"{name} offset {value:#x} not aligned to {SECTOR_SIZE} bytes")
+        if value < header_end:
+            bad.append(f"{name} offset {value:#x} overlaps the header (ends at {header_end:#x})")
+    if s.data_offset < map_end:
+        bad.append(f"data offset {s.data_offset:#x} overlaps the block map (ends at {map_end:#x})")
+    return bad
+
+
+def _check_in_file(ctx: Context, s: VdiSection) -> None:
+    """The block map and the allocated blocks must lie within the file."""
+    size = ctx.source.size
+    map_end = s.block_map_offset + s.blocks * BLOCK_MAP_ENTRY
+    if map_end > size:
+        ctx.findings.add(
+            F.TRUNCATED,
+            f"VDI block map at {s.block_map_offset:#x} ({s.blocks} entries) ends at "
+            f"{map_end:#x}, past the image's {size} bytes",
+        )
+    data_end = s.data_offset + s.blocks_allocated * (s.block_size + s.block_extra)
+    if s.blocks_allocated and data_end > size:
+        ctx.findings.add(
+            F.TRUNCATED,
+            f"{s.blocks_allocated} allocated blocks from {s.data_offset:#x} end at "
+            f"{data_end:#x}, past the image's {size} bytes",
+        )
+
+
+def _judge_parent(ctx: Context, s: VdiSection) -> None:
+    dependent = s.image_type in ("differencing", "undo")
+    if not dependent and s.parent_uuid is None and s.parent_modify_uuid is None:
+        return
+    parent = s.parent_uuid or "(null)"
+    modified = f", parent modification {s.parent_modify_uuid}" if s.parent_modify_uuid else ""
+    ctx.findings.add(DIFFERENCING, f"{s.image_type} VDI image with parent UUID {parent}{modified}")
+
+
+def _qemu_virtual_size(disk_size: int) -> int:
+    # qemu accepts odd sizes (VBoxManage convertfromraw writes them) rounded up to a sector.
+    return -(-disk_size // SECTOR_SIZE) * SECTOR_SIZE
+
+
+def block_map_layout(s: VdiSection) -> BlockMapLayout:
+    return BlockMapLayout(s.block_map_offset, s.blocks, s.data_offset, s.block_size, s.block_extra)
+
+
+def _allocated_size(ctx: Context, layout: BlockMapLayout) -> int | None:
+    """Bytes of guest data stored: needs the block-map scanner (a later issue), so None."""
+    return None
+
+
+# --- qemu-img info view ---------------------------------------------------------------------
 
 
 def qemu_info(md: Any) -> dict[str, Any]:
-    return {"format": NAME}
+    """The keys of ``qemu-img info --output=json`` that come from the VDI header."""
+    section = md.vdi
+    if not isinstance(section, VdiSection):
+        raise InvalidImage("VDI header too damaged for a qemu-img view")
+    return {"format": "vdi", "cluster-size": section.block_size}
 
 
 FORMAT = FormatSpec(NAME, probe, parse, qemu_info)
