@@ -17,7 +17,9 @@ from .. import findings as F
 from ..errors import InvalidImage
 from ..source import StreamGap
 from ..structs import cstring, parse_struct
+from . import luks
 from .base import Context, FormatSpec, Parsed, Probe, Section
+from .luks import LuksSection
 
 NAME = "qcow2"
 MAGIC = b"QFI\xfb"
@@ -269,6 +271,7 @@ class Qcow2Section(Section):
     refcount_table_clusters: int
     snapshots_offset: int
     encryption_header: dict[str, int] | None
+    luks: LuksSection | None
     feature_names: dict[str, str]
 
 
@@ -337,6 +340,7 @@ def parse(ctx: Context) -> Parsed:
             if exts.encryption is not None
             else None
         ),
+        luks=_read_luks_header(ctx, exts, hdr.crypt_method),
         feature_names={
             f"{FEATURE_TABLE_KINDS.get(kind, f'type-{kind}')}:{bit}": name
             for (kind, bit), name in (exts.feature_names or {}).items()
@@ -498,6 +502,31 @@ def _ext_string(ctx: Context, data: bytes, what: str) -> str:
     if b"\0" in data:
         ctx.findings.add(BAD_EXTENSION, f"{what} contains a NUL byte")
     return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+
+
+def _read_luks_header(ctx: Context, exts: _Extensions, crypt_method: int) -> LuksSection | None:
+    """The LUKS header the encryption extension points at (qemu prints it in ``info``)."""
+    if crypt_method != 2 or exts.encryption is None:
+        return None
+    pointer = exts.encryption
+    if pointer.length < luks.HEADER_V1_SIZE:
+        ctx.findings.add(BAD_EXTENSION, f"LUKS header area of {pointer.length} bytes")
+        return None
+    try:
+        header = ctx.source.read_at(pointer.offset, luks.HEADER_V1_SIZE)
+    except StreamGap:
+        ctx.findings.add(F.STREAM_UNCHECKED, "the LUKS header lay outside the kept stream")
+        return None
+    if len(header) < luks.HEADER_V1_SIZE:
+        ctx.findings.add(F.TRUNCATED, f"LUKS header at {pointer.offset:#x} is past the end")
+        return None
+    if header[:6] != luks.MAGIC:
+        ctx.findings.add(BAD_EXTENSION, f"no LUKS header at {pointer.offset:#x}")
+        return None
+    problems = luks.luks1_header_problems(header)
+    if problems:
+        ctx.findings.add(BAD_EXTENSION, "LUKS header: " + "; ".join(problems))
+    return luks.decode_luks1(header)
 
 
 def _read_backing_file(ctx: Context, hdr: Any, cluster_size: int) -> str | None:
@@ -736,7 +765,9 @@ def qemu_info(md: Any) -> dict[str, Any]:
         data["data-file"] = section.data_file
     if "external-data-file" in section.incompatible_features:
         data["data-file-raw"] = section.data_file_raw
-    if section.encryption is not None:
+    if section.luks is not None:
+        data["encrypt"] = luks.qemu_luks_info(section.luks, with_format=True)
+    elif section.encryption is not None:
         data["encrypt"] = {"format": section.encryption}
     if section.version == 3:
         data["corrupt"] = section.corrupt
