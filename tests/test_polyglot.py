@@ -173,13 +173,9 @@ def vmdk_over_gpt_disk(tmp_path: Path) -> Path:
 
 
 def test_vmdk_descriptor_at_the_start_of_a_raw_disk(vmdk_over_gpt_disk: Path) -> None:
-    """qemu probes the text as a VMDK and would open /etc/shadow as its flat extent.
-
-    Written while the VMDK module was being rewritten: expected to pass once it has landed.
-    """
+    """qemu probes the text as a VMDK and would open /etc/shadow as its flat extent."""
     path = vmdk_over_gpt_disk
-    if claimed_by(path) != ["vmdk"]:
-        pytest.xfail("the VMDK module does not claim text descriptors yet")
+    assert claimed_by(path) == ["vmdk"]
     md = stream_agrees(path)
     assert md.format == "vmdk"
     assert not md.safe
@@ -189,10 +185,8 @@ def test_vmdk_descriptor_at_the_start_of_a_raw_disk(vmdk_over_gpt_disk: Path) ->
 
 
 def test_vhd_footer_at_the_end_of_a_qcow2(make_image: Callable[..., Path], tmp_path: Path) -> None:
-    """Written while the VHD module was being written: expected to pass once it has landed."""
     fixed = make_image("vpc", "4M", "-o", "subformat=fixed")
-    if not detected_as(fixed, "vhd"):
-        pytest.xfail("the VHD module does not read fixed-disk footers yet")
+    assert detected_as(fixed, "vhd")
     qcow2 = make_image("qcow2", "16M")
     with open(qcow2, "ab") as f:
         f.write(fixed.read_bytes()[-512:])
@@ -206,16 +200,13 @@ def test_fixed_vhd_holding_an_iso(make_iso: MakeIso, tmp_path: Path) -> None:
     """``qemu-img convert -O vpc -o subformat=fixed x.iso``: the ISO is the VHD's guest data.
 
     Both probes claim these bytes, but the ISO sits exactly where a fixed VHD keeps its disk,
-    and neither reading reaches outside the file: no reader is misled.  Needs a coexistence
-    rule in the detector (asked for in the ISO helper's report).
+    and neither reading reaches outside the file: no reader is misled (detect.coexisting).
     """
     vhd = tmp_path / "cd.vhd"
     qemu_img("convert", "-O", "vpc", "-o", "subformat=fixed", make_iso(*BOOT), vhd)
-    if not detected_as(vhd, "vhd") and claimed_by(vhd) != ["vhd", "iso"]:
-        pytest.skip("the VHD module does not read fixed-disk footers yet")
+    assert claimed_by(vhd) == ["vhd", "iso"]
     md = introspect(vhd)
-    if "format-ambiguous" in md.codes():
-        pytest.xfail("detector: an ISO inside a fixed VHD's data area still counts as a claim")
+    assert "format-ambiguous" not in md.codes()
     assert md.format == "vhd"
     assert md.safe
 

@@ -53,9 +53,23 @@ def claimants(probe: Probe) -> list[FormatSpec]:
     return [spec for spec in FORMATS if spec.probe(probe)]
 
 
+#: Formats qemu reads as plain raw data: inside the guest data of a fixed VHD (whose only
+#: metadata is its last sector) they mislead no reader, as a hybrid ISO's MBR misleads none.
+QEMU_READS_AS_RAW = frozenset({"iso"})
+
+
+def coexisting(claims: list[FormatSpec], probe: Probe) -> list[FormatSpec]:
+    """Drop claims that describe a fixed VHD's guest data rather than compete with it."""
+    names = {spec.name for spec in claims}
+    fixed_vhd = "vhd" in names and probe.head[:8] != b"conectix"
+    if fixed_vhd and names - {"vhd"} <= QEMU_READS_AS_RAW:
+        return [spec for spec in claims if spec.name == "vhd"]
+    return claims
+
+
 def detect(probe: Probe, findings: Findings) -> FormatSpec:
     """Choose the format; record ``format-ambiguous`` when several formats claim the bytes."""
-    claims = claimants(probe)
+    claims = coexisting(claimants(probe), probe)
     if not claims:
         return RAW
     if len(claims) > 1:

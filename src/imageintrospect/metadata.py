@@ -9,8 +9,14 @@ from .findings import Finding
 from .formats.base import Section
 
 if TYPE_CHECKING:
+    from .formats.iso import IsoSection
+    from .formats.luks import LuksSection
     from .formats.ova import OvaSection
     from .formats.qcow2 import Qcow2Section
+    from .formats.qed import QedSection
+    from .formats.vdi import VdiSection
+    from .formats.vhd import VhdSection
+    from .formats.vhdx import VhdxSection
     from .formats.vmdk import VmdkSection
 
 #: Detail sections the contract names, in the order ``to_dict`` looks for them.
@@ -42,12 +48,12 @@ class Metadata:
     partition_table: str | None = None
     qcow2: Qcow2Section | None = None
     vmdk: VmdkSection | None = None
-    vhd: Section | None = None
-    vhdx: Section | None = None
-    vdi: Section | None = None
-    qed: Section | None = None
-    luks: Section | None = None
-    iso: Section | None = None
+    vhd: VhdSection | None = None
+    vhdx: VhdxSection | None = None
+    vdi: VdiSection | None = None
+    qed: QedSection | None = None
+    luks: LuksSection | None = None
+    iso: IsoSection | None = None
     ova: OvaSection | None = None
     safe: bool = field(init=False)
 

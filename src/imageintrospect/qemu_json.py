@@ -40,7 +40,8 @@ def qemu_info_dict(md: Metadata, filename: str, actual_size: int | None) -> dict
         info["virtual-size"] = md.virtual_size
     spec = format_spec(md.format)
     if spec is not None and spec.qemu_info is not None:
-        info.update(spec.qemu_info(md))
+        info.update(spec.qemu_info(md, filename))
+    info = {key: value for key, value in info.items() if value is not None}
     backing = info.get("backing-filename")
     if isinstance(backing, str) and "full-backing-filename" not in info:
         info["full-backing-filename"] = full_backing_filename(filename, backing)

@@ -1,8 +1,9 @@
 """What every format module provides, and the context it is handed.
 
 A format module reads top to bottom as: construct schemas, ``probe`` (does this format claim
-the bytes?), ``parse`` (header → section + findings), and ``qemu_info`` (what ``qemu-img
-info`` would print).  Detection (``detect.py``) is the only place that chooses among them.
+the bytes?), ``parse`` (header → section + findings), and ``qemu_info(md, filename)`` (what
+``qemu-img info`` would print).  Detection (``detect.py``) is the only place that chooses
+among them.
 """
 
 from __future__ import annotations
@@ -72,4 +73,7 @@ class FormatSpec(NamedTuple):
     name: str
     probe: Callable[[Probe], bool]
     parse: Callable[[Context], Parsed]
-    qemu_info: Callable[[Any], dict[str, Any]] | None = None
+    #: ``qemu_info(md, filename)``: the format's keys of ``qemu-img info --output=json``;
+    #: ``filename`` is the image's name as given (qemu builds extent names from it).  A key
+    #: whose value is None is one qemu leaves out.
+    qemu_info: Callable[[Any, str | None], dict[str, Any]] | None = None

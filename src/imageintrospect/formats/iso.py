@@ -665,7 +665,7 @@ def _udf_volume_id(udf: UdfInfo | None) -> str | None:
 # --- qemu-img's view -----------------------------------------------------------------------
 
 
-def qemu_info(md: Any) -> dict[str, Any]:
+def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     """qemu-img has no ISO driver: it probes the file as raw, the whole file its disk."""
     return raw.qemu_info(md)
 

@@ -652,7 +652,7 @@ def luks1_qemu_encrypt_info(header: bytes) -> dict[str, Any]:
     return qemu_luks_info(decode_luks1(header), with_format=True)
 
 
-def qemu_info(md: Any) -> dict[str, Any]:
+def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     """The keys of ``qemu-img info --output=json`` that come from the LUKS header."""
     section = md.luks
     if not isinstance(section, LuksSection):

@@ -919,7 +919,7 @@ def _ovf_adapter(disk: OvaDisk | None) -> str | None:
     return GLANCE_CONTROLLER_SUBTYPES.get((disk.controller["subtype"] or "").lower())
 
 
-def qemu_info(md: Any) -> dict[str, Any]:
+def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     # qemu-img knows no OVA: it reads the tar as a raw disk of the archive's length.
     return {"format": "raw"}
 

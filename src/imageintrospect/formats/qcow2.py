@@ -740,7 +740,7 @@ def _label(exts: _Extensions, kind: int, bit: int) -> str:
 # --- qemu-img info view ---------------------------------------------------------------------
 
 
-def qemu_info(md: Any) -> dict[str, Any]:
+def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     """The keys of ``qemu-img info --output=json`` that come from the qcow2 header."""
     section: Qcow2Section | None = md.qcow2
     if section is None:

@@ -238,7 +238,7 @@ def _judge(ctx: Context, section: QedSection) -> None:
 # --- qemu-img info view ---------------------------------------------------------------------
 
 
-def qemu_info(md: Any) -> dict[str, Any]:
+def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     """The keys of ``qemu-img info --output=json`` that come from the QED header."""
     section = md.qed
     if not isinstance(section, QedSection):

@@ -34,7 +34,7 @@ def qemu_virtual_size(image_size: int) -> int:
     return -(-image_size // QEMU_SECTOR) * QEMU_SECTOR
 
 
-def qemu_info(md: Any) -> dict[str, Any]:
+def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {"format": "raw"}
     if md.image_size is not None:
         info["virtual-size"] = qemu_virtual_size(md.image_size)

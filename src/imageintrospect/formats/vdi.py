@@ -319,7 +319,7 @@ def _allocated_size(ctx: Context, layout: BlockMapLayout) -> int | None:
 # --- qemu-img info view ---------------------------------------------------------------------
 
 
-def qemu_info(md: Any) -> dict[str, Any]:
+def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     """The keys of ``qemu-img info --output=json`` that come from the VDI header."""
     section = md.vdi
     if not isinstance(section, VdiSection):

@@ -698,7 +698,7 @@ def _allocated_size(ctx: Context, layout: BatLayout | None) -> int | None:
 # --- qemu-img info view ---------------------------------------------------------------------
 
 
-def qemu_info(md: Any) -> dict[str, Any]:
+def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     """The keys of ``qemu-img info -f vpc --output=json`` that come from the VHD metadata.
 
     qemu prints ``cluster-size`` (the block size) for any footer whose type is not fixed, and

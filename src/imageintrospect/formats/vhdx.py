@@ -999,7 +999,7 @@ def _shorten(text: str, limit: int = 300) -> str:
 # --- qemu-img info view ---------------------------------------------------------------------
 
 
-def qemu_info(md: Any) -> dict[str, Any]:
+def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     """The keys of ``qemu-img info --output=json`` that come from the VHDX metadata.
 
     qemu 7.2 prints no format-specific data for VHDX; its cluster size is the block size.
