@@ -20,6 +20,12 @@ command -v qemu-io >/dev/null || need_apt+=(qemu-utils)
 command -v xorriso >/dev/null || need_apt+=(xorriso)
 command -v sgdisk >/dev/null || need_apt+=(gdisk)
 command -v mkfs.vfat >/dev/null || need_apt+=(dosfstools)
+# A C compiler and Python's headers build the optional C scanners; without them the package
+# still installs (pure Python), but the suite would not exercise the C path.
+command -v cc >/dev/null || need_apt+=(gcc)
+python3 -c 'import os, sysconfig, sys
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || need_apt+=(python3-dev)
 
 apt_install() {
     step "apt-get install $*"
@@ -32,7 +38,7 @@ apt_install() {
     apt-get install -y -q --no-install-recommends "$@"
 }
 if ((${#need_apt[@]})); then
-    apt_install qemu-utils xorriso gdisk dosfstools
+    apt_install "${need_apt[@]}"
 fi
 
 # -- Python environment ---------------------------------------------------------------------

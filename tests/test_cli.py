@@ -312,6 +312,10 @@ def made_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "qcow2-snapshot": make("snap.qcow2", "qcow2", "32M"),
         "vmdk-sparse": make("sparse.vmdk", "vmdk", "200M"),
         "vmdk-stream": make("stream.vmdk", "vmdk", "64M", "-o", "subformat=streamOptimized"),
+        "vhd-dynamic": make("dynamic.vhd", "vpc", "64M"),
+        "vhdx": make("disk.vhdx", "vhdx", "64M"),
+        "vdi": make("disk.vdi", "vdi", "64M"),
+        "qed": make("disk.qed", "qed", "64M"),
     }
     qemu_img("snapshot", "-c", "first", images["qcow2-snapshot"])
     make("base.qcow2", "qcow2", "16M")
@@ -332,6 +336,10 @@ IMAGE_KINDS = [
     "qcow2-snapshot",
     "vmdk-sparse",
     "vmdk-stream",
+    "vhd-dynamic",
+    "vhdx",
+    "vdi",
+    "qed",
 ]
 
 
