@@ -464,3 +464,36 @@ def test_mutated_ova_never_escapes(seed_ova: bytes, data: st.DataObject) -> None
     except ImageIntrospectError:
         return
     json.dumps(md.to_dict())
+
+
+class OnlyRead:
+    def __init__(self, data: bytes, chunk: int) -> None:
+        self._buf = io.BytesIO(data)
+        self._chunk = chunk
+
+    def read(self, size: int = -1) -> bytes:
+        return self._buf.read(self._chunk)
+
+
+@pytest.mark.parametrize("manifest_last", [False, True])
+@pytest.mark.parametrize("chunk", [512, 65536, 4 << 20])
+def test_streamed_appliance_is_verified_in_one_pass(
+    tmp_path: Path, make_image: MakeImage, manifest_last: bool, chunk: int
+) -> None:
+    disk_path = make_image("vmdk", "64M", "-o", "subformat=streamOptimized", name="d.vmdk")
+    run("qemu-io", "-f", "vmdk", "-c", "write -P 0x33 0 3M", disk_path)
+    disk = disk_path.read_bytes()
+    ovf = VMWARE_OVF.format(disk="disk1.vmdk", size=len(disk), capacity_gib=1,
+                            controller="buslogic").encode()  # fmt: skip
+    digest = "".join(
+        f"SHA256({n})= {hashlib.sha256(d).hexdigest()}\n"
+        for n, d in (("a.ovf", ovf), ("disk1.vmdk", disk))
+    )
+    members = [("a.ovf", ovf), ("a.mf", digest.encode()), ("disk1.vmdk", disk)]
+    if manifest_last:
+        members = [members[0], members[2], members[1]]
+    path = build_ova(tmp_path / "s.ova", members, manifest=None)
+    seekable = introspect(path)
+    streamed = introspect(OnlyRead(path.read_bytes(), chunk))
+    assert streamed.to_dict() == seekable.to_dict()
+    assert streamed.ova is not None and streamed.ova.manifest.verified is True

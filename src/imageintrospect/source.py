@@ -91,12 +91,16 @@ class Source:
     def prefetch(self, ranges: Sequence[Range]) -> None:
         """Announce reads to come, so a stream keeps them all in one pass.  Seekable: no-op."""
 
-    def scan(self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C]) -> C:
-        """Hand the bytes of ``ranges`` (in order, clipped to the image) to a new consumer.
+    def scan(
+        self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C], *, wait: bool = True
+    ) -> C:
+        """Hand the bytes of ``ranges`` (ascending, clipped to the image) to a new consumer.
 
         ``key`` names the scan: a stream, whose parser runs several times, starts each scan
         once and returns the same consumer at the end.  Raises :class:`StreamGap` when a
-        stream had passed a range before the scan was asked for.
+        stream had passed a range before the scan was asked for.  ``wait=False`` says the
+        parser does not need the result to go on (a digest checked at the end), so a stream
+        does not hold the parse back until the scan is complete.
         """
         consumer = make()
         for offset, length in ranges:
@@ -158,10 +162,15 @@ class SliceSource(Source):
     def prefetch(self, ranges: Sequence[Range]) -> None:
         self._parent.prefetch([(self._offset + o, n) for o, n in self._clip(ranges)])
 
-    def scan(self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C]) -> C:
+    def scan(
+        self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C], *, wait: bool = True
+    ) -> C:
         shifted = [(self._offset + o, n) for o, n in self._clip(ranges)]
         outer = self._parent.scan(
-            ("slice", self._offset, key), shifted, lambda: _Shift(make(), self._offset)
+            ("slice", self._offset, key),
+            shifted,
+            lambda: _Shift(make(), self._offset),
+            wait=wait,
         )
         inner: C = outer.inner
         return inner

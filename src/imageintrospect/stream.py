@@ -1,29 +1,30 @@
-"""Introspecting a forward-only stream: parse until blocked, stream until unblocked.
+"""Introspecting a forward-only stream: the parser tells the stream what to keep.
 
 A stream cannot seek, and an image's structures are not in offset order of need: a qcow2's
 snapshot table or an OVA's second member lie far ahead of the header that points at them.
-So the format's own ``parse`` is run *speculatively* against what has arrived: every read it
-makes of bytes not yet seen raises :class:`NeedBytes`, the :class:`Collector` starts keeping
-(or scanning) those ranges, and once the stream has passed them ``parse`` runs again and gets
-further.  At the end of the stream ``parse`` runs one last time, for real, against a source
-that knows the true size: that run's answer is the answer.  Any range it wants that went by
-unkept raises :class:`~imageintrospect.source.StreamGap`, which the format reports as
-``stream-unchecked``.
+So the format's own ``parse`` is run *speculatively* while the stream arrives: a read of
+bytes not yet seen returns zeros and makes the :class:`Collector` keep that range when it
+passes; a :meth:`~imageintrospect.source.Source.scan` starts feeding its consumer as its
+ranges pass.  Whenever something asked for has arrived, ``parse`` runs again on what is now
+known and asks for whatever that reveals.  At the end of the stream ``parse`` runs one last
+time, for real, against a source that knows the true size: that run's answer is the answer.
+Any range it wants that went by unkept raises :class:`~imageintrospect.source.StreamGap`,
+which the format reports as ``stream-unchecked``.
 
-Speculative runs see a size of :data:`UNKNOWN_SIZE` and zeros wherever they read near that
-fictitious end (a footer cannot be known before the end), and their findings are discarded.
+Speculative runs see a size of :data:`UNKNOWN_SIZE` (a footer cannot be known before the
+end) and their findings and errors are discarded: they only decide what to keep.
 Memory: the first :data:`HEAD_KEEP` bytes, a rolling :data:`TAIL_KEEP`, and what the parser
 asked to keep, at most :data:`KEEP_BUDGET` bytes in all; scans hold only their consumers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ImageIntrospectError
 from .source import C, Consumer, Range, Source, StreamGap
 
 #: Head and tail together are the contract's 1 MiB; the tail only has to hold footers.
@@ -36,18 +37,6 @@ PIECE = TAIL_KEEP
 UNKNOWN_SIZE = 1 << 62
 #: After this many speculative runs the parser is left alone until the end of the stream.
 MAX_SPECULATIVE_RUNS = 512
-
-
-class NeedBytes(BaseException):
-    """Raised inside a speculative parse: these ranges have not arrived yet.
-
-    A ``BaseException`` on purpose: no ``except Exception`` or ``except StreamGap`` in a
-    format module may swallow it; only the stream driver catches it.
-    """
-
-    def __init__(self, ranges: Sequence[Range]) -> None:
-        super().__init__(f"waiting for {len(ranges)} range(s)")
-        self.ranges = list(ranges)
 
 
 class _Keep:
@@ -147,6 +136,15 @@ class Collector:
             scan.feed(self.tail_start, self.tail)
         return scan
 
+    def next_arrival(self) -> int | None:
+        """The stream position at which the nearest pending range will be complete."""
+        ends = [
+            scan.ranges[-1][0] + scan.ranges[-1][1]
+            for scan in self.scans.values()
+            if not scan.done and not scan.lost and scan.ranges
+        ]
+        return min(ends) if ends else None
+
     def kept(self, offset: int, length: int) -> bytes | None:
         """Bytes at ``offset`` if some held buffer covers the whole range."""
         end = offset + length
@@ -184,42 +182,44 @@ class CollectedSource(Source):
             return bytes(length)  # the end is unknowable before the end
         if not self._keep([(offset, length)]):
             raise StreamGap(offset, length)  # it went by before anyone asked
-        raise NeedBytes([(offset, length)])
+        return bytes(length)  # not here yet: go on with zeros, run again when it is
 
     def prefetch(self, ranges: Sequence[Range]) -> None:
-        if self._final:
-            return
-        missing = [
-            (o, n)
-            for o, n in ranges
-            if n > 0 and o < UNKNOWN_SIZE - TAIL_KEEP and self._collector.kept(o, n) is None
-        ]
-        if missing and self._keep(missing):
-            raise NeedBytes(missing)
+        if not self._final:
+            reachable = [(o, n) for o, n in ranges if n > 0 and o < UNKNOWN_SIZE - TAIL_KEEP]
+            self._keep(reachable)
 
     def _keep(self, ranges: Sequence[Range]) -> bool:
         """Start keeping ``ranges``; True if any of them can still be caught."""
         catchable = False
         for offset, length in ranges:
+            if self._collector.kept(offset, length) is not None:
+                continue
             make = functools.partial(_Keep, offset, length)
             scan = self._collector.start_scan(("keep", offset, length), [(offset, length)], make)
-            catchable = catchable or not (scan.lost or scan.done)
+            catchable = catchable or not scan.lost
         return catchable
 
-    def scan(self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C]) -> C:
+    def scan(
+        self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C], *, wait: bool = True
+    ) -> C:
+        scan = self._collector.scans.get(("scan", key))
         if self._final:
             # Every byte has gone by: a scan not lost was fed all of its ranges that exist.
-            scan = self._collector.scans.get(("scan", key))
             if scan is None or scan.lost:
                 first = ranges[0] if ranges else (0, 0)
                 raise StreamGap(*first)
             consumer: C = scan.consumer
             return consumer
-        scan = self._collector.start_scan(("scan", key), ranges, make)
-        if scan.done or scan.lost:
-            consumer = scan.consumer
-            return consumer
-        raise NeedBytes(ranges)
+        reachable = [(o, n) for o, n in ranges if o < UNKNOWN_SIZE - TAIL_KEEP]
+        if scan is None:
+            scan = self._collector.start_scan(("scan", key), reachable, make)
+        if scan.lost:
+            first = ranges[0] if ranges else (0, 0)
+            raise StreamGap(*first)
+        # Done or not, the parse goes on with what the consumer has seen so far.
+        consumer = scan.consumer
+        return consumer
 
 
 class StreamInspector:
@@ -228,46 +228,38 @@ class StreamInspector:
     def __init__(self, parse: Callable[[Source], Any]) -> None:
         self._parse = parse
         self.collector = Collector()
-        self._waiting_until = 0  # position at which the last NeedBytes is satisfied
+        self._next_run: int | None = 0  # where something asked for will have arrived
         self._runs = 0
-        self._settled = False  # a speculative parse finished without needing more
 
     def feed(self, chunk: bytes) -> None:
-        if self._settled or len(chunk) <= PIECE:
+        if self._next_run is None or len(chunk) <= PIECE:
             self._feed_piece(chunk)
             return
-        # Large chunks are fed in pieces no larger than the kept tail, so a parser that
-        # learns of a range right after the one it waited for still finds it held.
+        # Large chunks are fed in pieces no larger than the kept tail, so that a range the
+        # parser learns of right after the one it waited for is still held when it asks.
         view = memoryview(chunk)
         for start in range(0, len(chunk), PIECE):
             self._feed_piece(bytes(view[start : start + PIECE]))
 
     def _feed_piece(self, piece: bytes) -> None:
         self.collector.feed(piece)
-        if not self._settled and self.collector.position >= self._waiting_until:
+        if self._next_run is not None and self.collector.position >= self._next_run:
             self._speculate()
 
     def _speculate(self) -> None:
-        while not self._settled and self._runs < MAX_SPECULATIVE_RUNS:
+        """Parse what has arrived; then wait for the next thing asked for to arrive."""
+        while self._runs < MAX_SPECULATIVE_RUNS:
             self._runs += 1
-            try:
+            with contextlib.suppress(Exception):  # only the final run's verdict counts
                 self._parse(CollectedSource(self.collector, final=False))
-            except NeedBytes as need:
-                reachable = UNKNOWN_SIZE - TAIL_KEEP
-                ahead = [
-                    o + n for o, n in need.ranges if self.collector.position < o + n <= reachable
-                ]
-                if ahead:
-                    self._waiting_until = max(ahead)
-                    return
-                # Nothing asked for can still arrive: no later run would get further.
-            except (ImageIntrospectError, Exception):
-                pass  # only the final run's verdict counts
-            self._settled = True
+            self._next_run = self.collector.next_arrival()
+            if self._next_run is None or self._next_run > self.collector.position:
+                return
+        self._next_run = None  # enough: the rest is judged at the end
 
     def finish(self) -> Any:
         self.collector.finish()
         return self._parse(CollectedSource(self.collector, final=True))
 
 
-__all__ = ["CollectedSource", "Collector", "Consumer", "NeedBytes", "StreamInspector"]
+__all__ = ["CollectedSource", "Collector", "Consumer", "StreamInspector"]

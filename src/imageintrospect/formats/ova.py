@@ -12,6 +12,7 @@ refuses DTDs, entities and external references.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
@@ -62,7 +63,7 @@ MAX_MEMBERS = 4096
 MAX_EXTENDED_HEADER = 64 * 1024  # pax / GNU long-name blocks
 MAX_OVF_BYTES = 4 * 1024 * 1024
 MAX_MANIFEST_BYTES = 1024 * 1024
-HASH_WINDOW = 4 * 1024 * 1024
+STREAM_DIGEST = "SHA256"
 
 # --- OVF vocabulary ------------------------------------------------------------------------
 
@@ -396,11 +397,7 @@ _DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("ova_depth", defaul
 
 
 def parse(ctx: Context) -> Parsed:
-    try:
-        members = _members(ctx)
-    except StreamGap:
-        ctx.findings.add(F.STREAM_UNCHECKED, "the tar members lay outside the kept stream")
-        members = []
+    members = _members(ctx)
     by_name = {m.name: m for m in members}
     ovf_member = _descriptor(ctx, members)
     envelope, ovf_version = (None, None)
@@ -430,12 +427,15 @@ def parse(ctx: Context) -> Parsed:
 
 
 def _members(ctx: Context) -> list[_RawMember]:
-    members = []
-    for member in _walk_tar(ctx):
-        members.append(member)
-        problem = _member_problem(member)
-        if problem:
-            ctx.findings.add(UNSAFE_MEMBER, f"member {member.name!r}: {problem}")
+    members: list[_RawMember] = []
+    try:
+        for member in _walk_tar(ctx):
+            members.append(member)
+            problem = _member_problem(member)
+            if problem:
+                ctx.findings.add(UNSAFE_MEMBER, f"member {member.name!r}: {problem}")
+    except StreamGap:
+        ctx.findings.add(F.STREAM_UNCHECKED, "tar headers lay outside the kept stream")
     return members
 
 
@@ -577,6 +577,8 @@ def _files(
 def _manifest(ctx: Context, members: list[_RawMember], by_name: dict[str, _RawMember]) -> Manifest:
     mf = next((m for m in members if m.name.lower().endswith(".mf")), None)
     if mf is None:
+        if ctx.source.is_stream and ctx.deep:
+            _hash_ahead(ctx.source, members)
         return Manifest(None, None, None, ())
     if mf.size > MAX_MANIFEST_BYTES:
         ctx.findings.add(MANIFEST_BAD, f"manifest of {mf.size} bytes is not read")
@@ -609,6 +611,17 @@ def _manifest(ctx: Context, members: list[_RawMember], by_name: dict[str, _RawMe
     return Manifest(mf.name, algorithm, verified and not mismatches, tuple(mismatches))
 
 
+def _hash_ahead(src: Source, members: list[_RawMember]) -> None:
+    """A stream whose manifest may come last: hash members as they pass, before it is known.
+
+    SHA-256 only (what ovftool and VirtualBox write); a later manifest in another algorithm
+    is reported unverified rather than paying for three digests of every byte.
+    """
+    for member in members:
+        if member.typeflag in REGULAR_TYPES and not member.name.lower().endswith(".ovf"):
+            _digest(src, member, STREAM_DIGEST)
+
+
 def _manifest_lines(ctx: Context, data: bytes) -> tuple[dict[str, tuple[str, str]], str | None]:
     digests: dict[str, tuple[str, str]] = {}
     algorithms = set()
@@ -627,12 +640,22 @@ def _manifest_lines(ctx: Context, data: bytes) -> tuple[dict[str, tuple[str, str
     return digests, algorithm
 
 
+class _Hasher:
+    """A scan consumer computing one digest."""
+
+    def __init__(self, algorithm: str) -> None:
+        self.hash = hashlib.new(algorithm.lower())
+
+    def feed(self, offset: int, data: bytes) -> None:
+        self.hash.update(data)
+
+
 def _digest(src: Source, member: _RawMember, algorithm: str) -> str:
-    hasher = hashlib.new(algorithm.lower())
-    for start in range(0, member.size, HASH_WINDOW):
-        length = min(HASH_WINDOW, member.size - start)
-        hasher.update(src.read_at(member.offset + start, length))
-    return hasher.hexdigest()
+    """The member's digest, computed as its bytes go by (a single pass on streams too)."""
+    key = ("digest", member.offset, algorithm)
+    make = functools.partial(_Hasher, algorithm)
+    hasher = src.scan(key, [(member.offset, member.size)], make, wait=False)
+    return hasher.hash.hexdigest()
 
 
 def _disks(
