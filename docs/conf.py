@@ -16,8 +16,9 @@ copyright = "imageintrospect developers"
 release = imageintrospect.__version__
 version = release
 
-extensions = ["sphinx.ext.autodoc"]
-source_suffix = {".rst": "restructuredtext"}
+# myst-parser reads the Markdown chapters (format notes, performance, security).
+extensions = ["sphinx.ext.autodoc", "myst_parser"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
 

@@ -856,3 +856,40 @@ def test_many_extents_are_capped(tmp_path: Path) -> None:
 def test_only_descriptor_errors_are_image_errors(tmp_path: Path) -> None:
     with pytest.raises(ImageIntrospectError):
         introspect(write(tmp_path / "short.vmdk", b"KDMV\x01\x00"))
+
+
+class _CountingReads(io.BytesIO):
+    bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+@pytest.mark.parametrize("capacity", [0, 128])
+def test_header_only_reads_at_most_one_mib_of_a_huge_descriptor(capacity: int) -> None:
+    header = bytearray(512)
+    header[0:4] = b"KDMV"
+    struct.pack_into("<IIQQQQI", header, 4, 1, 3, capacity, 128, 1, 2047, 512)
+    header[73:77] = b"\n \r\n"
+    text = b'# Disk DescriptorFile\nversion=1\nCID=fffffffe\ncreateType="monolithicSparse"\n'
+    source = _CountingReads(bytes(header) + text + b" " * (2 << 20))
+    md = introspect(source, deep=False)
+    assert source.bytes_read <= 1 << 20
+    assert "vmdk-descriptor-limits" in md.codes()
+
+
+def test_header_only_reads_at_most_one_mib_of_a_text_descriptor() -> None:
+    source = _CountingReads(b"# Disk DescriptorFile\nversion=1\n" + b"#" * (3 << 20))
+    introspect(source, deep=False)
+    assert source.bytes_read <= 1 << 20
+
+
+def test_unicode_digits_in_the_descriptor_are_not_numbers() -> None:
+    text = (
+        "# Disk DescriptorFile\nversion=\u00b2\nCID=fffffffe\nparentCID=ffffffff\n"
+        'createType="monolithicFlat"\nRW 100 FLAT "x" 0\nddb.geometry.heads = "\u00b9\u2076"\n'
+    ).encode()
+    md = introspect(io.BytesIO(text))
+    assert md.vmdk is not None and md.vmdk.version is None

@@ -71,6 +71,9 @@ SESPARSE_VERSION = 0x0000_0002_0000_0001
 MAX_DESCRIPTOR = 1024 * 1024
 #: How much of a text descriptor file qemu reads (``vmdk_read_desc``).
 QEMU_DESCRIPTOR_READ = MAX_DESCRIPTOR - 1
+# deep=False reads at most 1 MiB in all (contract §5): descriptors are read only this far then.
+HEADER_ONLY_DESCRIPTOR_READ = 768 * 1024
+HEADER_ONLY_REREAD = 128 * 1024
 #: qemu reads CID, parentCID and parentFileNameHint from this many bytes (``DESC_SIZE``) ...
 QEMU_CID_WINDOW = 20 * SECTOR
 #: ... at this offset in a sparse file, whatever the header's descriptorOffset says.
@@ -771,7 +774,8 @@ def _int_or_none(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    return int(value) if value.isdigit() and len(value) < 20 else None
+    # isascii(): str.isdigit() also accepts digits int() refuses, such as "²".
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 20 else None
 
 
 def _geometry(desc: Descriptor) -> Geometry | None:
@@ -1371,6 +1375,13 @@ def _read_embedded_descriptor(
             f"({size} bytes, header at sector 0)",
         )
         return None
+    if not ctx.deep and length * SECTOR > HEADER_ONLY_DESCRIPTOR_READ:
+        ctx.findings.add(
+            DESCRIPTOR_LIMITS,
+            f"header-only mode: the {length * SECTOR}-byte descriptor is over the "
+            f"{HEADER_ONLY_DESCRIPTOR_READ}-byte budget and was not read",
+        )
+        return None
     start, end = offset * SECTOR - QEMU_SPARSE_DESC_OFFSET, (offset + length) * SECTOR
     if window is not None and start >= 0 and end - QEMU_SPARSE_DESC_OFFSET <= len(window):
         raw: bytes | None = window[start : end - QEMU_SPARSE_DESC_OFFSET]  # already read
@@ -1416,9 +1427,8 @@ def _qemu_sparse_view(
     size = ctx.source.size
     if header.capacity == 0 and header.descriptor_offset:
         # qemu reads the embedded descriptor as a descriptor file, extents and all.
-        buf = _read_optional(
-            ctx, header.descriptor_offset * SECTOR, min(size, QEMU_DESCRIPTOR_READ), "descriptor"
-        )
+        limit = QEMU_DESCRIPTOR_READ if ctx.deep else HEADER_ONLY_REREAD
+        buf = _read_optional(ctx, header.descriptor_offset * SECTOR, min(size, limit), "descriptor")
         return _qemu_descriptor_view(buf or b"", window)
     create_type = (
         "streamOptimized"
@@ -1588,7 +1598,13 @@ def _parse_sesparse(ctx: Context, head: bytes) -> Parsed:
 
 def _parse_text(ctx: Context) -> Parsed:
     size = ctx.source.size
-    buf = _read_optional(ctx, 0, min(size, QEMU_DESCRIPTOR_READ), "descriptor") or b""
+    limit = QEMU_DESCRIPTOR_READ if ctx.deep else HEADER_ONLY_DESCRIPTOR_READ
+    buf = _read_optional(ctx, 0, min(size, limit), "descriptor") or b""
+    if not ctx.deep and len(buf) < min(size, QEMU_DESCRIPTOR_READ):
+        ctx.findings.add(
+            DESCRIPTOR_LIMITS,
+            f"header-only mode: only the first {len(buf)} bytes of the descriptor were read",
+        )
     if size > MAX_DESCRIPTOR:
         ctx.findings.add(
             DESCRIPTOR_TOO_LARGE,
