@@ -1,0 +1,836 @@
+/*
+ * imageintrospect table scanners (see scan.h for the contract, and
+ * docs/backend.md for the rules each scanner applies).
+ *
+ * Rules shared by every scanner:
+ * - entries are decoded byte by byte, so the table needs no alignment and the
+ *   host byte order does not matter;
+ * - checks run in a fixed order and the first failing one names the reason;
+ * - a bad entry is counted in bad_count only: it claims nothing and lands in
+ *   no other counter;
+ * - no sum or product is formed that could wrap: ranges are tested with
+ *   range_fits(), and products are bounded by the parameter limits below.
+ */
+#include "scan.h"
+
+#include <string.h>
+
+/* Writing this file warning-free is part of its contract. */
+#if defined(__GNUC__)
+#pragma GCC diagnostic error "-Wall"
+#pragma GCC diagnostic error "-Wextra"
+#pragma GCC diagnostic error "-Wconversion"
+#pragma GCC diagnostic error "-Wshadow"
+#endif
+
+#define SECTOR 512u
+#define MIB ((uint64_t)1 << 20)
+#define OFFSET_LIMIT ((uint64_t)INT64_MAX) /* file sizes and offsets */
+#define INDEX_LIMIT ((uint64_t)1 << 62)    /* first_index */
+#define SIZE32_LIMIT ((uint64_t)1 << 32)   /* grain, block and GT sizes */
+
+/* ------------------------------------------------------------------ */
+/* Decoding and small helpers                                          */
+/* ------------------------------------------------------------------ */
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
+}
+
+/* True when [start, start + len) lies within [0, limit). */
+static int range_fits(uint64_t start, uint64_t len, uint64_t limit)
+{
+    return len <= limit && start <= limit - len;
+}
+
+static uint64_t round_up_sector(uint64_t v) /* callers keep v below 2^64 - 511 */
+{
+    return (v + (SECTOR - 1)) & ~(uint64_t)(SECTOR - 1);
+}
+
+static void note_bad(ii_verdict *v, uint64_t index, uint64_t value, int reason)
+{
+    if (v->bad_count == 0) {
+        v->bad_index = index;
+        v->bad_value = value;
+        v->bad_reason = reason;
+    }
+    v->bad_count++;
+}
+
+static void verdict_init(ii_verdict *v, uint64_t count)
+{
+    memset(v, 0, sizeof(*v));
+    v->count = count;
+    v->bad_reason = II_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Claim bitmap                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    uint8_t *bits;
+    uint64_t nbits;
+} claim_map;
+
+static int any_bit_set(const uint8_t *bits, uint64_t first, uint64_t end)
+{
+    while (first < end && (first & 7u) != 0) {
+        if (bits[first >> 3] & (1u << (first & 7u)))
+            return 1;
+        first++;
+    }
+    while (end - first >= 8) {
+        if (bits[first >> 3] != 0)
+            return 1;
+        first += 8;
+    }
+    while (first < end) {
+        if (bits[first >> 3] & (1u << (first & 7u)))
+            return 1;
+        first++;
+    }
+    return 0;
+}
+
+static void set_bits(uint8_t *bits, uint64_t first, uint64_t end)
+{
+    while (first < end && (first & 7u) != 0) {
+        bits[first >> 3] = (uint8_t)(bits[first >> 3] | (1u << (first & 7u)));
+        first++;
+    }
+    if (end - first >= 8) {
+        uint64_t nbytes = (end - first) >> 3;
+        memset(bits + (first >> 3), 0xff, (size_t)nbytes);
+        first += nbytes << 3;
+    }
+    while (first < end) {
+        bits[first >> 3] = (uint8_t)(bits[first >> 3] | (1u << (first & 7u)));
+        first++;
+    }
+}
+
+/* Claim units [first, first + n): II_OK and marked, or II_DOUBLE_CLAIM (nothing
+   marked), or II_OUT_OF_RANGE when the map is too small (a caller bug that must
+   still not write out of bounds). */
+static int claim(const claim_map *map, uint64_t first, uint64_t n)
+{
+    if (map->bits == NULL || n == 0)
+        return II_OK;
+    if (!range_fits(first, n, map->nbits))
+        return II_OUT_OF_RANGE;
+    if (any_bit_set(map->bits, first, first + n))
+        return II_DOUBLE_CLAIM;
+    set_bits(map->bits, first, first + n);
+    return II_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Tables of pointers to one-cluster (or one-GT) structures             */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t reserved_mask;
+    uint64_t offset_mask;
+} pointer_layout;
+
+/* qcow2 L1 and refcount table: big-endian u64, cluster-aligned cluster pointers. */
+static int qcow2_pointers(const pointer_layout *layout, const uint8_t *table, size_t nbytes,
+                          uint64_t first_index, uint32_t cluster_bits, uint64_t file_size,
+                          uint8_t *claimed, uint64_t claimed_bits, uint64_t *indexes,
+                          uint64_t *offsets, ii_pointer_result *out)
+{
+    if (cluster_bits < 9 || cluster_bits > 21 || file_size > OFFSET_LIMIT ||
+        first_index > INDEX_LIMIT || nbytes % 8 != 0)
+        return -1;
+    const claim_map map = {claimed, claimed_bits};
+    const uint64_t cluster = (uint64_t)1 << cluster_bits;
+    const uint64_t n = nbytes / 8;
+    memset(out, 0, sizeof(*out));
+    verdict_init(&out->v, n);
+
+    for (uint64_t i = 0; i < n; i++) {
+        const uint64_t e = get_be64(table + i * 8);
+        const uint64_t offset = e & layout->offset_mask;
+        const uint64_t index = first_index + i;
+        int reason = II_OK;
+        if (e & layout->reserved_mask)
+            reason = II_RESERVED_BITS;
+        else if (offset == 0) {
+            out->unallocated++;
+            continue;
+        } else if (offset & (cluster - 1))
+            reason = II_MISALIGNED;
+        else if (!range_fits(offset, cluster, file_size))
+            reason = II_OUT_OF_RANGE;
+        else
+            reason = claim(&map, offset >> cluster_bits, 1);
+        if (reason != II_OK) {
+            note_bad(&out->v, index, e, reason);
+            continue;
+        }
+        if (indexes)
+            indexes[out->allocated] = index;
+        if (offsets)
+            offsets[out->allocated] = offset;
+        out->allocated++;
+    }
+    return 0;
+}
+
+int ii_qcow2_l1(const uint8_t *table, size_t nbytes, uint64_t first_index, uint32_t cluster_bits,
+                uint64_t file_size, uint8_t *claimed, uint64_t claimed_bits, uint64_t *indexes,
+                uint64_t *offsets, ii_pointer_result *out)
+{
+    /* bits 0-8 and 56-62 reserved, 9-55 offset, 63 "copied" (not checked) */
+    static const pointer_layout l1 = {0x7f000000000001ffull, 0x00fffffffffffe00ull};
+    return qcow2_pointers(&l1, table, nbytes, first_index, cluster_bits, file_size, claimed,
+                          claimed_bits, indexes, offsets, out);
+}
+
+int ii_qcow2_refcount_table(const uint8_t *table, size_t nbytes, uint64_t first_index,
+                            uint32_t cluster_bits, uint64_t file_size, uint8_t *claimed,
+                            uint64_t claimed_bits, uint64_t *indexes, uint64_t *offsets,
+                            ii_pointer_result *out)
+{
+    /* bits 0-8 reserved, 9-63 offset */
+    static const pointer_layout reftable = {0x1ffull, 0xfffffffffffffe00ull};
+    return qcow2_pointers(&reftable, table, nbytes, first_index, cluster_bits, file_size,
+                          claimed, claimed_bits, indexes, offsets, out);
+}
+
+int ii_vmdk_gd(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64_t gt_sectors,
+               uint64_t file_size, uint8_t *claimed, uint64_t claimed_bits, uint64_t *indexes,
+               uint64_t *offsets, ii_pointer_result *out)
+{
+    if (gt_sectors == 0 || gt_sectors > SIZE32_LIMIT || file_size > OFFSET_LIMIT ||
+        first_index > INDEX_LIMIT || nbytes % 4 != 0)
+        return -1;
+    const claim_map map = {claimed, claimed_bits};
+    const uint64_t n = nbytes / 4;
+    memset(out, 0, sizeof(*out));
+    verdict_init(&out->v, n);
+
+    for (uint64_t i = 0; i < n; i++) {
+        const uint64_t sector = get_le32(table + i * 4);
+        const uint64_t index = first_index + i;
+        int reason;
+        if (sector == 0) {
+            out->unallocated++;
+            continue;
+        }
+        /* sector < 2^32 and gt_sectors <= 2^32: the byte values fit easily */
+        if (!range_fits(sector * SECTOR, gt_sectors * SECTOR, file_size))
+            reason = II_OUT_OF_RANGE;
+        else
+            reason = claim(&map, sector, gt_sectors);
+        if (reason != II_OK) {
+            note_bad(&out->v, index, sector, reason);
+            continue;
+        }
+        if (indexes)
+            indexes[out->allocated] = index;
+        if (offsets)
+            offsets[out->allocated] = sector * SECTOR;
+        out->allocated++;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* qcow2 L2                                                            */
+/* ------------------------------------------------------------------ */
+
+#define L2_COPIED ((uint64_t)1 << 63)
+#define L2_COMPRESSED ((uint64_t)1 << 62)
+#define L2_ZERO ((uint64_t)1)
+#define L2_STD_RESERVED 0x3f000000000001feull /* bits 1-8 and 56-61 */
+#define L2_STD_OFFSET 0x00fffffffffffe00ull   /* bits 9-55 */
+#define SUBCLUSTERS_ALL 0xffffffffull
+
+typedef struct {
+    uint32_t cluster_bits;
+    uint64_t cluster;
+    int extended;
+    uint32_t version;
+    uint64_t file_size;
+    int has_data_file;
+    claim_map map;
+} l2_params;
+
+static int l2_compressed(const l2_params *p, uint64_t e, uint64_t bitmap, ii_l2_result *out)
+{
+    const uint32_t x = 62 - (p->cluster_bits - 8); /* 49..61 */
+    const uint64_t coffset = e & (((uint64_t)1 << x) - 1);
+    /* sectors field is bits x..61: cluster_bits - 8 bits, at most 13 */
+    const uint64_t sectors = ((e >> x) & (((uint64_t)1 << (62 - x)) - 1)) + 1;
+    if (p->has_data_file || (e & L2_COPIED))
+        return II_BAD_COMPRESSED;
+    if (coffset >> 56)
+        return II_RESERVED_BITS;
+    if (p->extended && bitmap != 0)
+        return II_BAD_SUBCLUSTER;
+    if (coffset < p->cluster)
+        return II_IN_METADATA;
+    /* The last sector may be cut short: qemu does not pad the file after the
+       last compressed cluster, so the end is checked against the size rounded
+       up to a sector. coffset < 2^56, sectors <= 2^13: no wrap. */
+    const uint64_t end = (coffset & ~(uint64_t)(SECTOR - 1)) + sectors * SECTOR;
+    if (coffset >= p->file_size || end > round_up_sector(p->file_size))
+        return II_OUT_OF_RANGE;
+    out->compressed++;
+    out->compressed_bytes += sectors * SECTOR - (coffset & (SECTOR - 1));
+    return II_OK;
+}
+
+static int l2_standard(const l2_params *p, uint64_t e, uint64_t bitmap, ii_l2_result *out)
+{
+    const uint64_t reserved = L2_STD_RESERVED | ((p->version < 3 || p->extended) ? L2_ZERO : 0);
+    const uint64_t offset = e & L2_STD_OFFSET;
+    const int copied = (e & L2_COPIED) != 0;
+    const uint64_t alloc_bits = bitmap & SUBCLUSTERS_ALL;
+    const uint64_t zero_bits = bitmap >> 32;
+    if (e & reserved)
+        return II_RESERVED_BITS;
+    if (p->extended && (alloc_bits & zero_bits))
+        return II_BAD_SUBCLUSTER;
+    /* Offset 0 with "copied" names host offset 0: legal only in a data file. */
+    const int has_host = offset != 0 || (p->has_data_file && copied);
+    if (!has_host) {
+        if (copied)
+            return II_IN_METADATA;
+        if (p->extended && alloc_bits)
+            return II_BAD_SUBCLUSTER;
+        if (p->extended ? zero_bits == SUBCLUSTERS_ALL : (e & L2_ZERO) != 0)
+            out->zero++;
+        else
+            out->unallocated++;
+        return II_OK;
+    }
+    if (offset & (p->cluster - 1))
+        return II_MISALIGNED;
+    if (!p->has_data_file) {
+        /* The last data cluster may extend past the end of the file (qemu
+           writes only the subclusters it needs): its start must be inside. */
+        if (offset >= p->file_size)
+            return II_OUT_OF_RANGE;
+        const int reason = claim(&p->map, offset >> p->cluster_bits, 1);
+        if (reason != II_OK)
+            return reason;
+    }
+    out->allocated++;
+    out->allocated_bytes += p->cluster;
+    return II_OK;
+}
+
+int ii_qcow2_l2(const uint8_t *table, size_t nbytes, uint64_t first_index, uint32_t cluster_bits,
+                int extended_l2, uint32_t version, uint64_t file_size, int has_data_file,
+                uint8_t *claimed, uint64_t claimed_bits, ii_l2_result *out)
+{
+    const size_t entry = extended_l2 ? 16 : 8;
+    if (cluster_bits < 9 || cluster_bits > 21 || version < 2 || version > 3 ||
+        file_size > OFFSET_LIMIT || first_index > INDEX_LIMIT || nbytes % entry != 0)
+        return -1;
+    const l2_params p = {cluster_bits,         (uint64_t)1 << cluster_bits,
+                         extended_l2 != 0,     version,
+                         file_size,            has_data_file != 0,
+                         {claimed, claimed_bits}};
+    const uint64_t n = nbytes / entry;
+    memset(out, 0, sizeof(*out));
+    verdict_init(&out->v, n);
+
+    for (uint64_t i = 0; i < n; i++) {
+        const uint8_t *at = table + i * entry;
+        const uint64_t e = get_be64(at);
+        const uint64_t bitmap = p.extended ? get_be64(at + 8) : 0;
+        int reason;
+        if (e == 0 && bitmap == 0) { /* the common case in sparse images */
+            out->unallocated++;
+            continue;
+        }
+        if (e & L2_COMPRESSED)
+            reason = l2_compressed(&p, e, bitmap, out);
+        else
+            reason = l2_standard(&p, e, bitmap, out);
+        if (reason != II_OK)
+            note_bad(&out->v, first_index + i, e, reason);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* VMDK grain table                                                    */
+/* ------------------------------------------------------------------ */
+
+int ii_vmdk_gt(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64_t grain_sectors,
+               uint64_t overhead_sectors, uint64_t file_size, int zeroed_grain_ok, int compressed,
+               uint8_t *claimed, uint64_t claimed_bits, ii_block_result *out)
+{
+    if (grain_sectors == 0 || grain_sectors > SIZE32_LIMIT || file_size > OFFSET_LIMIT ||
+        first_index > INDEX_LIMIT || nbytes % 4 != 0)
+        return -1;
+    const claim_map map = {claimed, claimed_bits};
+    /* A compressed grain is a marker of unknown length: only its first sector
+       is known to belong to it. */
+    const uint64_t footprint = compressed ? 1 : grain_sectors;
+    const uint64_t n = nbytes / 4;
+    memset(out, 0, sizeof(*out));
+    verdict_init(&out->v, n);
+
+    for (uint64_t i = 0; i < n; i++) {
+        const uint64_t sector = get_le32(table + i * 4);
+        int reason;
+        if (sector == 0) {
+            out->unallocated++;
+            continue;
+        }
+        if (sector == 1 && zeroed_grain_ok) {
+            out->zero++;
+            continue;
+        }
+        if (sector < overhead_sectors)
+            reason = II_IN_METADATA;
+        else if (!range_fits(sector * SECTOR, footprint * SECTOR, file_size))
+            reason = II_OUT_OF_RANGE;
+        else
+            reason = claim(&map, sector, footprint);
+        if (reason != II_OK) {
+            note_bad(&out->v, first_index + i, sector, reason);
+            continue;
+        }
+        out->allocated++;
+        out->allocated_bytes += grain_sectors * SECTOR;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* streamOptimized VMDK markers                                        */
+/* ------------------------------------------------------------------ */
+
+#define MARKER_EOS 0
+#define MARKER_GT 1
+#define MARKER_GD 2
+#define MARKER_FOOTER 3
+#define MARKER_PROGRESS 4
+#define GRAIN_SLACK 1024u /* deflate may expand incompressible data a little */
+
+static void stream_stop(ii_stream_state *s, uint64_t offset, uint64_t value, int reason)
+{
+    note_bad(&s->v, offset, value, reason);
+    s->stopped = 1;
+}
+
+/* After end-of-stream only zero padding may follow. next_offset stays sector-aligned
+   (windows start on sectors): a few bytes may be checked twice, which is harmless. */
+static void stream_trailing(const uint8_t *window, size_t nbytes, uint64_t base,
+                            ii_stream_state *s)
+{
+    const uint64_t end = base + nbytes;
+    for (uint64_t pos = s->next_offset; pos < end; pos++) {
+        const uint8_t byte = window[pos - base];
+        if (byte != 0) {
+            s->next_offset = pos & ~(uint64_t)(SECTOR - 1);
+            stream_stop(s, pos, byte, II_TRAILING_DATA);
+            return;
+        }
+    }
+    const uint64_t checked = end & ~(uint64_t)(SECTOR - 1);
+    if (s->next_offset < checked)
+        s->next_offset = checked;
+}
+
+/* One marker at s->next_offset, whose first sector is inside the window. */
+static void stream_marker(const uint8_t *at, uint64_t capacity, uint64_t grain_sectors,
+                          ii_stream_state *s)
+{
+    const uint64_t pos = s->next_offset;
+    const uint64_t value = get_le64(at); /* grain: LBA; metadata: sectors that follow */
+    const uint32_t size = get_le32(at + 8);
+    s->marker_offset = pos;
+    s->v.count++;
+    if (size != 0) {
+        if (size > grain_sectors * SECTOR + GRAIN_SLACK) {
+            stream_stop(s, pos, size, II_BAD_MARKER);
+            return;
+        }
+        if (value >= capacity)
+            note_bad(&s->v, pos, value, II_OUT_OF_RANGE);
+        else if (value % grain_sectors != 0)
+            note_bad(&s->v, pos, value, II_MISALIGNED);
+        else {
+            s->grains++;
+            s->grain_bytes += size;
+        }
+        /* pos <= OFFSET_LIMIT and size < 2^32: no wrap in uint64_t */
+        const uint64_t next = round_up_sector(pos + 12 + size);
+        if (next > OFFSET_LIMIT) {
+            stream_stop(s, pos, size, II_TRUNCATED);
+            return;
+        }
+        s->next_offset = next;
+        return;
+    }
+    const uint32_t type = get_le32(at + 12);
+    switch (type) {
+    case MARKER_EOS:
+        s->eos_offset = pos;
+        s->next_offset = pos + SECTOR;
+        return;
+    case MARKER_GT:
+        s->gt_markers++;
+        break;
+    case MARKER_GD:
+        s->gd_markers++;
+        break;
+    case MARKER_FOOTER:
+        s->footer_markers++;
+        break;
+    case MARKER_PROGRESS:
+        s->other_markers++;
+        break;
+    default:
+        stream_stop(s, pos, type, II_BAD_MARKER);
+        return;
+    }
+    /* The payload must be addressable: pos + 512 + value * 512 <= OFFSET_LIMIT. */
+    if (value > (OFFSET_LIMIT - SECTOR - pos) / SECTOR) {
+        stream_stop(s, pos, value, II_TRUNCATED);
+        return;
+    }
+    s->next_offset = pos + SECTOR + value * SECTOR;
+}
+
+int ii_vmdk_stream(const uint8_t *window, size_t nbytes, uint64_t base_offset,
+                   uint64_t capacity_sectors, uint64_t grain_sectors, int final,
+                   ii_stream_state *s)
+{
+    if (grain_sectors == 0 || grain_sectors > SIZE32_LIMIT || base_offset % SECTOR != 0 ||
+        base_offset > OFFSET_LIMIT || nbytes > OFFSET_LIMIT - base_offset ||
+        s->next_offset < base_offset || s->next_offset > OFFSET_LIMIT ||
+        s->next_offset % SECTOR != 0)
+        return -1;
+    const uint64_t end = base_offset + nbytes;
+    while (!s->stopped) {
+        if (s->eos_offset != UINT64_MAX) {
+            stream_trailing(window, nbytes, base_offset, s);
+            break;
+        }
+        const uint64_t pos = s->next_offset;
+        if (pos >= end || end - pos < SECTOR) {
+            if (final && pos > end) /* the last marker's data runs past the end */
+                stream_stop(s, s->marker_offset, pos, II_TRUNCATED);
+            else if (final && pos < end) /* a partial sector where a marker should be */
+                stream_stop(s, pos, end - pos, II_TRUNCATED);
+            break;
+        }
+        stream_marker(window + (pos - base_offset), capacity_sectors, grain_sectors, s);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* VHD block allocation table                                          */
+/* ------------------------------------------------------------------ */
+
+#define VHD_UNUSED 0xffffffffu
+
+int ii_vhd_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64_t block_size,
+               uint64_t data_start, uint64_t file_size, uint8_t *claimed, uint64_t claimed_bits,
+               ii_block_result *out)
+{
+    if (block_size == 0 || block_size > SIZE32_LIMIT || block_size % SECTOR != 0 ||
+        data_start > OFFSET_LIMIT || file_size > OFFSET_LIMIT || first_index > INDEX_LIMIT ||
+        nbytes % 4 != 0)
+        return -1;
+    const claim_map map = {claimed, claimed_bits};
+    /* one bit per sector of the block, rounded up to whole sectors */
+    const uint64_t bitmap_bytes = round_up_sector((block_size / SECTOR + 7) / 8);
+    const uint64_t footprint = bitmap_bytes + block_size;
+    const uint64_t data_end = file_size >= SECTOR ? file_size - SECTOR : 0; /* footer */
+    const uint64_t n = nbytes / 4;
+    memset(out, 0, sizeof(*out));
+    verdict_init(&out->v, n);
+
+    for (uint64_t i = 0; i < n; i++) {
+        const uint32_t sector = get_be32(table + i * 4);
+        const uint64_t start = (uint64_t)sector * SECTOR;
+        int reason;
+        if (sector == VHD_UNUSED) {
+            out->unallocated++;
+            continue;
+        }
+        if (start < data_start)
+            reason = II_IN_METADATA;
+        else if (!range_fits(start, footprint, data_end))
+            reason = II_OUT_OF_RANGE;
+        else
+            reason = claim(&map, sector, footprint / SECTOR);
+        if (reason != II_OK) {
+            note_bad(&out->v, first_index + i, sector, reason);
+            continue;
+        }
+        out->allocated++;
+        out->allocated_bytes += block_size;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* VHDX block allocation table                                         */
+/* ------------------------------------------------------------------ */
+
+#define VHDX_STATE_MASK 0x7u
+#define VHDX_RESERVED_MASK 0xffff8ull /* bits 3-19 */
+#define VHDX_NOT_PRESENT 0
+#define VHDX_UNDEFINED 1
+#define VHDX_ZERO 2
+#define VHDX_UNMAPPED 3
+#define VHDX_FULLY_PRESENT 6
+#define VHDX_PARTIALLY_PRESENT 7
+#define VHDX_BITMAP_PRESENT 6
+
+/* A present block of len bytes at offset_mb MiB: outside the 1 MiB header
+   section, inside the file, claiming 1 MiB units. */
+static int vhdx_place(const claim_map *map, uint64_t offset_mb, uint64_t len, uint64_t file_size)
+{
+    if (offset_mb == 0)
+        return II_IN_METADATA;
+    if (!range_fits(offset_mb << 20, len, file_size)) /* offset_mb < 2^44 */
+        return II_OUT_OF_RANGE;
+    return claim(map, offset_mb, len / MIB);
+}
+
+int ii_vhdx_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64_t block_size,
+                uint64_t logical_sector_size, uint64_t file_size, int has_parent,
+                uint8_t *claimed, uint64_t claimed_bits, ii_vhdx_result *out)
+{
+    if (block_size < MIB || block_size > 256 * MIB || (block_size & (block_size - 1)) != 0 ||
+        (logical_sector_size != 512 && logical_sector_size != 4096) ||
+        file_size > OFFSET_LIMIT || first_index > INDEX_LIMIT || nbytes % 8 != 0)
+        return -1;
+    const claim_map map = {claimed, claimed_bits};
+    /* 2^23 sectors are covered by one sector-bitmap block */
+    const uint64_t chunk_ratio = (((uint64_t)1 << 23) * logical_sector_size) / block_size;
+    const uint64_t n = nbytes / 8;
+    memset(out, 0, sizeof(*out));
+    verdict_init(&out->v, n);
+
+    for (uint64_t i = 0; i < n; i++) {
+        const uint64_t e = get_le64(table + i * 8);
+        const unsigned state = (unsigned)(e & VHDX_STATE_MASK);
+        const uint64_t offset_mb = e >> 20;
+        const int is_bitmap = (first_index + i) % (chunk_ratio + 1) == chunk_ratio;
+        int reason = II_OK;
+        if (e & VHDX_RESERVED_MASK)
+            reason = II_RESERVED_BITS;
+        else if (is_bitmap) {
+            if (state == VHDX_NOT_PRESENT)
+                out->bitmaps_absent++;
+            else if (state != VHDX_BITMAP_PRESENT)
+                reason = II_BAD_STATE;
+            else if ((reason = vhdx_place(&map, offset_mb, MIB, file_size)) == II_OK)
+                out->bitmaps_present++;
+        } else {
+            switch (state) {
+            case VHDX_NOT_PRESENT:
+                out->not_present++;
+                break;
+            case VHDX_UNDEFINED:
+                out->undefined++;
+                break;
+            case VHDX_ZERO:
+                out->zero++;
+                break;
+            case VHDX_UNMAPPED:
+                out->unmapped++;
+                break;
+            case VHDX_FULLY_PRESENT:
+            case VHDX_PARTIALLY_PRESENT:
+                if (state == VHDX_PARTIALLY_PRESENT && !has_parent)
+                    reason = II_BAD_STATE;
+                else
+                    reason = vhdx_place(&map, offset_mb, block_size, file_size);
+                if (reason != II_OK)
+                    break;
+                if (state == VHDX_FULLY_PRESENT)
+                    out->fully_present++;
+                else
+                    out->partially_present++;
+                out->allocated_bytes += block_size;
+                break;
+            default:
+                reason = II_BAD_STATE;
+            }
+        }
+        if (reason != II_OK)
+            note_bad(&out->v, first_index + i, e, reason);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* VDI block map                                                       */
+/* ------------------------------------------------------------------ */
+
+#define VDI_FREE 0xffffffffu
+#define VDI_ZERO 0xfffffffeu
+
+int ii_vdi_blockmap(const uint8_t *table, size_t nbytes, uint64_t first_index,
+                    uint64_t blocks_allocated, uint64_t block_size, uint64_t data_offset,
+                    uint64_t file_size, uint8_t *claimed, uint64_t claimed_bits,
+                    ii_block_result *out)
+{
+    if (block_size == 0 || block_size > SIZE32_LIMIT || blocks_allocated > SIZE32_LIMIT ||
+        data_offset > OFFSET_LIMIT || file_size > OFFSET_LIMIT || first_index > INDEX_LIMIT ||
+        nbytes % 4 != 0)
+        return -1;
+    const claim_map map = {claimed, claimed_bits};
+    const uint64_t data_room = file_size > data_offset ? file_size - data_offset : 0;
+    const uint64_t n = nbytes / 4;
+    memset(out, 0, sizeof(*out));
+    verdict_init(&out->v, n);
+
+    for (uint64_t i = 0; i < n; i++) {
+        const uint32_t block = get_le32(table + i * 4);
+        int reason;
+        if (block == VDI_FREE) {
+            out->unallocated++;
+            continue;
+        }
+        if (block == VDI_ZERO) {
+            out->zero++;
+            continue;
+        }
+        /* block < 2^32 and block_size <= 2^32: the product fits */
+        if (block >= blocks_allocated || !range_fits(block * block_size, block_size, data_room))
+            reason = II_OUT_OF_RANGE;
+        else
+            reason = claim(&map, block, 1);
+        if (reason != II_OK) {
+            note_bad(&out->v, first_index + i, block, reason);
+            continue;
+        }
+        out->allocated++;
+        out->allocated_bytes += block_size;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* CRC-32C                                                             */
+/* ------------------------------------------------------------------ */
+
+#define CRC32C_POLY 0x82f63b78u /* reflected Castagnoli polynomial */
+
+static uint32_t crc_table[8][256];
+static int crc_ready;
+
+void ii_init(void)
+{
+    if (crc_ready)
+        return;
+    for (uint32_t b = 0; b < 256; b++) {
+        uint32_t c = b;
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ ((c & 1u) ? CRC32C_POLY : 0u);
+        crc_table[0][b] = c;
+    }
+    for (uint32_t b = 0; b < 256; b++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][b] = (crc_table[t - 1][b] >> 8) ^ crc_table[0][crc_table[t - 1][b] & 0xffu];
+    crc_ready = 1;
+}
+
+#if defined(__GNUC__)
+/* Built when the library is loaded, before any thread can call in. */
+__attribute__((constructor)) static void crc_init_at_load(void)
+{
+    ii_init();
+}
+#endif
+
+/* slicing-by-8: eight table lookups per 8 input bytes */
+uint32_t ii_crc32c_sw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    uint32_t c = ~crc;
+    ii_init();
+    while (n >= 8) {
+        const uint32_t lo = c ^ get_le32(p);
+        const uint32_t hi = get_le32(p + 4);
+        c = crc_table[7][lo & 0xffu] ^ crc_table[6][(lo >> 8) & 0xffu] ^
+            crc_table[5][(lo >> 16) & 0xffu] ^ crc_table[4][lo >> 24] ^
+            crc_table[3][hi & 0xffu] ^ crc_table[2][(hi >> 8) & 0xffu] ^
+            crc_table[1][(hi >> 16) & 0xffu] ^ crc_table[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xffu];
+    return ~c;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* SSE 4.2 has a CRC-32C instruction; used only when the CPU says so. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const uint8_t *p,
+                                                                size_t n)
+{
+    uint64_t c = ~crc;
+    while (n >= 8) {
+        uint64_t word;
+        memcpy(&word, p, 8); /* x86 is little-endian: bytes in stream order */
+        c = __builtin_ia32_crc32di(c, word);
+        p += 8;
+        n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n--)
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return ~c32;
+}
+
+int ii_crc32c_hw(void)
+{
+    return __builtin_cpu_supports("sse4.2") ? 1 : 0;
+}
+
+uint32_t ii_crc32c(uint32_t crc, const uint8_t *data, size_t n)
+{
+    if (__builtin_cpu_supports("sse4.2"))
+        return crc32c_sse42(crc, data, n);
+    return ii_crc32c_sw(crc, data, n);
+}
+#else
+int ii_crc32c_hw(void)
+{
+    return 0;
+}
+
+uint32_t ii_crc32c(uint32_t crc, const uint8_t *data, size_t n)
+{
+    return ii_crc32c_sw(crc, data, n);
+}
+#endif
