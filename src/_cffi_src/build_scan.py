@@ -3,14 +3,16 @@
 The declarations come from ``csrc/scan.h`` (the text between ``/* CDEF BEGIN */`` and
 ``/* CDEF END */``), so the header is the single source of truth for both the C compiler
 and cffi. setup.py names this file in ``cffi_modules``; scripts/sanitize.sh runs it directly
-to build an instrumented copy (``python src/_cffi_src/build_scan.py OUTDIR``).
-
+to build an instrumented copy (``python src/_cffi_src/build_scan.py OUTDIR``); without
+OUTDIR it rebuilds the module next to the package, like ``pip install -e .``.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from cffi import FFI
@@ -59,8 +61,21 @@ def make_builder(base: Path = Path()) -> FFI:
 ffibuilder = make_builder()
 
 
+def build_into(out_dir: Path) -> Path:
+    """Compile with ``out_dir`` as the build directory; the module lands in
+    ``out_dir/imageintrospect/``."""
+    return Path(make_builder(ROOT).compile(tmpdir=str(out_dir), verbose=True))
+
+
 if __name__ == "__main__":
-    # python src/_cffi_src/build_scan.py [OUTDIR]: build the module into OUTDIR
-    # (default: next to the package, i.e. an in-place build).
-    out_dir = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT / "src"
-    make_builder(ROOT).compile(tmpdir=str(out_dir), verbose=True)
+    # python src/_cffi_src/build_scan.py OUTDIR: build there (scripts/sanitize.sh);
+    # without OUTDIR: build in a scratch directory and copy the module next to the package.
+    if len(sys.argv) > 1:
+        build_into(Path(sys.argv[1]).resolve())
+    else:
+        package = ROOT / "src" / "imageintrospect"
+        with tempfile.TemporaryDirectory() as scratch:
+            built = build_into(Path(scratch))
+            for stale in package.glob("_scan_c*.so"):  # another name could shadow this one
+                stale.unlink()
+            shutil.copy2(built, package / built.name)
