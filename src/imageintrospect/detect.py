@@ -38,6 +38,7 @@ ALIASES = {"vpc": "vhd", "vmdk": "vmdk", "qcow": "qcow2", "iso9660": "iso"}
 
 def read_probe(source: Source) -> Probe:
     head = source.read_at(0, PROBE_HEAD)
+    source.remember_head(head)
     tail_start = max(len(head), source.size - PROBE_TAIL)
     try:
         tail = source.read_at(tail_start, source.size - tail_start)

@@ -65,6 +65,11 @@ class Source:
     def __init__(self, size: int) -> None:
         self.size = size
         self.bytes_read = 0
+        self._head = b""  # the detector's first read, served again from memory
+
+    def remember_head(self, head: bytes) -> None:
+        """Keep the bytes at offset 0 that detection read, so parsers do not read them twice."""
+        self._head = head
 
     def read_at(self, offset: int, length: int) -> bytes:
         """Return up to ``length`` bytes at ``offset``; shorter only at the end of the image."""
@@ -75,6 +80,8 @@ class Source:
         if offset >= self.size or length == 0:
             return b""
         length = min(length, self.size - offset)
+        if offset + length <= len(self._head):
+            return self._head[offset : offset + length]
         data = self._read(offset, length)
         self.bytes_read += len(data)
         return data

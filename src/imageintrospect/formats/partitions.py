@@ -80,6 +80,7 @@ GPT_ENTRY = c.Struct(
     "attributes" / c.Int64ul,
     "name" / c.Bytes(72),
 )
+GPT_ENTRY_SIZE = GPT_ENTRY.sizeof()  # sizeof() walks the schema: once, not per entry
 
 # The BIOS parameter block fields shared by every FAT variant (and, in part, NTFS).
 FAT_BPB = c.Struct(
@@ -528,7 +529,7 @@ def _read_entries(ctx: Context, header: _Header, hybrid_iso: bool) -> tuple[GptP
 def _gpt_partitions(array: bytes, entry_size: int) -> tuple[GptPartition, ...]:
     partitions = []
     for index, offset in enumerate(range(0, len(array), entry_size), start=1):
-        raw = array[offset : offset + GPT_ENTRY.sizeof()]
+        raw = array[offset : offset + GPT_ENTRY_SIZE]
         if raw[:16] == bytes(16):
             continue
         entry = parse_struct(GPT_ENTRY, raw, "GPT partition entry")

@@ -8,6 +8,7 @@ refuse it *before* qemu, or anything else, reads further.
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ import construct as c
 
 from .. import findings as F
 from ..errors import InvalidImage
-from ..source import StreamGap
+from ..source import MAX_READ, StreamGap
 from ..structs import cstring, parse_struct
 from . import luks
 from .base import Context, FormatSpec, Parsed, Probe, Section
@@ -52,8 +53,11 @@ HEADER_V3_TAIL = c.Struct(
 )
 V3_MIN_HEADER_LENGTH = 104
 
-EXTENSION_HEADER = c.Struct("type" / c.Int32ub, "length" / c.Int32ub)
-FEATURE_NAME = c.Struct("type" / c.Int8ub, "bit" / c.Int8ub, "name" / c.Bytes(46))
+# Type and length of each header extension: a two-field TLV, unpacked with struct.
+EXTENSION_HEADER = struct.Struct(">II")
+# The feature-name table is a table, not a header: 48-byte entries unpacked with struct (one
+# C call for the whole table, where construct would take ~10 µs per entry on every image).
+FEATURE_NAME = struct.Struct(">BB46s")
 BITMAPS_EXTENSION = c.Struct(
     "nb_bitmaps" / c.Int32ub,
     "reserved" / c.Int32ub,
@@ -131,6 +135,7 @@ MAX_SIZE = (1 << 63) - 1
 EXTENSION_AREA_LIMIT = 256 * 1024
 SNAPSHOT_TABLE_LIMIT = {True: 16 * 1024 * 1024, False: 256 * 1024}  # keyed by ``deep``
 BITMAP_DIRECTORY_LIMIT = 1024 * 1024
+TABLE_WINDOW = 64 * 1024
 
 # --- findings ------------------------------------------------------------------------------
 
@@ -455,19 +460,19 @@ def _read_extensions(ctx: Context, hdr: Any, header_length: int, cluster_size: i
         return exts
     pos = 0
     while pos + 8 <= len(area):
-        ext = parse_struct(EXTENSION_HEADER, area[pos : pos + 8], "qcow2 header extension")
-        if ext.type == EXT_END:
+        kind, length = EXTENSION_HEADER.unpack_from(area, pos)
+        if kind == EXT_END:
             return exts
-        data = area[pos + 8 : pos + 8 + ext.length]
-        if len(data) < ext.length:
+        data = area[pos + 8 : pos + 8 + length]
+        if len(data) < length:
             ctx.findings.add(
                 BAD_EXTENSION,
-                f"extension {ext.type:#010x} at {header_length + pos:#x} claims "
-                f"{ext.length} bytes, past the end of the extension area",
+                f"extension {kind:#010x} at {header_length + pos:#x} claims "
+                f"{length} bytes, past the end of the extension area",
             )
             return exts
-        _store_extension(ctx, exts, ext.type, data)
-        pos += 8 + ((ext.length + 7) & ~7)
+        _store_extension(ctx, exts, kind, data)
+        pos += 8 + ((length + 7) & ~7)
     if len(area) < end - header_length:
         ctx.findings.add(F.TRUNCATED, "qcow2 header extensions run past the end of the file")
     return exts
@@ -480,9 +485,9 @@ def _store_extension(ctx: Context, exts: _Extensions, kind: int, data: bytes) ->
         exts.data_file = _ext_string(ctx, data, "external data file name")
     elif kind == EXT_FEATURE_TABLE:
         names = exts.feature_names if exts.feature_names is not None else {}
-        for start in range(0, len(data) - len(data) % 48, 48):
-            entry = parse_struct(FEATURE_NAME, data[start : start + 48], "feature name")
-            names[(entry.type, entry.bit)] = cstring(entry.name)
+        usable = len(data) - len(data) % FEATURE_NAME.size
+        for kind, bit, name in FEATURE_NAME.iter_unpack(data[:usable]):
+            names[(kind, bit)] = cstring(name)
         exts.feature_names = names
     elif kind == EXT_BITMAPS:
         if len(data) != BITMAPS_EXTENSION.sizeof():
@@ -672,7 +677,11 @@ class _TableEnds(Exception):
 
 
 class _WindowReader:
-    """Sequential reads from a table at ``offset``, at most ``limit`` bytes in all."""
+    """Sequential reads from a table at ``offset``, at most ``limit`` bytes in all.
+
+    The table is read in windows of :data:`TABLE_WINDOW` (one read, not one per field; on a
+    stream, one range to keep), and what a window holds is handed out piece by piece.
+    """
 
     def __init__(self, ctx: Context, offset: int, limit: int, over_limit_code: str) -> None:
         self._src = ctx.source
@@ -680,13 +689,20 @@ class _WindowReader:
         self._pos = offset
         self._limit = limit
         self._over_limit_code = over_limit_code
+        self._window = b""
+        self._window_at = offset
 
     def take(self, length: int) -> bytes:
         if self._pos + length - self._start > self._limit:
             raise _TableEnds(
                 f"larger than the {self._limit} bytes read for it", self._over_limit_code
             )
-        data = self._src.read_at(self._pos, length)
+        start = self._pos - self._window_at
+        if start + length > len(self._window):
+            budget = self._limit - (self._pos - self._start)
+            size = min(max(length, TABLE_WINDOW), budget, MAX_READ)
+            self._window, self._window_at, start = self._src.read_at(self._pos, size), self._pos, 0
+        data = self._window[start : start + length]
         if len(data) < length:
             raise _TableEnds(f"ends past the end of the file at {self._pos:#x}", F.TRUNCATED)
         self._pos += length

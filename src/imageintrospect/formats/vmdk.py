@@ -626,7 +626,8 @@ def looks_like_descriptor(head: bytes) -> bool:
     same way however the file was read.
     """
     text, _, rest = head.partition(b"\0")
-    if not text.strip() or rest.strip(b"\0") or _TEXT_BYTES.search(text):
+    # Cheapest test first: every binary image is refused here without copying its head.
+    if not text.strip() or _TEXT_BYTES.search(text) or rest.lstrip(b"\0"):
         return False
     if _DESCRIPTOR_COMMENT.search(text[:4096]):
         return True
