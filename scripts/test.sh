@@ -20,6 +20,10 @@ command -v qemu-io >/dev/null || need_apt+=(qemu-utils)
 command -v xorriso >/dev/null || need_apt+=(xorriso)
 command -v sgdisk >/dev/null || need_apt+=(gdisk)
 command -v mkfs.vfat >/dev/null || need_apt+=(dosfstools)
+# sfdisk (MBR disks), mkudffs (UDF discs), cryptsetup (LUKS1/LUKS2 made by the real tool).
+command -v sfdisk >/dev/null || need_apt+=(fdisk)
+command -v mkudffs >/dev/null || need_apt+=(udftools)
+command -v cryptsetup >/dev/null || need_apt+=(cryptsetup-bin)
 # A C compiler and Python's headers build the optional C scanners; without them the package
 # still installs (pure Python), but the suite would not exercise the C path.
 command -v cc >/dev/null || need_apt+=(gcc)
@@ -68,7 +72,12 @@ run() {
 run ruff check .
 run ruff format --check .
 run mypy
-run python -m pytest tests -q -p no:cacheprovider
+# The whole suite once per backend (as python-zstandard and msgpack do): the C scanners,
+# then their pure-Python twin.
+run env IMAGEINTROSPECT_BACKEND=c python -m pytest tests -q -p no:cacheprovider
+run env IMAGEINTROSPECT_BACKEND=python python -m pytest tests -q -p no:cacheprovider
+# The C core built with AddressSanitizer and UBSan, its tests run against that build.
+run bash scripts/sanitize.sh
 run sphinx-build -q -E -W -b html docs docs/_build/html
 
 step "done in $((SECONDS - started)) s"

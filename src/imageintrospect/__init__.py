@@ -3,6 +3,9 @@
 >>> from imageintrospect import introspect
 >>> md = introspect("disk.vmdk")          # doctest: +SKIP
 >>> md.format, md.safe, md.glance_properties()   # doctest: +SKIP
+
+``imageintrospect.backend`` says which table scanners are live: ``"c"`` (the cffi module) or
+``"python"`` (the pure-Python twin); ``IMAGEINTROSPECT_BACKEND=c|python`` forces one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, I
 from .findings import Finding
 from .metadata import Metadata
 from .reader import InspectingReader
+from .scan import backend
 
 __version__ = "0.1.0"
 
@@ -24,5 +28,6 @@ __all__ = [
     "InvalidImage",
     "Metadata",
     "__version__",
+    "backend",
     "introspect",
 ]
