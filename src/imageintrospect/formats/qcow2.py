@@ -7,14 +7,17 @@ refuse it *before* qemu, or anything else, reads further.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import construct as c
 
 from .. import findings as F
+from .. import scan
 from ..errors import InvalidImage
 from ..source import MAX_READ, StreamGap
 from ..structs import cstring, parse_struct
@@ -222,6 +225,57 @@ SNAPSHOTS_PRESENT = F.define(
     "The image holds internal snapshots (their data is part of the image).",
 )
 
+# Deep validation: one code per class of bad table entry (the message names the table, the
+# entry index and its value, and how many entries of that table are bad).
+ENTRY_OUT_OF_RANGE = F.define(
+    "entry-out-of-range",
+    "unsafe",
+    "qcow2",
+    "An L1, L2 or refcount table entry points past the end of the file.",
+)
+ENTRY_MISALIGNED = F.define(
+    "entry-misaligned",
+    "unsafe",
+    "qcow2",
+    "A table entry's offset is not aligned to the cluster size.",
+)
+ENTRY_IN_METADATA = F.define(
+    "entry-in-metadata",
+    "unsafe",
+    "qcow2",
+    "A table entry points into the header cluster (or other metadata).",
+)
+ENTRY_RESERVED_BITS = F.define(
+    "entry-reserved-bits",
+    "unsafe",
+    "qcow2",
+    "A table entry has reserved bits set.",
+)
+CLUSTER_CLAIMED_TWICE = F.define(
+    "cluster-claimed-twice",
+    "unsafe",
+    "qcow2",
+    "A host cluster is used twice (by two guest clusters, or by data and metadata).",
+)
+BAD_COMPRESSED = F.define(
+    "bad-compressed-cluster",
+    "unsafe",
+    "qcow2",
+    "A compressed-cluster descriptor that cannot be valid (runs past the end of the file).",
+)
+BAD_SUBCLUSTER = F.define(
+    "bad-subcluster-bitmap",
+    "unsafe",
+    "qcow2",
+    "An extended-L2 subcluster bitmap marks a subcluster both allocated and zero.",
+)
+OVERLAP_UNCHECKED = F.define(
+    "overlap-check-skipped",
+    "info",
+    "qcow2",
+    "The file has too many clusters for the double-use map; tables were checked without it.",
+)
+
 # --- the section ---------------------------------------------------------------------------
 
 
@@ -247,6 +301,19 @@ class Bitmap(Section):
     flags: tuple[str, ...]
     table_offset: int
     table_size: int
+
+
+@dataclass(frozen=True)
+class Allocation(Section):
+    """What the deep walk counted in the active L1/L2 tables."""
+
+    l2_tables: int
+    allocated_clusters: int
+    compressed_clusters: int
+    zero_clusters: int
+    unallocated_clusters: int
+    bad_entries: int
+    refcount_blocks: int
 
 
 @dataclass(frozen=True)
@@ -278,6 +345,7 @@ class Qcow2Section(Section):
     encryption_header: dict[str, int] | None
     luks: LuksSection | None
     feature_names: dict[str, str]
+    allocation: Allocation | None = None
 
 
 # --- probe ---------------------------------------------------------------------------------
@@ -352,8 +420,15 @@ def parse(ctx: Context) -> Parsed:
         },
     )
     _judge(ctx, section, exts)
+    allocated_size = None
+    if ctx.deep and _walkable(hdr, v3, extended_l2):
+        allocation = _walk_tables(ctx, hdr, section)
+        if allocation is not None:
+            section = dataclasses.replace(section, allocation=allocation)
+            used = allocation.allocated_clusters + allocation.compressed_clusters
+            allocated_size = used * cluster_size
     virtual_size = hdr.size if hdr.size <= MAX_SIZE else None
-    return Parsed(virtual_size=virtual_size, section=section)
+    return Parsed(virtual_size=virtual_size, section=section, allocated_size=allocated_size)
 
 
 @dataclass(frozen=True)
@@ -751,6 +826,209 @@ def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
 def _label(exts: _Extensions, kind: int, bit: int) -> str:
     name = (exts.feature_names or {}).get((kind, bit))
     return f"bit-{bit} ({name})" if name else f"bit-{bit}"
+
+
+# --- deep: the refcount, L1 and L2 tables ---------------------------------------------------
+
+#: The double-use map holds one bit per host cluster; above this it is not built.
+CLAIM_MAP_LIMIT = 32 * 1024 * 1024
+_REASON_CODES = {
+    scan.Reason.OUT_OF_RANGE: ENTRY_OUT_OF_RANGE,
+    scan.Reason.TRUNCATED: ENTRY_OUT_OF_RANGE,
+    scan.Reason.MISALIGNED: ENTRY_MISALIGNED,
+    scan.Reason.IN_METADATA: ENTRY_IN_METADATA,
+    scan.Reason.RESERVED_BITS: ENTRY_RESERVED_BITS,
+    scan.Reason.DOUBLE_CLAIM: CLUSTER_CLAIMED_TWICE,
+    scan.Reason.BAD_COMPRESSED: BAD_COMPRESSED,
+    scan.Reason.BAD_SUBCLUSTER: BAD_SUBCLUSTER,
+}
+
+
+def _walkable(hdr: Any, v3: _V3Fields, extended_l2: bool) -> bool:
+    """Whether the header's numbers are sane enough to walk its tables (else they were
+    already reported as bad geometry, and a walk would only read nonsense)."""
+    bits = hdr.cluster_bits
+    if not MIN_CLUSTER_BITS <= bits <= MAX_CLUSTER_BITS or hdr.version not in (2, 3):
+        return False
+    if extended_l2 and bits < MIN_EXTENDED_L2_CLUSTER_BITS:
+        return False
+    cluster = 1 << bits
+    return bool(
+        hdr.l1_size * 8 <= MAX_L1_BYTES
+        and 0 < hdr.refcount_table_clusters * cluster <= MAX_REFTABLE_BYTES
+        and hdr.l1_table_offset % cluster == 0
+        and hdr.refcount_table_offset % cluster == 0
+    )
+
+
+def _walk_tables(ctx: Context, hdr: Any, section: Qcow2Section) -> Allocation | None:
+    """Check every refcount table, L1 and L2 entry; count what the active tables map."""
+    src = ctx.source
+    bits = hdr.cluster_bits
+    cluster = 1 << bits
+    claimed = _claim_map(ctx, src.size, cluster)
+    if claimed is not None:
+        _claim_metadata(claimed, hdr, section, cluster)
+    try:
+        refcounts = _scan_pointer_table(
+            ctx, "refcount table", hdr.refcount_table_offset,
+            hdr.refcount_table_clusters * cluster, bits, claimed, scan.qcow2_refcount_table,
+        )  # fmt: skip
+        l1 = _scan_pointer_table(
+            ctx, "L1 table", hdr.l1_table_offset, hdr.l1_size * 8, bits, claimed, scan.qcow2_l1
+        )
+    except StreamGap as gap:
+        ctx.findings.add(F.STREAM_UNCHECKED, f"qcow2 tables at {gap.offset:#x} went by unkept")
+        return None
+    if refcounts is None or l1 is None:
+        return None
+    tables = sorted(set(l1.offsets))
+    try:
+        walker = src.scan(
+            ("qcow2-l2", hdr.l1_table_offset, len(tables)),
+            [(offset, cluster) for offset in tables],
+            functools.partial(_L2Walker, section, bits, src.size, claimed),
+        )
+    except StreamGap:
+        ctx.findings.add(F.STREAM_UNCHECKED, "L2 tables went by before the L1 table named them")
+        return None
+    walker.report(ctx)
+    return Allocation(
+        l2_tables=len(tables),
+        allocated_clusters=walker.allocated,
+        compressed_clusters=walker.compressed,
+        zero_clusters=walker.zero,
+        unallocated_clusters=walker.unallocated + (hdr.l1_size - l1.allocated) * walker.per_table,
+        bad_entries=walker.bad_count + l1.bad_count + refcounts.bad_count,
+        refcount_blocks=refcounts.allocated,
+    )
+
+
+def _claim_map(ctx: Context, file_size: int, cluster: int) -> bytearray | None:
+    clusters = -(-file_size // cluster)
+    if clusters // 8 > CLAIM_MAP_LIMIT:
+        ctx.findings.add(
+            OVERLAP_UNCHECKED, f"{clusters} host clusters: double use of clusters not checked"
+        )
+        return None
+    return scan.claim_map(file_size, cluster)
+
+
+def _claim_metadata(claimed: bytearray, hdr: Any, section: Qcow2Section, cluster: int) -> None:
+    """Mark the clusters the header's own structures occupy, before any table is scanned."""
+    scan.mark_claimed(claimed, 0, cluster, cluster)
+    scan.mark_claimed(claimed, hdr.l1_table_offset, hdr.l1_size * 8, cluster)
+    scan.mark_claimed(
+        claimed, hdr.refcount_table_offset, hdr.refcount_table_clusters * cluster, cluster
+    )
+    if section.encryption_header is not None:
+        header = section.encryption_header
+        scan.mark_claimed(claimed, header["offset"], header["length"], cluster)
+    if section.snapshots:
+        scan.mark_claimed(claimed, hdr.snapshots_offset, cluster, cluster)
+    for snapshot in section.snapshots:  # their L2 tables and data may be shared: not marked
+        scan.mark_claimed(claimed, snapshot.l1_table_offset, snapshot.l1_size * 8, cluster)
+
+
+class _PointerScan(Protocol):
+    def __call__(
+        self,
+        table: bytes,
+        *,
+        cluster_bits: int,
+        file_size: int,
+        claimed: bytearray | None = None,
+        first_index: int = 0,
+    ) -> scan.PointerTableResult: ...
+
+
+def _scan_pointer_table(
+    ctx: Context,
+    what: str,
+    offset: int,
+    length: int,
+    bits: int,
+    claimed: bytearray | None,
+    scanner: _PointerScan,
+) -> scan.PointerTableResult | None:
+    """Read a table of cluster pointers (L1 or refcount table) and check every entry."""
+    if offset + length > ctx.source.size:
+        return None  # already reported as truncated by the geometry check
+    # At most 32 MiB (qemu's L1 limit), read in windows below the per-read limit.
+    table = b"".join(
+        ctx.source.read_at(start, min(MAX_READ, offset + length - start))
+        for start in range(offset, offset + length, MAX_READ)
+    )
+    result = scanner(table, cluster_bits=bits, file_size=ctx.source.size, claimed=claimed)
+    _report(ctx, result, f"{what} at {offset:#x}")
+    return result
+
+
+def _report(ctx: Context, verdict: scan.Verdict, where: str) -> None:
+    if verdict.ok:
+        return
+    reason = scan.Reason(verdict.bad_reason)
+    code = _REASON_CODES.get(reason, ENTRY_OUT_OF_RANGE)
+    ctx.findings.add(
+        code,
+        f"{where}: entry {verdict.bad_index} = {verdict.bad_value:#018x} "
+        f"({reason.name.lower().replace('_', ' ')}); {verdict.bad_count} bad entr"
+        f"{'y' if verdict.bad_count == 1 else 'ies'}",
+    )
+
+
+class _L2Walker:
+    """Scan consumer: reassembles each L2 table from the pieces it is fed and checks it."""
+
+    def __init__(
+        self, section: Qcow2Section, bits: int, file_size: int, claimed: bytearray | None
+    ) -> None:
+        self._bits = bits
+        self._cluster = 1 << bits
+        self._file_size = file_size
+        self._claimed = claimed
+        self._version = section.version
+        self._extended = section.extended_l2
+        self._data_file = "external-data-file" in section.incompatible_features
+        self.per_table = self._cluster // (16 if self._extended else 8)
+        self._buffer = bytearray()
+        self._table_at = -1
+        self.allocated = self.compressed = self.zero = self.unallocated = self.bad_count = 0
+        self._first_bad: tuple[int, scan.L2Result] | None = None
+
+    def feed(self, offset: int, data: bytes) -> None:
+        if not self._buffer:
+            self._table_at = offset
+        self._buffer += data
+        if len(self._buffer) >= self._cluster:
+            self._check(bytes(self._buffer[: self._cluster]))
+            del self._buffer[:]
+
+    def _check(self, table: bytes) -> None:
+        result = scan.qcow2_l2(
+            table,
+            cluster_bits=self._bits,
+            file_size=self._file_size,
+            version=self._version,
+            extended_l2=self._extended,
+            has_data_file=self._data_file,
+            claimed=self._claimed,
+        )
+        self.allocated += result.allocated
+        self.compressed += result.compressed
+        self.zero += result.zero
+        self.unallocated += result.unallocated
+        self.bad_count += result.bad_count
+        if not result.ok and self._first_bad is None:
+            self._first_bad = (self._table_at, result)
+
+    def report(self, ctx: Context) -> None:
+        if self._buffer:  # a table cut short by the end of the file
+            self._check(bytes(self._buffer).ljust(self._cluster, b"\0"))
+            del self._buffer[:]
+        if self._first_bad is not None:
+            table_at, result = self._first_bad
+            _report(ctx, result, f"L2 table at {table_at:#x}")
 
 
 # --- qemu-img info view ---------------------------------------------------------------------
