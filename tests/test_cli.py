@@ -445,3 +445,49 @@ def _key_paths(value: Any, prefix: str = "") -> list[str]:
         for index, item in enumerate(value):
             paths.extend(_key_paths(item, f"{prefix}[{index}]"))
     return paths
+
+
+# -- the progress bar ---------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_shapes() -> None:
+    from imageintrospect.cli import progress_line
+
+    assert progress_line(0, 100).startswith("deep scan [" + "-" * 30 + "]")
+    assert " 50%" in progress_line(50, 100)
+    assert "100%" in progress_line(100, 100)
+    assert progress_line(5 << 20, None) == "deep scan: 5.0 MiB read"
+
+
+def test_progress_bar_only_after_a_second_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import time
+
+    from imageintrospect import cli
+
+    image = tmp_path / "x.img"
+    image.write_bytes(bytes(4096))
+    source = cli.Tracked(str(image))
+    try:
+        quick = _Terminal()
+        with cli.deep_scan_progress(source, quick):
+            source.position = 2048
+        assert quick.getvalue() == ""  # done within the first second: nothing drawn
+        monkeypatch.setattr(cli, "PROGRESS_AFTER", 0.05)
+        monkeypatch.setattr(cli, "PROGRESS_EVERY", 0.02)
+        slow = _Terminal()
+        with cli.deep_scan_progress(source, slow):
+            time.sleep(0.3)
+        assert " 50%" in slow.getvalue() and slow.getvalue().endswith("\r")
+        not_a_terminal = io.StringIO()
+        with cli.deep_scan_progress(source, not_a_terminal):
+            time.sleep(0.1)
+        assert not_a_terminal.getvalue() == ""
+    finally:
+        source.close()

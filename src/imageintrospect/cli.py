@@ -8,9 +8,11 @@ on standard error, never a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, TextIO
@@ -40,9 +42,30 @@ class ForwardOnly:
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
+        self.position = 0  # bytes read so far (the progress bar's measure)
+        self.size: int | None = None
 
     def read(self, size: int = -1, /) -> bytes:
-        return self._raw.read(size)
+        data = self._raw.read(size)
+        self.position += len(data)
+        return data
+
+
+class Tracked(io.FileIO):
+    """An image file that remembers how far into it reads have reached (for progress)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "rb")
+        self.position = 0
+        self.size: int | None = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        start = self.tell()
+        data = super().read(size)
+        # Footers and probes read the last sectors first: they say nothing of progress.
+        if self.size is None or start < self.size - TAIL_READS:
+            self.position = max(self.position, start + len(data))
+        return data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,25 +153,77 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def inspect_path(path: str, *, deep: bool, expected_format: str | None) -> Metadata:
-    with deep_scan_progress(deep, sys.stderr):
-        if path == STDIN:
-            return introspect(
-                ForwardOnly(sys.stdin.buffer), deep=deep, expected_format=expected_format
-            )
-        return introspect(path, deep=deep, expected_format=expected_format)
+    if path == STDIN:
+        source: ForwardOnly | Tracked = ForwardOnly(sys.stdin.buffer)
+    else:
+        try:
+            source = Tracked(path)
+        except OSError:  # let introspect() word the error as for any unreadable path
+            return introspect(path, deep=deep, expected_format=expected_format)
+    try:
+        with deep_scan_progress(source if deep else None, sys.stderr):
+            return introspect(source, deep=deep, expected_format=expected_format)
+    finally:
+        if isinstance(source, Tracked):
+            source.close()
+
+
+#: Reads this close to the end of the file do not move the progress bar.
+TAIL_READS = 1 << 20
+#: A deep scan shows progress once it has run this long.
+PROGRESS_AFTER = 1.0
+PROGRESS_EVERY = 0.2
+PROGRESS_WIDTH = 30
 
 
 @contextmanager
-def deep_scan_progress(deep: bool, stream: TextIO) -> Iterator[None]:
-    """Where a progress bar for long deep scans plugs in.
+def deep_scan_progress(source: ForwardOnly | Tracked | None, stream: TextIO) -> Iterator[None]:
+    """A progress bar on ``stream`` for a deep scan that takes over a second, on a terminal.
 
-    The contract asks for one on standard error when a deep scan takes over a second and
-    standard error is a terminal.  ``introspect()`` has no progress callback yet (deep table
-    validation is still to come), so there is nothing to report: this hook deliberately does
-    nothing until the library can tell how far a scan has got.
+    It shows how far into the image the reads have reached (tables are walked in file
+    order), or the bytes read from a stream whose size is unknown.
     """
-    del deep, stream  # used once introspect() reports progress
-    yield
+    if source is None or not stream.isatty():
+        yield
+        return
+    done = threading.Event()
+
+    def show() -> None:
+        if done.wait(PROGRESS_AFTER):
+            return
+        while not done.wait(PROGRESS_EVERY):
+            stream.write("\r" + progress_line(source.position, source.size))
+            stream.flush()
+        stream.write("\r" + " " * (PROGRESS_WIDTH + 40) + "\r")
+        stream.flush()
+
+    painter = threading.Thread(target=show, name="imageintrospect-progress", daemon=True)
+    painter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        painter.join()
+
+
+def progress_line(position: int, size: int | None) -> str:
+    """``deep scan [#######-------]  42%  1.2 GiB of 2.9 GiB`` (or bytes read of a stream)."""
+    if not size:
+        return f"deep scan: {short_size(position)} read"
+    fraction = min(1.0, position / size)
+    filled = int(fraction * PROGRESS_WIDTH)
+    bar = "#" * filled + "-" * (PROGRESS_WIDTH - filled)
+    return f"deep scan [{bar}] {fraction:4.0%}  {short_size(position)} of {short_size(size)}"
+
+
+def short_size(size: int) -> str:
+    """``1.2 GiB``: a size for a line that must fit a terminal."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} bytes"
 
 
 def actual_size(path: str) -> int | None:
