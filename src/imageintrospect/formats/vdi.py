@@ -6,12 +6,14 @@ integers are little-endian.  The file starts with a 64-byte text banner, the sig
 block map (one u32 per block: the index of the block in the data area, 0xFFFFFFFF free,
 0xFFFFFFFE zero) starts at ``block_map_offset``; blocks start at ``data_offset``.
 
-Only the header is read here.  Walking the block map (``allocated_size``, entry checks) is a
-later table scanner's job; :func:`block_map_layout` says where that table is.
+Header-only introspection reads the first 512 bytes.  With ``deep`` the block map is walked
+(every entry checked, ``allocated_size`` counted): see :func:`_allocated_size`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -19,9 +21,12 @@ from typing import Any, NamedTuple
 import construct as c
 
 from .. import findings as F
+from .. import scan
 from ..errors import InvalidImage
 from ..structs import cstring, parse_struct
+from . import blocktables
 from .base import Context, FormatSpec, Parsed, Probe, Section
+from .blocktables import TableSummary
 
 NAME = "vdi"
 SIGNATURE = 0xBEDA107F
@@ -106,6 +111,41 @@ BLOCK_SIZE = F.define(
     "The VDI block size is not 1 MiB: VirtualBox opens it, qemu-img refuses it.",
 )
 
+BLOCK_INDEX_OUT_OF_RANGE = F.define(
+    "vdi-block-index-out-of-range",
+    "unsafe",
+    "vdi",
+    "A block map entry names a data block at or beyond the header's blocks_allocated: the "
+    "next block the image allocates would be shared with it.",
+)
+BLOCK_PAST_EOF = F.define(
+    "vdi-block-past-eof",
+    "unsafe",
+    "vdi",
+    "A block map entry names a data block that lies (partly) past the end of the file.",
+)
+BLOCK_USED_TWICE = F.define(
+    "vdi-block-used-twice",
+    "unsafe",
+    "vdi",
+    "Two block map entries name the same data block: the same file bytes serve two places "
+    "of the disk.",
+)
+ALLOCATED_MISMATCH = F.define(
+    "vdi-blocks-allocated-mismatch",
+    "warning",
+    "vdi",
+    "The block map uses fewer data blocks than the header's blocks_allocated says (qemu-img "
+    "check reports it as corruption; the unused blocks only waste space).",
+)
+BLOCKS_UNCHECKED = F.define(
+    "vdi-blocks-unchecked",
+    "info",
+    "vdi",
+    "The file holds too many data blocks for the map that finds blocks used twice (over 2^28): "
+    "the block map was not walked.",
+)
+
 # --- the section ---------------------------------------------------------------------------
 
 
@@ -138,16 +178,19 @@ class VdiSection(Section):
     modify_uuid: str
     parent_modify_uuid: str | None
     banner: str
+    #: What the deep walk of the block map counted (None without ``deep``).
+    allocation: TableSummary | None = None
 
 
 class BlockMapLayout(NamedTuple):
-    """Where a VDI keeps its block map and data: what a block-map scanner needs."""
+    """Where a VDI keeps its block map and data: what the deep walk needs."""
 
     offset: int
     entries: int
     data_offset: int
     block_size: int
     block_extra: int
+    blocks_allocated: int
 
 
 # --- probe ---------------------------------------------------------------------------------
@@ -178,12 +221,12 @@ def parse(ctx: Context) -> Parsed:
     _check_header(ctx, section)
     _check_in_file(ctx, section)
     _judge_parent(ctx, section)
-    layout = block_map_layout(section)
-    return Parsed(
-        virtual_size=_qemu_virtual_size(section.disk_size),
-        section=section,
-        allocated_size=_allocated_size(ctx, layout),
-    )
+    virtual_size = _qemu_virtual_size(section.disk_size)
+    allocated_size = None
+    if ctx.deep:
+        allocated_size, summary = _allocated_size(ctx, block_map_layout(section), virtual_size)
+        section = dataclasses.replace(section, allocation=summary)
+    return Parsed(virtual_size=virtual_size, section=section, allocated_size=allocated_size)
 
 
 def _section(pre: Any, hdr: Any, version: str) -> VdiSection:
@@ -308,12 +351,138 @@ def _qemu_virtual_size(disk_size: int) -> int:
 
 
 def block_map_layout(s: VdiSection) -> BlockMapLayout:
-    return BlockMapLayout(s.block_map_offset, s.blocks, s.data_offset, s.block_size, s.block_extra)
+    return BlockMapLayout(
+        s.block_map_offset,
+        s.blocks,
+        s.data_offset,
+        s.block_size,
+        s.block_extra,
+        s.blocks_allocated,
+    )
 
 
-def _allocated_size(ctx: Context, layout: BlockMapLayout) -> int | None:
-    """Bytes of guest data stored: needs the block-map scanner (a later issue), so None."""
-    return None
+# --- deep: the block map --------------------------------------------------------------------
+
+
+def _allocated_size(
+    ctx: Context, layout: BlockMapLayout, virtual_size: int
+) -> tuple[int | None, TableSummary | None]:
+    """Bytes of guest data the image stores (allocated blocks inside the virtual disk, a block
+    straddling its end counted up to the end), and the block map's counts.
+
+    Every entry the file holds is checked: the index of a data block below
+    ``blocks_allocated``, the block inside the file, no index used twice.
+    """
+    block_size = layout.block_size
+    if block_size < SECTOR_SIZE or block_size & (block_size - 1):
+        return None, None  # reported as a bad header; no block can be located
+    size = ctx.source.size
+    room = max(0, size - layout.data_offset) // block_size
+    # The scanner finds an index used twice with one bit per data block the file can hold.
+    index_bits = min(layout.blocks_allocated, room)
+    walkable = index_bits // 8 <= blocktables.CLAIM_MAP_LIMIT
+    claims = blocktables.Claims(index_bits, 1, ())
+
+    def check(entries: memoryview, first_index: int, claim: bool) -> scan.Verdict:
+        if not walkable:  # still read (a stream must hold it for the final parse), not judged
+            return _unjudged(len(entries) // BLOCK_MAP_ENTRY)
+        return scan.vdi_blockmap(
+            entries,
+            blocks_allocated=layout.blocks_allocated,
+            block_size=block_size,
+            data_offset=layout.data_offset,
+            file_size=size,
+            claimed=claims.map() if claim else None,
+            first_index=first_index,
+        )
+
+    full_blocks, partial = divmod(virtual_size, block_size)
+    boundaries = (full_blocks, full_blocks + 1) if partial else (full_blocks,)
+    walk = blocktables.walk_table(
+        ctx,
+        ("vdi-block-map", layout.offset, block_size),
+        layout.offset,
+        layout.entries * BLOCK_MAP_ENTRY,
+        BLOCK_MAP_ENTRY,
+        blocktables.Rules(check, boundaries, functools.partial(_bad_kind, layout)),
+        what="the block map",
+    )
+    if walk is None:
+        return None, None
+    if not walkable:
+        ctx.findings.add(
+            BLOCKS_UNCHECKED,
+            f"{index_bits} data blocks need a map of more than "
+            f"{blocktables.CLAIM_MAP_LIMIT} bytes: the block map was not walked",
+        )
+        return None, None
+    _report(ctx, layout, walk)
+    total = walk.total
+    summary = blocktables.TableSummary(
+        entries=walk.entries,
+        allocated=_count(total, "allocated"),
+        zero=_count(total, "zero"),
+        unallocated=_count(total, "unallocated"),
+        bad=walk.bad_count,
+    )
+    if walk.entries < layout.entries:
+        return None, summary  # the file ends inside the block map (reported as truncated)
+    if not walk.bad_count and summary.allocated != layout.blocks_allocated:
+        ctx.findings.add(
+            ALLOCATED_MISMATCH,
+            f"the block map uses {summary.allocated} data blocks, the header says "
+            f"{layout.blocks_allocated} are allocated",
+        )
+    allocated = _count(walk.segments[0], "allocated") * block_size
+    if partial:
+        allocated += _count(walk.segments[1], "allocated") * partial
+    return allocated, summary
+
+
+def _unjudged(count: int) -> scan.BlockTableResult:
+    return scan.BlockTableResult(
+        count=count,
+        bad_count=0,
+        bad_index=scan.NOT_SEEN,
+        bad_value=0,
+        bad_reason=scan.Reason.OK,
+        allocated=0,
+        zero=0,
+        unallocated=0,
+        allocated_bytes=0,
+    )
+
+
+def _count(result: scan.Verdict | None, name: str) -> int:
+    count: int = getattr(result, name, 0)
+    return count
+
+
+def _bad_kind(layout: BlockMapLayout, bad: blocktables.BadEntry) -> str:
+    """The finding code for a bad entry: the scanner's out-of-range is two kinds here."""
+    if bad.reason == scan.Reason.DOUBLE_CLAIM:
+        return BLOCK_USED_TWICE
+    if bad.value >= layout.blocks_allocated:
+        return BLOCK_INDEX_OUT_OF_RANGE
+    return BLOCK_PAST_EOF
+
+
+def _report(ctx: Context, layout: BlockMapLayout, walk: blocktables.Walk) -> None:
+    """One finding for the first bad entry of each kind."""
+    in_all = blocktables.bad_entries(walk.bad_count, "block map")
+    for bad in walk.first_bad:
+        code = _bad_kind(layout, bad)
+        if code == BLOCK_USED_TWICE:
+            why = f"names data block {bad.value}, which an earlier entry already uses"
+        elif code == BLOCK_INDEX_OUT_OF_RANGE:
+            why = f"names data block {bad.value}; the header allocates {layout.blocks_allocated}"
+        else:
+            start = layout.data_offset + bad.value * layout.block_size
+            why = (
+                f"names data block {bad.value} at {start:#x}..{start + layout.block_size:#x}, "
+                f"past the end of the {ctx.source.size}-byte file"
+            )
+        ctx.findings.add(code, f"block map entry {bad.index} = {bad.value:#010x} {why} ({in_all})")
 
 
 # --- qemu-img info view ---------------------------------------------------------------------

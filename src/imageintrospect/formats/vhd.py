@@ -14,7 +14,9 @@ reports every place where the copies, sizes or parent fields disagree with that.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +24,12 @@ from typing import Any
 import construct as c
 
 from .. import findings as F
+from .. import scan
 from ..source import StreamGap
 from ..structs import parse_struct
+from . import blocktables
 from .base import Context, FormatSpec, Parsed, Probe, Section
+from .blocktables import TableSummary
 
 NAME = "vhd"
 QEMU_NAME = "vpc"
@@ -110,6 +115,8 @@ LOCATOR_ENCODINGS = {
     b"Mac ": None,  # a Mac OS alias record: binary, names no path we can print
 }
 MAX_LOCATOR_DATA = 64 * 1024
+# The largest offset the table scanners take (2^63 - 1).
+MAX_OFFSET = (1 << 63) - 1
 
 # --- findings ------------------------------------------------------------------------------
 
@@ -183,6 +190,33 @@ LEGACY_FOOTER = F.define(
     "vhd",
     "The footer is the 511-byte variant written by some very old producers.",
 )
+BAT_OUT_OF_RANGE = F.define(
+    "vhd-bat-out-of-range",
+    "unsafe",
+    "vhd",
+    "A BAT entry's block (sector bitmap and data) runs into the footer or past the end of the "
+    "file.",
+)
+BAT_IN_METADATA = F.define(
+    "vhd-bat-in-metadata",
+    "unsafe",
+    "vhd",
+    "A BAT entry's block lies over the footer copy, the dynamic header, the BAT or a parent "
+    "locator's data: guest writes would overwrite the image's own metadata.",
+)
+BAT_CLAIMED_TWICE = F.define(
+    "vhd-bat-claimed-twice",
+    "unsafe",
+    "vhd",
+    "Two BAT entries' blocks overlap: the same file bytes serve two places of the disk.",
+)
+OVERLAP_UNCHECKED = F.define(
+    "vhd-overlap-unchecked",
+    "info",
+    "vhd",
+    "The file is too large for the sector claim map (over 128 GiB): BAT blocks were checked "
+    "for range but not for overlapping each other or the parent locators.",
+)
 SAVED_STATE = F.define(
     "vhd-saved-state",
     "warning",
@@ -245,6 +279,8 @@ class VhdSection(Section):
     header_checksum_valid: bool | None
     bat_offset: int | None
     max_table_entries: int | None
+    #: What the deep walk of the BAT counted (None without ``deep`` or without a BAT).
+    allocation: TableSummary | None = None
 
 
 # --- probe ---------------------------------------------------------------------------------
@@ -290,13 +326,24 @@ class _Dynamic:
 
 @dataclass(frozen=True)
 class BatLayout:
-    """Where the BAT and its blocks are: what a table scanner needs to walk every entry."""
+    """Where the BAT and its blocks are: what the deep walk needs to check every entry."""
 
     offset: int
-    entries: int
+    entries: int  # max_table_entries as written
     block_size: int
     #: Bytes of the per-block sector bitmap that precedes each block's data.
     bitmap_size: int
+    #: Entries the disk uses: the larger of qemu's and the footer's size, in blocks (at most
+    #: ``entries``); qemu never reads further, nor does any other reader.
+    needed: int
+    #: Blocks start here at the earliest: after the footer copy, the dynamic header and the
+    #: whole BAT (the specification's layout, and every producer's).
+    data_start: int
+    #: Where the footer at the end starts (the file's end when it is missing): blocks end
+    #: before it.
+    footer_at: int
+    #: Other metadata blocks must not overlap: (start, end, name) of the parent locators' data.
+    metadata: tuple[tuple[int, int, str], ...]
 
 
 def parse(ctx: Context) -> Parsed:
@@ -313,12 +360,12 @@ def parse(ctx: Context) -> Parsed:
     _judge_sizes(ctx, footer, virtual_size, dynamic)
     section = _section(footer, head, tail, size_source, dynamic)
     _judge_parent(ctx, section)
-    layout = _bat_layout(dynamic)
-    return Parsed(
-        virtual_size=virtual_size,
-        section=section,
-        allocated_size=_allocated_size(ctx, layout),
-    )
+    allocated_size = None
+    if ctx.deep:
+        layout = _bat_layout(ctx, footer, tail, dynamic, virtual_size)
+        allocated_size, summary = _allocated_size(ctx, footer, tail, layout, virtual_size)
+        section = dataclasses.replace(section, allocation=summary)
+    return Parsed(virtual_size=virtual_size, section=section, allocated_size=allocated_size)
 
 
 def _find_footers(ctx: Context) -> tuple[_Footer | None, _Footer | None]:
@@ -673,26 +720,156 @@ def _utf16be_name(raw: bytes) -> str | None:
     return raw.decode("utf-16-be", errors="replace") or None
 
 
-def _bat_layout(dynamic: _Dynamic | None) -> BatLayout | None:
+# --- deep: the BAT ---------------------------------------------------------------------------
+
+
+def _bat_layout(
+    ctx: Context,
+    footer: _Footer,
+    tail: _Footer | None,
+    dynamic: _Dynamic | None,
+    virtual_size: int,
+) -> BatLayout | None:
+    """The BAT's geometry, when the block size allows a walk (else it was reported)."""
     if dynamic is None:
         return None
     header = dynamic.fields
-    bitmap_bytes = -(-header.block_size // SECTOR // 8)
+    block_size = header.block_size
+    if block_size < SECTOR or block_size & (block_size - 1):
+        return None
+    bitmap_bytes = -(-block_size // SECTOR // 8)
+    disk_size = max(virtual_size, footer.fields.current_size)
+    header_end = footer.fields.data_offset + DYNAMIC_HEADER_SIZE
+    bat_end = header.table_offset + header.max_table_entries * 4
+    metadata = tuple(
+        (loc.data_offset, loc.data_offset + loc.data_length, f"parent locator {loc.platform!r}")
+        for loc in dynamic.parent_locators
+        if loc.data_length
+    )
     return BatLayout(
         offset=header.table_offset,
         entries=header.max_table_entries,
-        block_size=header.block_size,
+        block_size=block_size,
         bitmap_size=-(-bitmap_bytes // SECTOR) * SECTOR,
+        needed=min(header.max_table_entries, -(-disk_size // block_size)),
+        data_start=min(max(FOOTER_SIZE, header_end, bat_end), MAX_OFFSET),
+        footer_at=tail.offset if tail is not None else ctx.source.size,
+        metadata=metadata,
     )
 
 
-def _allocated_size(ctx: Context, layout: BatLayout | None) -> int | None:
-    """Bytes of guest data the BAT maps.
+def _allocated_size(
+    ctx: Context,
+    footer: _Footer,
+    tail: _Footer | None,
+    layout: BatLayout | None,
+    virtual_size: int,
+) -> tuple[int | None, TableSummary | None]:
+    """Bytes of guest data the image stores, and the BAT's counts (deep only).
 
-    The BAT walk (every entry in range, aligned, not over metadata) is the deep table scanner
-    of a later issue; it plugs in here, given ``layout``.  Until then nothing is computed.
+    Dynamic and differencing disks: the allocated blocks' bytes inside the virtual disk (a
+    block straddling its end counts up to the end), from a walk that checks every entry.
+    Fixed disks store every byte before the footer: the virtual size, or less if the file is
+    shorter.
     """
-    return None
+    if layout is not None:
+        return _walk_bat(ctx, layout, virtual_size)
+    if footer.fields.disk_type == FIXED and tail is not None:
+        return min(virtual_size, tail.offset), None
+    return None, None
+
+
+def _walk_bat(
+    ctx: Context, layout: BatLayout, virtual_size: int
+) -> tuple[int | None, TableSummary | None]:
+    # The scanner keeps blocks out of the last 512 bytes of what it is told is the file.
+    file_size = layout.footer_at + FOOTER_SIZE
+    claims = blocktables.Claims(file_size, SECTOR, layout.metadata)
+
+    def check(entries: memoryview, first_index: int, claim: bool) -> scan.Verdict:
+        return scan.vhd_bat(
+            entries,
+            block_size=layout.block_size,
+            data_start=layout.data_start,
+            file_size=file_size,
+            claimed=claims.map() if claim else None,
+            first_index=first_index,
+        )
+
+    full_blocks, partial = divmod(virtual_size, layout.block_size)
+    boundaries = (full_blocks, full_blocks + 1) if partial else (full_blocks,)
+    walk = blocktables.walk_table(
+        ctx,
+        ("vhd-bat", layout.offset, layout.block_size),
+        layout.offset,
+        layout.needed * 4,
+        4,
+        blocktables.Rules(check, boundaries, functools.partial(_bad_kind, layout)),
+        what="the BAT",
+    )
+    if walk is None:
+        return None, None
+    if not claims.enabled and walk.entries:
+        ctx.findings.add(
+            OVERLAP_UNCHECKED,
+            f"a {file_size}-byte file needs a claim map over "
+            f"{blocktables.CLAIM_MAP_LIMIT} bytes: blocks were not checked for overlaps",
+        )
+    _report_bat(ctx, layout, walk)
+    total = walk.total
+    summary = blocktables.TableSummary(
+        entries=walk.entries,
+        allocated=_allocated(total),
+        zero=0,
+        unallocated=getattr(total, "unallocated", 0),
+        bad=walk.bad_count,
+    )
+    if walk.entries < layout.needed:
+        return None, summary  # the file ends inside the BAT (reported as truncated)
+    allocated = _allocated(walk.segments[0]) * layout.block_size
+    if partial:
+        allocated += _allocated(walk.segments[1]) * partial
+    return allocated, summary
+
+
+def _allocated(result: scan.Verdict | None) -> int:
+    count: int = getattr(result, "allocated", 0)
+    return count
+
+
+def _block_span(layout: BatLayout, sector: int) -> tuple[int, int]:
+    start = sector * SECTOR
+    return start, start + layout.bitmap_size + layout.block_size
+
+
+def _bad_kind(layout: BatLayout, bad: blocktables.BadEntry) -> str:
+    """The finding code for a bad entry (an overlap may be with a parent locator's data)."""
+    if bad.reason == scan.Reason.OUT_OF_RANGE:
+        return BAT_OUT_OF_RANGE
+    if bad.reason == scan.Reason.DOUBLE_CLAIM:
+        start, end = _block_span(layout, bad.value)
+        overlapped = blocktables.overlaps(start, end, layout.metadata)
+        return BAT_IN_METADATA if overlapped else BAT_CLAIMED_TWICE
+    return BAT_IN_METADATA
+
+
+def _report_bat(ctx: Context, layout: BatLayout, walk: blocktables.Walk) -> None:
+    """One finding for the first bad entry of each kind."""
+    in_all = blocktables.bad_entries(walk.bad_count, "BAT")
+    for bad in walk.first_bad:
+        start, end = _block_span(layout, bad.value)
+        where = f"BAT entry {bad.index} = {bad.value:#010x} (block at {start:#x}..{end:#x})"
+        if bad.reason == scan.Reason.OUT_OF_RANGE:
+            why = f"runs past the data area, which ends at {layout.footer_at:#x} (the footer)"
+        elif bad.reason == scan.Reason.IN_METADATA:
+            why = (
+                f"starts before {layout.data_start:#x}, inside the footer copy, the dynamic "
+                "header or the BAT"
+            )
+        else:
+            overlapped = blocktables.overlaps(start, end, layout.metadata)
+            why = f"overlaps {overlapped or 'the block of an earlier BAT entry'}"
+        ctx.findings.add(_bad_kind(layout, bad), f"{where} {why} ({in_all})")
 
 
 # --- qemu-img info view ---------------------------------------------------------------------
