@@ -205,8 +205,11 @@ class CollectedSource(Source):
     ) -> C:
         scan = self._collector.scans.get(("scan", key))
         if self._final:
-            # Every byte has gone by: a scan not lost was fed all of its ranges that exist.
-            if scan is None or scan.lost:
+            # Every byte has gone by: a scan not lost was fed all of its ranges that exist;
+            # one asked for only now can still be fed from what the head and tail hold.
+            if scan is None:
+                return self._scan_held(ranges, make)
+            if scan.lost:
                 first = ranges[0] if ranges else (0, 0)
                 raise StreamGap(*first)
             consumer: C = scan.consumer
@@ -219,6 +222,19 @@ class CollectedSource(Source):
             raise StreamGap(*first)
         # Done or not, the parse goes on with what the consumer has seen so far.
         consumer = scan.consumer
+        return consumer
+
+    def _scan_held(self, ranges: Sequence[Range], make: Callable[[], C]) -> C:
+        """A scan first asked for at the end: fed from held bytes, or a gap."""
+        consumer = make()
+        for offset, length in ranges:
+            length = min(length, self.size - offset)
+            if length <= 0:
+                continue
+            data = self._collector.kept(offset, length)
+            if data is None:
+                raise StreamGap(offset, length)
+            consumer.feed(offset, data)
         return consumer
 
 
