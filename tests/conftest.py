@@ -56,3 +56,34 @@ def make_image(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _make
+
+
+# --- hypothesis profiles (tests/fuzz and every property test) ------------------------------
+# "ci" is what the test command runs: derandomised (the same examples every run, so a red CI
+# is reproducible), no deadline (2 shared cores), failures printed with their replay blob;
+# FUZZ_EXAMPLES changes its number of examples for a one-off deeper derandomised run.
+# "long" is for local hunting: many more, fresh random examples, saved in the example
+# database.  HYPOTHESIS_PROFILE=long python -m pytest tests/fuzz -q  (docs/security.md)
+import os  # noqa: E402
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+settings.register_profile(
+    "ci",
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")),
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_OK,
+)
+settings.register_profile(
+    "long",
+    max_examples=5000,
+    derandomize=False,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_OK,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -1,0 +1,22 @@
+"""QED under hostile edits: header fields, L1 entries, backing file name."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from .properties import fuzz_one
+from .seeds import Seed
+from .strategies import mutants, pristine_or_cut
+
+FORMAT = "qed"
+
+
+@given(data=st.data())
+def test_field_mutants(seeds: tuple[Seed, ...], data: st.DataObject) -> None:
+    fuzz_one(data, mutants(seeds))
+
+
+@given(data=st.data())
+def test_cut_short(seeds: tuple[Seed, ...], data: st.DataObject) -> None:
+    fuzz_one(data, pristine_or_cut(seeds))
