@@ -13,15 +13,23 @@ from typing import Any
 
 import pytest
 
+from deep_report import DeepResults, deep_table, scan_table, stream_table
 from images import CASES, ToolMissing
 from ratios import MAX_HEADER_READ, TARGET_RATIO, Results, markdown_table
 
 RESULTS_KEY = pytest.StashKey[Results]()
+DEEP_RESULTS_KEY = pytest.StashKey[DeepResults]()
 
 
 @pytest.fixture(scope="session")
 def bench_results(pytestconfig: pytest.Config) -> Results:
     return pytestconfig.stash.setdefault(RESULTS_KEY, Results())
+
+
+@pytest.fixture(scope="session")
+def deep_results(pytestconfig: pytest.Config) -> DeepResults:
+    """What test_deep.py and test_stream.py measured (their images: deep_images.py)."""
+    return pytestconfig.stash.setdefault(DEEP_RESULTS_KEY, DeepResults())
 
 
 @pytest.fixture(scope="session")
@@ -60,12 +68,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     results = config.stash.get(RESULTS_KEY, None)
-    if results is None or not results.rows:
+    if results is not None and results.rows:
+        terminalreporter.section("imageintrospect vs oslo.utils format_inspector (medians)")
+        terminalreporter.write_line(
+            f"python {platform.python_version()}; target: ratio ≥ {TARGET_RATIO:g}×, "
+            f"ours ≤ {MAX_HEADER_READ:,} bytes read"
+        )
+        for line in markdown_table(results):
+            terminalreporter.write_line(line)
+    deep = config.stash.get(DEEP_RESULTS_KEY, None)
+    if deep is None:
         return
-    terminalreporter.section("imageintrospect vs oslo.utils format_inspector (medians)")
-    terminalreporter.write_line(
-        f"python {platform.python_version()}; target: ratio ≥ {TARGET_RATIO:g}×, "
-        f"ours ≤ {MAX_HEADER_READ:,} bytes read"
-    )
-    for line in markdown_table(results):
-        terminalreporter.write_line(line)
+    for title, rows, table in (
+        (
+            "deep introspect() vs qemu-img, C vs Python, scan vs read (medians)",
+            deep.deep,
+            deep_table,
+        ),
+        ("table scanners alone on the real tables (medians)", deep.scans, scan_table),
+        (
+            "streaming: plain read vs InspectingReader vs oslo InspectWrapper",
+            deep.stream,
+            stream_table,
+        ),
+    ):
+        if rows:
+            terminalreporter.section(title)
+            for line in table(deep):
+                terminalreporter.write_line(line)
