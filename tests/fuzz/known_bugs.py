@@ -63,22 +63,6 @@ def _internal(cause_type: type[BaseException], path: str, function: str, text: s
     return match
 
 
-def _ova_stream_gap(failure: Failure) -> bool:
-    streamed = failure.streamed
-    return (
-        failure.kind == "disagree"
-        and streamed is not None
-        and streamed.error == "StreamGap"
-        and raised_in(streamed.exc, "formats/ova.py", "_digest")
-    )
-
-
-def _codes_removed(answer: dict[str, Any], codes: set[str]) -> dict[str, Any]:
-    out = dict(answer)
-    out["findings"] = [f for f in answer["findings"] if f["code"] not in codes]
-    return out
-
-
 def _both_dicts(failure: Failure, fmt: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     if failure.kind != "disagree" or failure.seekable is None or failure.streamed is None:
         return None
@@ -96,28 +80,6 @@ def _codes(answer: dict[str, Any]) -> set[str]:
 
 #: The stream may keep this much of the start of a stream (stream.HEAD_KEEP, 960 KiB).
 SMALL = 960 * 1024
-
-
-def _ova_unverified_in_head(failure: Failure) -> bool:
-    """The stream reports ``ova-manifest-unverified`` (and so misses the manifest's
-    mismatches) for an archive small enough to lie wholly inside the kept head."""
-    pair = _both_dicts(failure, "ova")
-    if pair is None or failure.size > SMALL:
-        return False
-    seek, stream = pair
-    manifest_codes = {"ova-manifest-unverified", "ova-manifest-mismatch", STREAM_UNCHECKED}
-    if "ova-manifest-unverified" not in _codes(stream) - _codes(seek):
-        return False
-    if (_codes(seek) ^ _codes(stream)) - manifest_codes:
-        return False
-
-    def rest(answer: dict[str, Any]) -> dict[str, Any]:
-        out = _codes_removed(answer, manifest_codes)
-        out.pop("safe")
-        out["ova"] = {k: v for k, v in (answer.get("ova") or {}).items() if k != "manifest"}
-        return out
-
-    return rest(seek) == rest(stream)
 
 
 #: What the qcow2 deep walk reports about table entries.
@@ -168,18 +130,6 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
         "OVF capacityAllocationUnits 'byte * 2^<4301+ digits>': int() raises ValueError "
         "(int_max_str_digits) in ova._unit_factor, escapes as InternalParserError",
         _internal(ValueError, "formats/ova.py", "_unit_factor", "Exceeds the limit"),
-    ),
-    KnownBug(
-        "ova-stream-gap",
-        "streamed OVA: StreamGap escapes from ova._digest (manifest after the members it lists, "
-        "or a member cut short by the end of the archive) where the seekable read gives Metadata",
-        _ova_stream_gap,
-    ),
-    KnownBug(
-        "ova-stream-unverified-in-head",
-        "streamed OVA of a few KiB (all inside the kept head): adds ova-manifest-unverified "
-        "\"'fuzz.ovf' was not kept from the stream\" and so misses ova-manifest-mismatch",
-        _ova_unverified_in_head,
     ),
     KnownBug(
         "qcow2-stream-misses-l2-entry",

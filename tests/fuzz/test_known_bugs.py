@@ -12,7 +12,6 @@ import io
 import json
 import tarfile
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -21,14 +20,11 @@ from .properties import KnownBugMet, _check
 from .seeds import (
     luks2_image,
     luks2_metadata,
-    ova_seeds,
     ovf_text,
     qcow2_seeds,
     seal_luks2,
     small_stream_vmdk,
 )
-
-CORPUS = Path(__file__).parent / "corpus"
 
 
 def luks2_shake() -> bytes:
@@ -56,23 +52,6 @@ def ova_unit_digits() -> bytes:
     return _tar([("a.ovf", ovf.encode()), ("disk1.vmdk", small_stream_vmdk())])
 
 
-def ova_member_cut_short() -> bytes:
-    """The first 3 KiB of a GNU-format OVA without a manifest: the OVF, then the header of a
-    disk member that claims 69 KiB more than the archive holds."""
-    return ova_seeds()[2].data[:3072]
-
-
-def ova_cert_first() -> bytes:
-    """A fuzzer-built archive: a certificate, an empty OVF, a symlink, the OVF, a manifest
-    (from tests/fuzz/corpus)."""
-    return (CORPUS / "ova-stream-gap-cert-first.tar").read_bytes()
-
-
-def ova_cut_in_head() -> bytes:
-    """The first 3.5 KiB of an OVA: the OVF, the manifest and half of the disk member."""
-    return ova_seeds()[0].data[:3584]
-
-
 def qcow2_bad_l2_entry() -> bytes:
     """qemu-img's qcow2 with data, one L2 entry's host offset pushed to 2^48 (past EOF)."""
     seed = next(s for s in qcow2_seeds() if s.name == "qcow2-v3")
@@ -86,8 +65,6 @@ def qcow2_bad_l2_entry() -> bytes:
 REPRODUCERS: dict[str, list[Callable[[], bytes]]] = {
     "luks2-shake-checksum": [luks2_shake],
     "ova-unit-digits": [ova_unit_digits],
-    "ova-stream-gap": [ova_member_cut_short, ova_cert_first],
-    "ova-stream-unverified-in-head": [ova_cut_in_head],
     "qcow2-stream-misses-l2-entry": [qcow2_bad_l2_entry],
 }
 CASES = [(key, make) for key, makes in REPRODUCERS.items() for make in makes]
