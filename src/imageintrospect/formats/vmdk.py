@@ -22,17 +22,24 @@ Where that differs from the descriptor, a finding says so; ``qemu_info`` is buil
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import collections
+import functools
 import re
+import struct
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import construct as c
 
 from .. import findings as F
+from .. import scan
 from ..errors import InvalidImage
 from ..source import StreamGap
+from ..stream import UNKNOWN_SIZE
 from ..structs import cstring, parse_struct
 from .base import Context, FormatSpec, Parsed, Probe, Section
 
@@ -61,6 +68,7 @@ MARKER_EOS = 0
 MARKER_GT = 1
 MARKER_GD = 2
 MARKER_FOOTER = 3
+MARKER_PROGRESS = 4  # some vSphere output
 
 COWD_HEADER_SIZE = 2048
 COWD_FLAG_ROOT = 0x1
@@ -445,6 +453,91 @@ SESPARSE_EXTENT = F.define(
     "is incomplete on its own and qemu reads it only through a descriptor.",
 )
 
+# deep=True: the grain directory, every grain table entry, every stream marker
+TABLE_OUT_OF_RANGE = F.define(
+    "vmdk-table-entry-out-of-range",
+    "unsafe",
+    "vmdk",
+    "A grain directory entry names a grain table, or a grain table entry a grain, that "
+    "lies past the end of the file (in a stream: past the grain table marker that lists it).",
+)
+GRAIN_IN_METADATA = F.define(
+    "vmdk-grain-in-metadata",
+    "unsafe",
+    "vmdk",
+    "A grain table entry points below overHead: into the header, descriptor or tables "
+    "(or is 1, a zeroed grain, without the zeroed-grain flag).",
+)
+CLAIMED_TWICE = F.define(
+    "vmdk-claimed-twice",
+    "unsafe",
+    "vmdk",
+    "Two table entries name the same file sectors (two guest grains read the same bytes), "
+    "or a grain table overlaps the header, descriptor, a directory or another table.",
+)
+REDUNDANT_GD_MISMATCH = F.define(
+    "vmdk-redundant-gd-mismatch",
+    "warning",
+    "vmdk",
+    "The redundant grain directory's tables map the disk differently from the primary ones "
+    "(a reader falling back on them sees another disk).",
+)
+OVERLAP_UNCHECKED = F.define(
+    "vmdk-overlap-unchecked",
+    "info",
+    "vmdk",
+    "The file is too large for the sector claim map: grains and tables were checked for "
+    "range, not for overlapping each other.",
+)
+TABLES_UNCHECKED = F.define(
+    "vmdk-tables-unchecked",
+    "info",
+    "vmdk",
+    "More grain tables than are walked (over 1 Mi), or a stream with more grain table markers "
+    "than its directory has entries: the tables were not (all) checked.",
+)
+GT_OUTSIDE_MARKER = F.define(
+    "vmdk-gt-outside-marker",
+    "unsafe",
+    "vmdk",
+    "In a stream with the grain directory at the end, a directory entry names something "
+    "other than the payload of a grain table marker: that table's entries are unchecked.",
+)
+BAD_MARKER = F.define(
+    "vmdk-stream-bad-marker",
+    "unsafe",
+    "vmdk",
+    "A stream marker that cannot be valid: an unknown metadata marker type, or a grain "
+    "marker claiming more compressed bytes than a grain can need. The walk stops there.",
+)
+GRAIN_OUT_OF_RANGE = F.define(
+    "vmdk-stream-grain-out-of-range",
+    "unsafe",
+    "vmdk",
+    "A grain marker's LBA lies at or beyond the disk's capacity.",
+)
+GRAIN_MISALIGNED = F.define(
+    "vmdk-stream-grain-misaligned",
+    "unsafe",
+    "vmdk",
+    "A grain marker's LBA is not a multiple of the grain size (it would overlap its "
+    "neighbours for a reader that follows the markers).",
+)
+DATA_AFTER_EOS = F.define(
+    "vmdk-stream-data-after-eos",
+    "unsafe",
+    "vmdk",
+    "Non-zero bytes follow the end-of-stream marker (another file appended, or a stream "
+    "whose real end is elsewhere).",
+)
+GRAIN_COUNT_MISMATCH = F.define(
+    "vmdk-stream-grain-count-mismatch",
+    "unsafe",
+    "vmdk",
+    "The grain tables name a different number of grains than the stream holds grain "
+    "markers: a reader following the tables and one following the markers see different disks.",
+)
+
 # --- the section ---------------------------------------------------------------------------
 
 
@@ -494,6 +587,40 @@ class StreamInfo(Section):
     footer_offset: int | None
     eos_offset: int | None
     trailing_zero_bytes: int
+
+
+@dataclass(frozen=True)
+class GrainTables(Section):
+    """The deep walk of a sparse extent's grain directory and grain tables (entry counts).
+
+    ``source``: ``"directory"`` when the tables were read where the directory points
+    (monolithicSparse, qemu's streams), ``"markers"`` when they were taken from the GT markers
+    of a stream as it passed (VMware's and VirtualBox's layout).
+    """
+
+    source: str
+    grain_tables: int
+    allocated_grains: int
+    zeroed_grains: int
+    bad_entries: int
+    redundant_mismatches: int | None  # None: no redundant directory walked
+
+
+@dataclass(frozen=True)
+class MarkerWalk(Section):
+    """The walk over every marker of a streamOptimized extent, from overHead to the end."""
+
+    start: int
+    markers: int
+    grains: int
+    compressed_bytes: int
+    gt_markers: int
+    gd_markers: int
+    footer_markers: int
+    other_markers: int
+    bad_markers: int
+    eos_offset: int | None
+    complete: bool  # reached the end of the file without a structural error
 
 
 @dataclass(frozen=True)
@@ -576,6 +703,8 @@ class VmdkSection(Section):
     sesparse: SeSparseInfo | None = None
     qemu: QemuView | None = None
     extent_count: int = 0
+    tables: GrainTables | None = None
+    markers: MarkerWalk | None = None
 
 
 # --- probe ---------------------------------------------------------------------------------
@@ -1086,12 +1215,17 @@ class TableLayout:
     grain_bytes: int
     compressed: bool
     markers: bool
+    overhead: int = 0
+    zeroed_grain: bool = False
+    descriptor: tuple[int, int] = (0, 0)  # offset, length
 
 
 def _parse_sparse(ctx: Context, head: bytes) -> Parsed:
     if len(head) < SPARSE_HEADER_SIZE:
         raise InvalidImage(f"VMDK sparse header needs 512 bytes, the file has {len(head)}")
     header = _sparse_header(head, "VMDK sparse extent header")
+    # Before anything near the end is read: on a stream the markers are walked as they pass.
+    walk = _start_marker_walk(ctx, header)
     stream: StreamInfo | None = None
     footer: SparseHeader | None = None
     tail = b""
@@ -1102,7 +1236,7 @@ def _parse_sparse(ctx: Context, head: bytes) -> Parsed:
     if footer is not None:
         _compare_footer(ctx, header, footer)
     layout = _check_layout(ctx, effective) if header_ok else None
-    _scan_tables(ctx, layout)
+    deep = _scan_tables(ctx, layout, walk, stream)
     window = _read_optional(ctx, QEMU_SPARSE_DESC_OFFSET, QEMU_CID_WINDOW, "descriptor window")
     desc = _read_embedded_descriptor(ctx, header, window)
     qemu = _qemu_sparse_view(ctx, header, effective, tail, window or b"")
@@ -1123,12 +1257,14 @@ def _parse_sparse(ctx: Context, head: bytes) -> Parsed:
         footer=footer,
         stream=stream,
         qemu=qemu,
+        tables=deep.tables,
+        markers=deep.markers,
     )
     if desc is not None:
         _judge_descriptor(ctx, desc, section, embedded=True)
         _judge_sparse_descriptor(ctx, desc, effective)
     _judge_qemu_view(ctx, qemu, desc)
-    return Parsed(virtual_size=virtual_size, section=section)
+    return Parsed(virtual_size=virtual_size, section=section, allocated_size=deep.allocated_size)
 
 
 def _compressed(header: SparseHeader) -> bool:
@@ -1205,8 +1341,9 @@ def _check_layout(ctx: Context, header: SparseHeader) -> TableLayout | None:
         return None
     gd_ok = _check_table(ctx, "grain directory", header.gd_offset, entries)
     rgd: int | None = None
-    if header.flags & FLAG_REDUNDANT_GD:
-        _check_table(ctx, "redundant grain directory", header.rgd_offset, entries)
+    if header.flags & FLAG_REDUNDANT_GD and _check_table(
+        ctx, "redundant grain directory", header.rgd_offset, entries
+    ):
         rgd = header.rgd_offset * SECTOR
     if not gd_ok:
         return None
@@ -1218,6 +1355,9 @@ def _check_layout(ctx: Context, header: SparseHeader) -> TableLayout | None:
         grain_bytes=header.grain_size * SECTOR,
         compressed=_compressed(header),
         markers=bool(header.flags & FLAG_MARKERS),
+        overhead=header.overhead * SECTOR,
+        zeroed_grain=bool(header.flags & FLAG_ZEROED_GRAIN),
+        descriptor=(header.descriptor_offset * SECTOR, header.descriptor_size * SECTOR),
     )
 
 
@@ -1237,12 +1377,935 @@ def _check_table(ctx: Context, what: str, sector: int, entries: int) -> bool:
     return True
 
 
-def _scan_tables(ctx: Context, layout: TableLayout | None) -> None:
-    """Deep validation of grain tables and stream markers: a later, compiled scanner.
+# --- deep: grain directory, grain tables and stream markers ---------------------------------
 
-    Header-level checks are done by :func:`_check_layout`; ``allocated_size`` stays None.
+#: The claim map holds one bit per file sector (the scanners' unit): 32 MiB covers 128 GiB.
+CLAIM_MAP_LIMIT = 32 * 1024 * 1024
+#: At most this many grain tables are walked (2 TiB of disk at 4 KiB grains, 32 TiB at 64 KiB).
+MAX_GRAIN_TABLES = 1 << 20
+#: Grain tables are read and scanned this many at a time (2 MiB of 512-entry tables).
+GT_BATCH = 1024
+#: Reads of a seekable file's grain tables are merged up to this size ...
+TABLE_WINDOW = 4 * 1024 * 1024
+#: ... across gaps of at most this many bytes.
+TABLE_GAP = 64 * 1024
+#: A stream keeps at most this many separate runs of grain tables for the final parse.
+MAX_PREFETCH_RUNS = 256
+#: A grain directory met in a GD marker is kept up to this size (MAX_GRAIN_TABLES entries).
+MAX_GD_PAYLOAD = 4 * MAX_GRAIN_TABLES
+_MARKER_FIELDS = struct.Struct("<QII")
+#: The stream walker is handed windows of at least this size (fewer calls, each ~15 µs).
+WALK_WINDOW = 1024 * 1024
+
+
+class _Deep(NamedTuple):
+    """What the deep walk adds to the section and to ``Parsed``."""
+
+    tables: GrainTables | None = None
+    markers: MarkerWalk | None = None
+    allocated_size: int | None = None
+
+
+def _scan_tables(
+    ctx: Context,
+    layout: TableLayout | None,
+    walk: _MarkerWalk | None,
+    stream: StreamInfo | None,
+) -> _Deep:
+    """deep=True: check every grain directory and grain table entry and every stream marker.
+
+    ``allocated_size`` is the grains the file stores times the grain size: for a stream the
+    grain markers walked (None if the walk could not reach the end), else the allocated
+    grain table entries.
     """
-    return None
+    if not ctx.deep:
+        return _Deep()
+    in_markers = layout is not None and walk is not None and layout.gd_offset >= walk.start
+    if _speculative(ctx):
+        if layout is not None and not in_markers:
+            _prefetch_directory(ctx, layout)  # so the final parse finds the tables kept
+        return _Deep()
+    markers = _finish_marker_walk(ctx, walk, stream) if walk is not None else None
+    tables: GrainTables | None = None
+    if layout is not None and walk is not None and in_markers:
+        complete = markers is not None and markers.complete
+        tables = _tables_from_markers(ctx, layout, walk.tables, complete)
+    elif layout is not None:
+        tables = _tables_from_directory(ctx, layout)
+    if markers is not None and walk is not None:
+        if tables is not None and markers.complete:
+            _compare_grain_counts(ctx, tables, markers)
+        allocated = markers.grains * walk.grain_bytes if markers.complete else None
+        return _Deep(tables, markers, allocated)
+    allocated = tables.allocated_grains * layout.grain_bytes if tables and layout else None
+    return _Deep(tables, None, allocated)
+
+
+def _speculative(ctx: Context) -> bool:
+    """A parse of a stream that has not ended (its size unknown, its findings dropped)."""
+    return ctx.source.is_stream and ctx.source.size >= UNKNOWN_SIZE
+
+
+def _compare_grain_counts(ctx: Context, tables: GrainTables, markers: MarkerWalk) -> None:
+    if tables.bad_entries or markers.bad_markers:
+        return  # already unsafe; the counts cannot agree
+    if tables.allocated_grains != markers.grains:
+        ctx.findings.add(
+            GRAIN_COUNT_MISMATCH,
+            f"the grain tables name {tables.allocated_grains} grains, the stream holds "
+            f"{markers.grains} grain markers",
+        )
+
+
+# --- the marker walk ------------------------------------------------------------------------
+
+
+def _start_marker_walk(ctx: Context, header: SparseHeader) -> _MarkerWalk | None:
+    """Register the walk over a stream's markers (flag 0x20000), from overHead to the end.
+
+    On a stream this must happen before anything further on is read, so that the scan is
+    fed as the bytes pass; the final parse gets the same consumer back, fully fed.
+    """
+    if not ctx.deep or not header.flags & FLAG_MARKERS:
+        return None
+    grain = header.grain_size
+    start = header.overhead * SECTOR
+    size = ctx.source.size
+    if not 1 <= grain <= QEMU_MAX_GRAIN_SECTORS or start >= size:
+        return None
+    gtes = header.num_gtes_per_gt
+    gt_bytes = gtes * 4 if 1 <= gtes <= QEMU_MAX_GTES_PER_GT else 0
+    # no more tables are kept than the directory can name
+    limit = min(MAX_GRAIN_TABLES, _gd_entries(header) or 0)
+    zeroed = bool(header.flags & FLAG_ZEROED_GRAIN)
+    tables = (gt_bytes, limit, header.overhead, zeroed)
+    make = functools.partial(_MarkerWalk, start, header.capacity, grain, tables)
+    key = ("vmdk-markers", start, header.capacity, grain, tables)
+    try:
+        return ctx.source.scan(key, [(start, size - start)], make)
+    except StreamGap:
+        ctx.findings.add(
+            F.STREAM_UNCHECKED, f"the stream markers from byte {start} went by unwalked"
+        )
+        return None
+
+
+class _Payload:
+    """The payload of a GT or GD marker, collected as the stream passes."""
+
+    def __init__(self, kind: int, offset: int, wanted: int) -> None:
+        self.kind = kind
+        self.offset = offset
+        self.wanted = wanted
+        self.buffer = bytearray()
+
+
+class _WalkEnd(NamedTuple):
+    """How a marker walk ends: the walker's state, whether bytes were missing, and the
+    first bytes at the offset it stopped on."""
+
+    state: scan.StreamResult
+    lost: bool
+    stop_marker: bytes
+
+
+class _MarkerWalk:
+    """Scan consumer: walks a stream's markers as its bytes pass, in pieces of any size.
+
+    The walker (``scan.vmdk_stream``) reads a marker once its first sector is in the window
+    it is handed and skips grain data unread.  Each call costs some microseconds whatever
+    the window's size, so small pieces are gathered into windows of :data:`WALK_WINDOW`
+    (a copy at memory speed) and large ones handed over as they are; bytes that lie wholly
+    inside a grain's data are not kept at all.  Held between pieces: that window, and the
+    payload of a GT or GD marker being collected.  VMware's layout keeps its grain tables
+    in GT markers that pass long before the directory at the end names them, so each table
+    is checked as it arrives (:class:`_MarkerTables`) and only its counts are kept.
+    """
+
+    def __init__(
+        self, start: int, capacity: int, grain_sectors: int, tables: tuple[int, int, int, bool]
+    ) -> None:
+        self.start = start
+        self.capacity = capacity
+        self.grain_sectors = grain_sectors
+        self.grain_bytes = grain_sectors * SECTOR
+        self.state = scan.stream_start(start)
+        gt_bytes, limit, overhead_sectors, zeroed_ok = tables
+        self.tables = _MarkerTables(gt_bytes, limit, grain_sectors, overhead_sectors, zeroed_ok)
+        self.stop_marker = b""  # the first 16 bytes at the offset the walk stopped on
+        self.lost = False  # a piece did not follow the previous one (cannot happen via scan)
+        # bytes from state.next_offset on, not walked yet, in a buffer sized once (fresh
+        # megabytes for every window would cost a page fault per 4 KiB)
+        self._buffer = bytearray()
+        self._gathered = 0
+        self._payloads: collections.deque[_Payload] = collections.deque()
+
+    def feed(self, offset: int, data: bytes) -> None:
+        # The upload hot path: most pieces are appended to the window below.
+        gathered = self._gathered
+        end = gathered + len(data)
+        if gathered and end <= len(self._buffer):
+            self._buffer[gathered:end] = data
+            self._gathered = end
+            if end >= WALK_WINDOW:
+                self._walk_window()
+        elif self.state.stopped or self.lost:
+            return
+        elif gathered:
+            self._gather(data)
+        elif offset + len(data) > self.state.next_offset:
+            at = self.state.next_offset - offset
+            if at < 0:
+                self.lost = True
+                return
+            piece = memoryview(data)[at:]
+            if len(piece) >= WALK_WINDOW:
+                self._walk(piece, self.state.next_offset)
+            else:
+                self._gather(piece)
+        if self._payloads:
+            self._collect(offset, data)
+
+    def result(self, size: int) -> _WalkEnd:
+        """The walk as it ends at ``size``, the end of the stream.  Only the gathered bytes
+        are walked on; the end itself is judged on a copy of the state (on a stream inside
+        an archive this also runs before the end, on what has arrived)."""
+        self._walk_window()  # walked as it would be later anyway
+        state = self.state
+        if state.stopped or self.lost:
+            return _WalkEnd(state, self.lost, self.stop_marker)
+        window = bytes(self._buffer[: self._gathered])
+        if window:
+            base = state.next_offset
+            complete = base + len(window) == size
+        else:  # every byte was walked past: only a truncation is left to see
+            base = size - size % SECTOR
+            complete = base <= state.next_offset
+            window = bytes(size - base)
+        if not complete:
+            return _WalkEnd(state, True, b"")  # bytes up to ``size`` were not all fed
+        final = scan.vmdk_stream(
+            window,
+            base_offset=base,
+            capacity_sectors=self.capacity,
+            grain_sectors=self.grain_sectors,
+            state=state,
+            final=True,
+        )
+        stop_marker = window[final.next_offset - base :][:METADATA_MARKER_SIZE]
+        return _WalkEnd(final, False, stop_marker if final.stopped else b"")
+
+    def _gather(self, data: bytes | memoryview) -> None:
+        end = self._gathered + len(data)
+        if end > len(self._buffer):
+            if end > 2 * WALK_WINDOW:  # a large piece after a few bytes: one copy, walked
+                window = bytes(self._buffer[: self._gathered]) + bytes(data)
+                self._gathered = 0
+                self._walk(window, self.state.next_offset)
+                return
+            self._buffer.extend(bytes(2 * WALK_WINDOW - len(self._buffer)))
+        self._buffer[self._gathered : end] = data
+        self._gathered = end
+        if end >= WALK_WINDOW:
+            self._walk_window()
+
+    def _walk_window(self) -> None:
+        if self._gathered and not self.state.stopped:
+            gathered, self._gathered = self._gathered, 0
+            self._walk(memoryview(self._buffer)[:gathered], self.state.next_offset)
+
+    def _walk(self, window: bytes | memoryview, base: int) -> None:
+        before = self.state
+        after = scan.vmdk_stream(
+            window,
+            base_offset=base,
+            capacity_sectors=self.capacity,
+            grain_sectors=self.grain_sectors,
+            state=before,
+        )
+        self.state = after
+        if after.gt_markers != before.gt_markers or after.gd_markers != before.gd_markers:
+            self._find_payloads(window, base, before.next_offset, after.next_offset)
+            self._collect(base, window)
+        at = after.next_offset - base
+        if after.stopped:
+            self.stop_marker = bytes(window[at : at + METADATA_MARKER_SIZE]) if at >= 0 else b""
+        if not after.stopped and at < len(window):
+            rest = bytes(window[at:])  # under a sector
+            self._buffer[: len(rest)] = rest
+            self._gathered = len(rest)
+
+    def _find_payloads(self, window: bytes | memoryview, base: int, start: int, stop: int) -> None:
+        """Follow the markers the walker just read, to note where GT and GD payloads are."""
+        pos = start
+        last = base + len(window) - METADATA_MARKER_SIZE
+        while pos < stop and pos <= last:
+            value, size, kind = _MARKER_FIELDS.unpack_from(window, pos - base)
+            if size:
+                pos = -(-(pos + 12 + size) // SECTOR) * SECTOR
+                continue
+            if kind == MARKER_EOS:
+                return
+            payload = self.tables.wanted(kind, value * SECTOR)
+            if payload:
+                self._payloads.append(_Payload(kind, pos + SECTOR, payload))
+            pos += SECTOR + value * SECTOR
+
+    def _collect(self, offset: int, data: bytes | memoryview) -> None:
+        end = offset + len(data)
+        while self._payloads:
+            payload = self._payloads[0]
+            have = payload.offset + len(payload.buffer)
+            if have >= end:
+                return  # it starts after these bytes
+            if have < offset:  # its start went by unseen (cannot happen: it follows a marker)
+                self._payloads.popleft()
+                continue
+            take = min(payload.offset + payload.wanted, end)
+            payload.buffer += data[have - offset : take - offset]
+            if len(payload.buffer) < payload.wanted:
+                return
+            self._payloads.popleft()
+            self.tables.arrived(payload.kind, payload.offset, bytes(payload.buffer))
+
+
+class _MarkerTables:
+    """Grain tables met in GT markers, each checked on arrival; GD payloads kept (bounded).
+
+    A streaming writer can only write a grain table once its grains are written, so each
+    entry must name a grain before the table's own marker: that is the bound the entries
+    are checked against, the file's end being unknown while a stream passes.  Tables are
+    marked in the claim map, so a grain entry naming another table is claimed twice.
+    """
+
+    def __init__(
+        self, gt_bytes: int, limit: int, grain_sectors: int, overhead_sectors: int, zeroed_ok: bool
+    ) -> None:
+        self.gt_bytes = gt_bytes
+        self.limit = limit
+        self._grain_sectors = grain_sectors
+        self._overhead_sectors = overhead_sectors
+        self._zeroed_ok = zeroed_ok
+        self.offsets: array[int] = array("Q")  # payload offsets, ascending
+        self.allocated: array[int] = array("L")
+        self.zeroed: array[int] = array("L")
+        self.bad_count = 0
+        self.first_bad: tuple[int, scan.BlockTableResult] | None = None
+        self.claims: bytearray | None = bytearray()
+        self.overflow = False
+        self.directories: dict[int, bytes] = {}
+        self._directory_bytes = 0
+
+    def wanted(self, kind: int, payload: int) -> int:
+        """How much of a marker's payload to keep (0: nothing)."""
+        if kind == MARKER_GT and self.gt_bytes and payload >= self.gt_bytes:
+            if len(self.offsets) >= self.limit:
+                self.overflow = True
+                return 0
+            return self.gt_bytes
+        if kind == MARKER_GD and 0 < payload <= MAX_GD_PAYLOAD - self._directory_bytes:
+            return payload
+        return 0
+
+    def arrived(self, kind: int, offset: int, payload: bytes) -> None:
+        if kind == MARKER_GD:
+            self.directories[offset] = payload
+            self._directory_bytes += len(payload)
+        elif len(self.offsets) >= self.limit:
+            self.overflow = True
+        else:
+            self._check_table(offset, payload)
+
+    def _check_table(self, offset: int, table: bytes) -> None:
+        marker = offset - SECTOR
+        claims = self._claims_up_to(offset + len(table))
+        result = scan.vmdk_gt(
+            table,
+            grain_sectors=self._grain_sectors,
+            overhead_sectors=self._overhead_sectors,
+            file_size=marker,
+            zeroed_grain_ok=self._zeroed_ok,
+            compressed=True,
+            claimed=claims,
+        )
+        if claims is not None:
+            scan.mark_claimed(claims, marker, offset + len(table) - marker, SECTOR)
+        self.offsets.append(offset)
+        self.allocated.append(result.allocated)
+        self.zeroed.append(result.zero)
+        self.bad_count += result.bad_count
+        if not result.ok and self.first_bad is None:
+            self.first_bad = (offset, result)
+
+    def _claims_up_to(self, end: int) -> bytearray | None:
+        if self.claims is None:
+            return None
+        needed = _claim_bytes(end)
+        if needed > CLAIM_MAP_LIMIT:
+            self.claims = None
+            return None
+        if needed > len(self.claims):
+            self.claims.extend(bytes(needed - len(self.claims)))
+        return self.claims
+
+
+def _finish_marker_walk(ctx: Context, walk: _MarkerWalk, stream: StreamInfo | None) -> MarkerWalk:
+    size = ctx.source.size
+    end = walk.result(size)
+    state = end.state
+    structural = state.stopped or end.lost
+    bad_grains = state.bad_count - (1 if state.stopped else 0)
+    if bad_grains and state.bad_reason in (scan.Reason.OUT_OF_RANGE, scan.Reason.MISALIGNED):
+        _report_grain_marker(ctx, walk, state, bad_grains)
+    if structural:
+        _report_stop(ctx, walk, end, size)
+    elif state.eos_offset == scan.NOT_SEEN and _needs_eos(state, stream):
+        ctx.findings.add(
+            F.TRUNCATED,
+            f"the stream ends at byte {size} after {state.count} markers without an "
+            "end-of-stream marker",
+        )
+    return MarkerWalk(
+        start=walk.start,
+        markers=state.count,
+        grains=state.grains,
+        compressed_bytes=state.grain_bytes,
+        gt_markers=state.gt_markers,
+        gd_markers=state.gd_markers,
+        footer_markers=state.footer_markers,
+        other_markers=state.other_markers,
+        bad_markers=state.bad_count,
+        eos_offset=None if state.eos_offset == scan.NOT_SEEN else state.eos_offset,
+        complete=not structural,
+    )
+
+
+def _needs_eos(state: scan.StreamResult, stream: StreamInfo | None) -> bool:
+    """Only VMware's layout (metadata markers) must end with an end-of-stream marker: qemu
+    writes none for an empty disk, nor after ``qemu-img convert -n`` into a stream, and a
+    qemu stream cut on a marker boundary shows as grain table entries past the end.  When
+    the footer search already judged the end (no footer, or a footer without EOS), that
+    finding stands alone."""
+    if not state.gt_markers + state.gd_markers + state.footer_markers:
+        return False
+    return stream is None or not (stream.gd_at_end or stream.footer_offset is not None)
+
+
+def _report_grain_marker(
+    ctx: Context, walk: _MarkerWalk, state: scan.StreamResult, bad: int
+) -> None:
+    more = f"; {bad} bad grain markers in all" if bad > 1 else ""
+    if state.bad_reason == scan.Reason.OUT_OF_RANGE:
+        ctx.findings.add(
+            GRAIN_OUT_OF_RANGE,
+            f"the grain marker at byte {state.bad_index} is for LBA {state.bad_value}, beyond "
+            f"the capacity of {walk.capacity} sectors{more}",
+        )
+    else:
+        ctx.findings.add(
+            GRAIN_MISALIGNED,
+            f"the grain marker at byte {state.bad_index} is for LBA {state.bad_value}, not a "
+            f"multiple of the grain ({walk.grain_sectors} sectors){more}",
+        )
+
+
+def _report_stop(ctx: Context, walk: _MarkerWalk, end: _WalkEnd, size: int) -> None:
+    """Say why the walk stopped; the walker keeps only the first bad marker's details, so
+    the reason is read from where it stands (a bad LBA before may have taken that place)."""
+    state = end.state
+    at = state.next_offset
+    if end.lost:
+        ctx.findings.add(F.STREAM_UNCHECKED, f"the stream markers after byte {at} were not seen")
+    elif state.eos_offset != scan.NOT_SEEN:
+        ctx.findings.add(
+            DATA_AFTER_EOS,
+            f"non-zero bytes in the sector at byte {at}, after the end-of-stream marker at "
+            f"byte {state.eos_offset}",
+        )
+    elif at > size:
+        ctx.findings.add(
+            F.TRUNCATED,
+            f"the marker at byte {state.marker_offset} runs to byte {at}, past the end of "
+            f"the stream ({size} bytes)",
+        )
+    elif size - at < SECTOR:
+        ctx.findings.add(
+            F.TRUNCATED,
+            f"the stream ends {size - at} bytes into the sector at byte {at}, where a marker "
+            "should begin",
+        )
+    else:
+        _report_bad_marker(ctx, walk, end.stop_marker, at)
+
+
+def _report_bad_marker(ctx: Context, walk: _MarkerWalk, stop_marker: bytes, at: int) -> None:
+    raw = stop_marker.ljust(METADATA_MARKER_SIZE, b"\0")
+    value, size, kind = _MARKER_FIELDS.unpack(raw)
+    if size:
+        message = (
+            f"the grain marker at byte {at} claims {size} compressed bytes (a grain is "
+            f"{walk.grain_bytes})"
+        )
+    elif kind in (MARKER_GT, MARKER_GD, MARKER_FOOTER, MARKER_PROGRESS):
+        ctx.findings.add(
+            F.TRUNCATED,
+            f"the metadata marker at byte {at} claims {value} sectors of payload, more than "
+            "any file holds",
+        )
+        return
+    else:
+        message = f"the metadata marker at byte {at} has the unknown type {kind}"
+    ctx.findings.add(BAD_MARKER, message)
+
+
+# --- grain tables named by the directory ----------------------------------------------------
+
+
+def _tables_from_directory(ctx: Context, layout: TableLayout) -> GrainTables | None:
+    """Read the grain directory (and the redundant one) and every grain table it names,
+    where it names them: monolithicSparse, and qemu's streams (tables at the front)."""
+    if layout.gd_entries > MAX_GRAIN_TABLES:
+        ctx.findings.add(
+            TABLES_UNCHECKED,
+            f"the grain directory has {layout.gd_entries} entries; the tables were not walked",
+        )
+        return None
+    claimed = _directory_claims(ctx, layout)
+    try:
+        gd, rgd = _read_directories(ctx, layout, claimed)
+        if gd is None:
+            return None
+        return _walk_grain_tables(ctx, layout, gd, rgd, claimed)
+    except StreamGap as gap:
+        ctx.findings.add(
+            F.STREAM_UNCHECKED,
+            f"grain tables at byte {gap.offset} went by before the grain directory named them",
+        )
+        return None
+    except _OutOfOrder:
+        ctx.findings.add(
+            F.STREAM_UNCHECKED,
+            "the grain tables are not in directory order: a stream cannot hold them all",
+        )
+        return None
+
+
+def _gt_sectors(layout: TableLayout) -> int:
+    return -(-layout.gtes_per_gt * 4 // SECTOR)
+
+
+def _read_directories(
+    ctx: Context, layout: TableLayout, claimed: bytearray | None
+) -> tuple[scan.PointerTableResult | None, scan.PointerTableResult | None]:
+    size = ctx.source.size
+    length = layout.gd_entries * 4
+    results: list[scan.PointerTableResult | None] = []
+    for what, offset in (
+        ("grain directory", layout.gd_offset),
+        ("redundant grain directory", layout.rgd_offset),
+    ):
+        if offset is None or offset + length > size:  # reported by _check_layout
+            results.append(None)
+            continue
+        table = ctx.source.read_exact(offset, length, what)
+        result = scan.vmdk_gd(
+            table, gt_sectors=_gt_sectors(layout), file_size=size, claimed=claimed
+        )
+        _report_directory(ctx, result, f"the {what} at byte {offset}", size)
+        results.append(result)
+    return results[0], results[1]
+
+
+def _report_directory(ctx: Context, result: scan.PointerTableResult, where: str, size: int) -> None:
+    if result.ok:
+        return
+    more = f"; {result.bad_count} bad entries in all" if result.bad_count > 1 else ""
+    what = f"{where}: entry {result.bad_index} names a grain table at sector {result.bad_value}"
+    if result.bad_reason == scan.Reason.DOUBLE_CLAIM:
+        ctx.findings.add(
+            CLAIMED_TWICE,
+            f"{what}, on the header, descriptor, a directory or another table{more}",
+        )
+    else:
+        ctx.findings.add(
+            TABLE_OUT_OF_RANGE, f"{what}, past the end of the file ({size} bytes){more}"
+        )
+
+
+def _claim_bytes(size: int) -> int:
+    """Bytes of a sector claim map covering ``size`` bytes of file."""
+    sectors = -(-size // SECTOR)
+    return -(-sectors // 8)
+
+
+def _directory_claims(ctx: Context, layout: TableLayout) -> bytearray | None:
+    """The sector claim map with the header, descriptor and directories marked."""
+    size = ctx.source.size
+    if _claim_bytes(size) > CLAIM_MAP_LIMIT:
+        ctx.findings.add(
+            OVERLAP_UNCHECKED,
+            f"the file is {size} bytes: grains and tables were not checked for overlaps",
+        )
+        return None
+    claimed = scan.claim_map(size, SECTOR)
+    scan.mark_claimed(claimed, 0, SECTOR, SECTOR)
+    offset, length = layout.descriptor
+    # no more than is read of it (a hostile size would make a map-sized mask)
+    scan.mark_claimed(claimed, offset, min(length, MAX_DESCRIPTOR), SECTOR)
+    scan.mark_claimed(claimed, layout.gd_offset, layout.gd_entries * 4, SECTOR)
+    if layout.rgd_offset is not None:
+        scan.mark_claimed(claimed, layout.rgd_offset, layout.gd_entries * 4, SECTOR)
+    return claimed
+
+
+class _TableTotals:
+    """Counts over the grain tables walked, and the first bad entry met."""
+
+    def __init__(self) -> None:
+        self.tables = 0
+        self.allocated = 0
+        self.zeroed = 0
+        self.bad = 0
+        self.mismatches = 0
+        self.first_mismatch = -1
+        self.first_bad: tuple[str, int, scan.BlockTableResult] | None = None
+
+
+def _walk_grain_tables(
+    ctx: Context,
+    layout: TableLayout,
+    gd: scan.PointerTableResult,
+    rgd: scan.PointerTableResult | None,
+    claimed: bytearray | None,
+) -> GrainTables:
+    """Every grain table, in directory order, a batch at a time; the redundant copy of each
+    is compared with it, and checked on its own where it differs."""
+    totals = _TableTotals()
+    totals.tables = len(gd.indexes)
+    none: array[int] = array("Q")
+    r_indexes, r_offsets = (rgd.indexes, rgd.offsets) if rgd is not None else (none, none)
+    length = layout.gtes_per_gt * 4
+    primary_tables = _TableReader(ctx, gd.offsets, length)
+    redundant_tables = _TableReader(ctx, r_offsets, length)
+    i = j = 0
+    while i < len(gd.indexes) or j < len(r_indexes):
+        low = min(
+            gd.indexes[i] if i < len(gd.indexes) else MAX_VIRTUAL_SIZE,
+            r_indexes[j] if j < len(r_indexes) else MAX_VIRTUAL_SIZE,
+        )
+        i_end = bisect.bisect_left(gd.indexes, low + GT_BATCH, i)
+        j_end = bisect.bisect_left(r_indexes, low + GT_BATCH, j)
+        primary = primary_tables.read(gd.offsets[i:i_end])
+        _check_batch(ctx, layout, gd.indexes[i:i_end], primary, claimed, totals)
+        if rgd is not None:
+            redundant = redundant_tables.read(r_offsets[j:j_end])
+            _compare_redundant(
+                ctx, layout, (gd.indexes[i:i_end], primary), (r_indexes[j:j_end], redundant), totals
+            )
+        i, j = i_end, j_end
+    _report_totals(ctx, layout, totals)
+    return GrainTables(
+        source="directory",
+        grain_tables=totals.tables,
+        allocated_grains=totals.allocated,
+        zeroed_grains=totals.zeroed,
+        bad_entries=totals.bad,
+        redundant_mismatches=totals.mismatches if rgd is not None else None,
+    )
+
+
+def _gt_scan(
+    layout: TableLayout, table: bytes, file_size: int, claimed: bytearray | None
+) -> scan.BlockTableResult:
+    return scan.vmdk_gt(
+        table,
+        grain_sectors=layout.grain_bytes // SECTOR,
+        overhead_sectors=layout.overhead // SECTOR,
+        file_size=file_size,
+        zeroed_grain_ok=layout.zeroed_grain,
+        compressed=layout.compressed,
+        claimed=claimed,
+    )
+
+
+def _check_batch(
+    ctx: Context,
+    layout: TableLayout,
+    indexes: array[int],
+    tables: list[bytes],
+    claimed: bytearray | None,
+    totals: _TableTotals,
+) -> None:
+    joined = b"".join(tables)
+    if joined.count(0) != len(joined):  # an all-zero batch has nothing to check
+        result = _gt_scan(layout, joined, ctx.source.size, claimed)
+        if not result.ok and totals.first_bad is None:
+            table = result.bad_index // layout.gtes_per_gt
+            totals.first_bad = (f"grain table {indexes[table]}", table * layout.gtes_per_gt, result)
+        totals.allocated += result.allocated
+        totals.zeroed += result.zero
+        totals.bad += result.bad_count
+
+
+def _compare_redundant(
+    ctx: Context,
+    layout: TableLayout,
+    primary: tuple[array[int], list[bytes]],
+    redundant: tuple[array[int], list[bytes]],
+    totals: _TableTotals,
+) -> None:
+    """A table absent from one directory counts as all zeros (it maps nothing)."""
+    empty = bytes(layout.gtes_per_gt * 4)
+    ours = dict(zip(*primary, strict=True))
+    theirs = dict(zip(*redundant, strict=True))
+    for index in sorted(ours.keys() | theirs.keys()):
+        copy = theirs.get(index, empty)
+        if ours.get(index, empty) == copy:
+            continue
+        totals.mismatches += 1
+        if totals.first_mismatch < 0:
+            totals.first_mismatch = index
+        # a reader may fall back on this copy: it must be as sound as the primary
+        result = _gt_scan(layout, copy, ctx.source.size, None)
+        if not result.ok and totals.first_bad is None:
+            totals.first_bad = (f"redundant grain table {index}", 0, result)
+        totals.bad += result.bad_count
+
+
+def _report_totals(ctx: Context, layout: TableLayout, totals: _TableTotals) -> None:
+    if totals.first_bad is not None:
+        label, first, result = totals.first_bad
+        _report_grain_table(ctx, layout, label, result.bad_index - first, result, totals.bad)
+    if totals.mismatches:
+        ctx.findings.add(
+            REDUNDANT_GD_MISMATCH,
+            f"{totals.mismatches} grain tables differ between the grain directory and the "
+            f"redundant one (the first: table {totals.first_mismatch})",
+        )
+
+
+def _report_grain_table(
+    ctx: Context,
+    layout: TableLayout,
+    label: str,
+    entry: int,
+    result: scan.BlockTableResult,
+    bad: int,
+    bound: str | None = None,
+) -> None:
+    more = f"; {bad} bad entries in all" if bad > 1 else ""
+    what = f"{label}, entry {entry}: grain at sector {result.bad_value}"
+    if result.bad_reason == scan.Reason.IN_METADATA:
+        ctx.findings.add(
+            GRAIN_IN_METADATA,
+            f"{what}, below overHead ({layout.overhead // SECTOR} sectors){more}",
+        )
+    elif result.bad_reason == scan.Reason.DOUBLE_CLAIM:
+        ctx.findings.add(
+            CLAIMED_TWICE,
+            f"{what}, already used by another entry, a directory or a table{more}",
+        )
+    else:
+        bound = bound or f"past the end of the file ({ctx.source.size} bytes)"
+        ctx.findings.add(TABLE_OUT_OF_RANGE, f"{what}, {bound}{more}")
+
+
+class _OutOfOrder(Exception):
+    """A stream's grain tables do not come in directory order."""
+
+
+class _TableReader:
+    """Reads one directory's grain tables, a batch at a time, in directory order.
+
+    A seekable file: each batch in merged reads.  A stream: the merged runs of the whole
+    directory, exactly the ranges :func:`_prefetch_directory` asked the stream to keep (so a
+    parse that runs before the end asks for nothing else), one run held at a time; tables
+    must then come in file order, as every producer writes them.
+    """
+
+    def __init__(self, ctx: Context, offsets: array[int], length: int) -> None:
+        self._source = ctx.source
+        self._length = length
+        self._runs: list[tuple[int, int]] = []
+        self._starts: list[int] = []
+        if ctx.source.is_stream:
+            self._runs = _table_runs(sorted(set(offsets)), length)[:MAX_PREFETCH_RUNS]
+            self._starts = [start for start, _ in self._runs]
+        self._held: tuple[int, bytes] = (-1, b"")
+
+    def read(self, offsets: array[int]) -> list[bytes]:
+        if not self._source.is_stream:
+            return self._read_merged(offsets)
+        return [self._from_runs(offset) for offset in offsets]
+
+    def _read_merged(self, offsets: array[int]) -> list[bytes]:
+        length = self._length
+        found: dict[int, bytes] = {}
+        ordered = sorted(set(offsets))
+        k = 0
+        for start, run in _table_runs(ordered, length):
+            data = self._source.read_exact(start, run, "grain tables")
+            while k < len(ordered) and ordered[k] + length <= start + run:
+                found[ordered[k]] = data[ordered[k] - start : ordered[k] - start + length]
+                k += 1
+        return [found[offset] for offset in offsets]
+
+    def _from_runs(self, offset: int) -> bytes:
+        k = bisect.bisect_right(self._starts, offset) - 1
+        start, run = self._runs[k] if k >= 0 else (0, 0)
+        if k < 0 or offset + self._length > start + run:
+            raise StreamGap(offset, self._length)  # beyond the runs a stream keeps
+        if self._held[0] != k:
+            if k < self._held[0]:
+                raise _OutOfOrder
+            self._held = (k, self._source.read_exact(start, run, "grain tables"))
+        data = self._held[1]
+        return data[offset - start : offset - start + self._length]
+
+
+def _table_runs(offsets: list[int], length: int) -> list[tuple[int, int]]:
+    """Sorted table offsets merged into reads of at most TABLE_WINDOW bytes."""
+    runs: list[tuple[int, int]] = []
+    for offset in offsets:
+        if runs:
+            start, run = runs[-1]
+            end = max(start + run, offset + length)
+            if offset <= start + run + TABLE_GAP and end - start <= TABLE_WINDOW:
+                runs[-1] = (start, end - start)
+                continue
+        runs.append((offset, length))
+    return runs
+
+
+def _prefetch_directory(ctx: Context, layout: TableLayout) -> None:
+    """On a stream that has not ended: read the directories (so they are kept) and ask the
+    stream to keep the grain tables they name, which the final parse then reads."""
+    if layout.gd_entries > MAX_GRAIN_TABLES:
+        return
+    try:
+        gd, rgd = _read_directories(ctx, layout, None)
+    except StreamGap:
+        return
+    # One directory's runs at a time: a range asked for must not change once the stream
+    # keeps it (merged with the other directory's tables, it would when that one arrives).
+    for result in (rgd, gd):
+        if result is not None:
+            runs = _table_runs(sorted(set(result.offsets)), layout.gtes_per_gt * 4)
+            ctx.source.prefetch(runs[:MAX_PREFETCH_RUNS])
+
+
+# --- grain tables met in GT markers ---------------------------------------------------------
+
+
+def _tables_from_markers(
+    ctx: Context, layout: TableLayout, tables: _MarkerTables, complete: bool
+) -> GrainTables | None:
+    """VMware's layout: the directory (at the end) must name the tables met in GT markers,
+    each once; their entries were checked as they passed.  When the walk stopped early the
+    tables after that point were never met: only those met are judged."""
+    if not complete:
+        _report_marker_tables(ctx, layout, tables, None)
+        return None
+    if tables.overflow or layout.gd_entries > MAX_GRAIN_TABLES:
+        if layout.gd_entries > MAX_GRAIN_TABLES:
+            why = f"the grain directory has {layout.gd_entries} entries"
+        else:
+            why = f"the stream has more grain table markers than {tables.limit}"
+        ctx.findings.add(TABLES_UNCHECKED, f"{why}: the tables were not matched with it")
+        return None
+    length = layout.gd_entries * 4
+    payload = tables.directories.get(layout.gd_offset)
+    try:
+        table = payload[:length] if payload is not None and len(payload) >= length else None
+        if table is None:
+            table = ctx.source.read_exact(layout.gd_offset, length, "grain directory")
+    except StreamGap:
+        ctx.findings.add(
+            F.STREAM_UNCHECKED,
+            f"the grain directory at byte {layout.gd_offset} went by unkept",
+        )
+        return None
+    size = ctx.source.size
+    gd = scan.vmdk_gd(table, gt_sectors=_gt_sectors(layout), file_size=size)
+    _report_directory(ctx, gd, f"the grain directory at byte {layout.gd_offset}", size)
+    totals = _match_marker_tables(ctx, layout, gd, tables)
+    _report_marker_tables(ctx, layout, tables, gd)
+    return GrainTables(
+        source="markers",
+        grain_tables=totals.tables,
+        allocated_grains=totals.allocated,
+        zeroed_grains=totals.zeroed,
+        bad_entries=tables.bad_count + totals.bad,
+        redundant_mismatches=None,
+    )
+
+
+def _report_marker_tables(
+    ctx: Context,
+    layout: TableLayout,
+    tables: _MarkerTables,
+    gd: scan.PointerTableResult | None,
+) -> None:
+    if tables.first_bad is not None:
+        offset, result = tables.first_bad
+        label = f"the grain table at byte {offset}"
+        if gd is not None and offset in gd.offsets:
+            label = f"grain table {gd.indexes[gd.offsets.index(offset)]} (byte {offset})"
+        bound = f"not before its grain table marker at byte {offset - SECTOR}"
+        _report_grain_table(ctx, layout, label, result.bad_index, result, tables.bad_count, bound)
+    if tables.claims is None and len(tables.offsets):
+        ctx.findings.add(
+            OVERLAP_UNCHECKED,
+            f"the stream is over {CLAIM_MAP_LIMIT * 8 * SECTOR} bytes: grains were not "
+            "checked for overlaps",
+        )
+
+
+def _match_marker_tables(
+    ctx: Context, layout: TableLayout, gd: scan.PointerTableResult, tables: _MarkerTables
+) -> _TableTotals:
+    totals = _TableTotals()
+    used = bytearray(-(-len(tables.offsets) // 8))
+    outside = _Tally()
+    twice = _Tally()
+    for index, offset in zip(gd.indexes, gd.offsets, strict=True):
+        k = bisect.bisect_left(tables.offsets, offset)
+        if k == len(tables.offsets) or tables.offsets[k] != offset:
+            outside.note(index)
+        elif used[k >> 3] & (1 << (k & 7)):
+            twice.note(index)
+        else:
+            used[k >> 3] |= 1 << (k & 7)
+            totals.tables += 1
+            totals.allocated += tables.allocated[k]
+            totals.zeroed += tables.zeroed[k]
+    if outside.count:
+        ctx.findings.add(
+            GT_OUTSIDE_MARKER,
+            f"{outside.count} grain directory entries name no grain table marker's payload "
+            f"(the first: entry {outside.first})",
+        )
+    if twice.count:
+        ctx.findings.add(
+            CLAIMED_TWICE,
+            f"{twice.count} grain directory entries name a grain table another entry names "
+            f"(the first: entry {twice.first})",
+        )
+    totals.bad = outside.count + twice.count
+    return totals
+
+
+class _Tally:
+    """How many, and the first."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = -1
+
+    def note(self, index: int) -> None:
+        if not self.count:
+            self.first = index
+        self.count += 1
 
 
 # --- stream tail ---------------------------------------------------------------------------
