@@ -51,30 +51,53 @@ def define(code: str, severity: Severity, scope: str, description: str) -> str:
     return code
 
 
+#: At most this many findings of one code are kept; the rest are counted in a last one.
+MAX_PER_CODE = 32
+
+
 class Findings:
-    """The findings collected while one image is introspected, in the order they were made."""
+    """The findings collected while one image is introspected, in the order they were made.
+
+    Duplicates are dropped, and a hostile image cannot make the list grow without bound: past
+    :data:`MAX_PER_CODE` findings of one code, the others are only counted.
+    """
 
     def __init__(self) -> None:
         self._items: list[Finding] = []
+        self._seen: set[Finding] = set()
+        self._per_code: dict[str, int] = {}
+        self._dropped: dict[str, int] = {}
 
     def add(self, code: str, message: str) -> None:
         info = REGISTRY.get(code)
         if info is None:
             raise KeyError(f"undefined finding code {code!r}")
-        finding = Finding(code, info.severity, message)
-        if finding not in self._items:
-            self._items.append(finding)
+        self._keep(Finding(code, info.severity, message))
 
     def extend(self, findings: tuple[Finding, ...] | list[Finding]) -> None:
         for finding in findings:
-            if finding not in self._items:
-                self._items.append(finding)
+            self._keep(finding)
+
+    def _keep(self, finding: Finding) -> None:
+        if finding in self._seen:
+            return
+        count = self._per_code.get(finding.code, 0)
+        if count >= MAX_PER_CODE:
+            self._dropped[finding.code] = self._dropped.get(finding.code, 0) + 1
+            return
+        self._per_code[finding.code] = count + 1
+        self._seen.add(finding)
+        self._items.append(finding)
 
     def codes(self) -> set[str]:
-        return {f.code for f in self._items}
+        return set(self._per_code)
 
     def freeze(self) -> tuple[Finding, ...]:
-        return tuple(self._items)
+        summaries = [
+            Finding(code, REGISTRY[code].severity, f"... and {count} more like the above")
+            for code, count in self._dropped.items()
+        ]
+        return (*self._items, *summaries)
 
 
 # Codes that belong to no single format.

@@ -72,14 +72,14 @@ class _Scan:
         """Feed the part of ``chunk`` (which begins at ``start``) that the ranges cover."""
         end = start + len(chunk)
         while not self.done and not self.lost:
-            offset, length = self.ranges[self.index]
-            lo, hi = max(self.fed, start), min(offset + length, end)
-            if lo >= hi:
-                return  # the chunk does not reach the next byte wanted
-            if lo > self.fed:
+            if end <= self.fed:
+                return  # the chunk lies wholly before the next byte wanted
+            if start > self.fed:
                 self.lost = True  # the bytes before this chunk went by unfed
                 return
-            self.consumer.feed(lo, bytes(chunk[lo - start : hi - start]))
+            offset, length = self.ranges[self.index]
+            hi = min(offset + length, end)
+            self.consumer.feed(self.fed, bytes(chunk[self.fed - start : hi - start]))
             self.fed = hi
             if hi < offset + length:
                 return
@@ -145,14 +145,25 @@ class Collector:
         ]
         return min(ends) if ends else None
 
-    def kept(self, offset: int, length: int) -> bytes | None:
-        """Bytes at ``offset`` if some held buffer covers the whole range."""
+    def kept(self, offset: int, length: int, *, persist: bool = False) -> bytes | None:
+        """Bytes at ``offset`` if some held buffer covers the whole range.
+
+        With ``persist``, bytes found only in the rolling tail are kept for good: a parse
+        that read them now will read them again on its next run, after the tail has moved on.
+        """
         end = offset + length
         if end <= len(self.head):
             return bytes(self.head[offset:end])
+        exact = self.scans.get(("keep", offset, length))
+        if exact is not None and exact.done and not exact.lost:
+            return bytes(exact.consumer.buffer)
         if offset >= self.tail_start and end <= self.position:
             start = offset - self.tail_start
-            return bytes(self.tail[start : start + length])
+            data = bytes(self.tail[start : start + length])
+            if persist and self.kept_bytes + length <= KEEP_BUDGET:
+                self.start_scan(("keep", offset, length), [(offset, length)],
+                                functools.partial(_Keep, offset, length))  # fmt: skip
+            return data
         for scan in self.scans.values():
             keep = scan.consumer
             held = isinstance(keep, _Keep) and scan.done and not scan.lost
@@ -173,7 +184,7 @@ class CollectedSource(Source):
         super().__init__(collector.position if final else UNKNOWN_SIZE)
 
     def _read(self, offset: int, length: int) -> bytes:
-        data = self._collector.kept(offset, length)
+        data = self._collector.kept(offset, length, persist=not self._final)
         if data is not None:
             return data
         if self._final:
