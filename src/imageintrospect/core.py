@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import IO, Any
 
@@ -57,28 +58,19 @@ def _introspect_stream(reader: Any, *, deep: bool, expected_format: str | None) 
     return result
 
 
-class _StreamInspector(StreamInspector):
-    """A :class:`StreamInspector` that also checks ``expected_format`` on the head."""
-
-    def __init__(self, deep: bool, expected_format: str | None) -> None:
-        super().__init__(
-            lambda src: introspect_source(src, deep=deep, expected_format=expected_format)
-        )
-        self._expected = expected_format
-
-    def feed(self, chunk: bytes) -> None:
-        before = self.collector.position
-        super().feed(chunk)
-        if self._expected is not None and before < detect.PROBE_HEAD <= self.collector.position:
-            check_head(bytes(self.collector.head[: detect.PROBE_HEAD]), self._expected)
-
-
 def stream_inspector(*, deep: bool, expected_format: str | None) -> StreamInspector:
     """The stream driver used by ``introspect()`` on streams and by ``InspectingReader``."""
-    return _StreamInspector(deep, expected_format)
+    on_head = None
+    if expected_format is not None:
+        on_head = functools.partial(check_head, expected_format=expected_format)
+    return StreamInspector(
+        lambda src: introspect_source(src, deep=deep, expected_format=expected_format),
+        on_head=on_head,
+        head_size=detect.PROBE_HEAD,
+    )
 
 
-def check_head(head: bytes, expected_format: str) -> None:
+def check_head(head: bytes, *, expected_format: str) -> None:
     """Raise :class:`FormatMismatch` when the head alone proves another format."""
     probe = Probe(head=head, tail=b"", size=-1)
     claims = detect.claimants(probe)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -25,7 +26,8 @@ class InspectingReader:
         self, source: Any, expected_format: str | None = None, *, deep: bool = True
     ) -> None:
         if callable(getattr(source, "read", None)):
-            self._chunks: Iterator[Any] = _read_chunks(source)
+            # iter(callable, sentinel) loops in C: no Python frame per chunk.
+            self._chunks: Iterator[Any] = iter(functools.partial(source.read, _DEFAULT_READ), b"")
         elif isinstance(source, Iterable):
             self._chunks = iter(source)
         else:
@@ -57,8 +59,16 @@ class InspectingReader:
             pending = bytes(self._pending)
             self._pending.clear()
             yield pending
-        while (chunk := self._next_chunk()) is not None:
-            yield chunk
+        if self._eof:
+            return
+        feed = self._inspector.feed  # the upload's hot loop: as few calls per chunk as can be
+        for chunk in self._chunks:
+            if not chunk:
+                continue
+            data = chunk if type(chunk) is bytes else bytes(chunk)
+            feed(data)
+            yield data
+        self._eof = True
 
     def metadata(self) -> Metadata:
         """The image's :class:`Metadata`; only after the stream has been read to its end."""
@@ -80,11 +90,3 @@ class InspectingReader:
             return data
         self._eof = True
         return None
-
-
-def _read_chunks(stream: Any) -> Iterator[bytes]:
-    while True:
-        chunk = stream.read(_DEFAULT_READ)
-        if not chunk:
-            return
-        yield chunk

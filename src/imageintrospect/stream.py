@@ -19,6 +19,7 @@ asked to keep, at most :data:`KEEP_BUDGET` bytes in all; scans hold only their c
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 from collections.abc import Callable, Hashable, Sequence
@@ -79,7 +80,10 @@ class _Scan:
                 return
             offset, length = self.ranges[self.index]
             hi = min(offset + length, end)
-            self.consumer.feed(self.fed, bytes(chunk[self.fed - start : hi - start]))
+            whole = self.fed == start and hi == end
+            self.consumer.feed(
+                self.fed, chunk if whole else bytes(chunk[self.fed - start : hi - start])
+            )
             self.fed = hi
             if hi < offset + length:
                 return
@@ -94,29 +98,42 @@ class Collector:
 
     position: int = 0
     head: bytearray = field(default_factory=bytearray)
-    tail: bytearray = field(default_factory=bytearray)
     scans: dict[Hashable, _Scan] = field(default_factory=dict)
     kept_bytes: int = 0
+    # The rolling tail is the last chunks themselves (no copy on the upload path), joined
+    # only when a parse asks for it.
+    _recent: collections.deque[bytes] = field(default_factory=collections.deque)
+    _recent_bytes: int = 0
+    _joined: bytes | None = None
 
     def feed(self, chunk: bytes) -> None:
         start = self.position
-        self.position += len(chunk)
-        if len(self.head) < HEAD_KEEP:
-            self.head += chunk[: HEAD_KEEP - len(self.head)]
-        self.tail += chunk
-        if len(self.tail) > 2 * TAIL_KEEP:  # trim in batches, not on every chunk
-            del self.tail[: len(self.tail) - TAIL_KEEP]
-        for scan in self.scans.values():
-            if not scan.done and not scan.lost:
-                scan.feed(start, chunk)
+        self.position = start + len(chunk)
+        if start < HEAD_KEEP:
+            self.head += chunk[: HEAD_KEEP - start]
+        recent = self._recent
+        recent.append(chunk)
+        self._recent_bytes += len(chunk)
+        while self._recent_bytes - len(recent[0]) >= TAIL_KEEP:
+            self._recent_bytes -= len(recent.popleft())
+        self._joined = None
+        if self.scans:
+            for scan in self.scans.values():
+                if not scan.done and not scan.lost:
+                    scan.feed(start, chunk)
 
     def finish(self) -> None:
-        if len(self.tail) > TAIL_KEEP:
-            del self.tail[: len(self.tail) - TAIL_KEEP]
+        """Nothing more will arrive (the tail already holds at least the last TAIL_KEEP)."""
+
+    @property
+    def tail(self) -> bytes:
+        if self._joined is None:
+            self._joined = b"".join(self._recent)
+        return self._joined
 
     @property
     def tail_start(self) -> int:
-        return self.position - len(self.tail)
+        return self.position - self._recent_bytes
 
     def start_scan(self, key: Hashable, ranges: Sequence[Range], make: Callable[[], Any]) -> _Scan:
         """Begin a scan once per key; what already passed is fed from the head and the tail
@@ -252,8 +269,18 @@ class CollectedSource(Source):
 class StreamInspector:
     """Drives speculative parses while chunks arrive, and the final parse at the end."""
 
-    def __init__(self, parse: Callable[[Source], Any]) -> None:
+    def __init__(
+        self,
+        parse: Callable[[Source], Any],
+        *,
+        on_head: Callable[[bytes], None] | None = None,
+        head_size: int = 0,
+    ) -> None:
+        """``parse`` runs on a source; ``on_head`` is called once with the first
+        ``head_size`` bytes (or all of a shorter stream's, at its end)."""
         self._parse = parse
+        self._on_head = on_head
+        self._head_size = head_size
         self.collector = Collector()
         self._next_run: int | None = 0  # where something asked for will have arrived
         self._runs = 0
@@ -269,9 +296,17 @@ class StreamInspector:
             self._feed_piece(bytes(view[start : start + PIECE]))
 
     def _feed_piece(self, piece: bytes) -> None:
-        self.collector.feed(piece)
-        if self._next_run is not None and self.collector.position >= self._next_run:
+        collector = self.collector
+        collector.feed(piece)
+        if self._next_run is not None and collector.position >= self._next_run:
             self._speculate()
+        if self._on_head is not None and collector.position >= self._head_size:
+            self._call_on_head()
+
+    def _call_on_head(self) -> None:
+        on_head, self._on_head = self._on_head, None
+        if on_head is not None:
+            on_head(bytes(self.collector.head[: self._head_size]))
 
     def _speculate(self) -> None:
         """Parse what has arrived; then wait for the next thing asked for to arrive."""
@@ -286,6 +321,7 @@ class StreamInspector:
 
     def finish(self) -> Any:
         self.collector.finish()
+        self._call_on_head()
         return self._parse(CollectedSource(self.collector, final=True))
 
 
