@@ -115,6 +115,22 @@ def scan_job(path: Path) -> ScanJob | None:
         os.close(fd)
 
 
+def _batches(
+    tables: list[tuple[int, bytes]], per_table: int, limit: int = MIB
+) -> list[tuple[int, bytes]]:
+    """Tables of consecutive indexes joined into batches of at most ``limit`` bytes, as the
+    format modules scan them (one scanner call per batch): (first entry index, bytes)."""
+    batches: list[tuple[int, bytearray]] = []
+    previous = -2
+    for index, table in tables:
+        if batches and index == previous + 1 and len(batches[-1][1]) + len(table) <= limit:
+            batches[-1][1].extend(table)
+        else:
+            batches.append((index * per_table, bytearray(table)))
+        previous = index
+    return [(first, bytes(data)) for first, data in batches]
+
+
 def _qcow2(md: Any, fd: int, size: int, path: Path) -> ScanJob:
     section = md.qcow2
     cluster = section.cluster_size
@@ -123,31 +139,31 @@ def _qcow2(md: Any, fd: int, size: int, path: Path) -> ScanJob:
     l1 = _pread(fd, section.l1_table_offset, section.l1_size * 8)
     mask = 0x00FF_FFFF_FFFF_FE00
     l2_offsets = [int.from_bytes(l1[i : i + 8], "big") & mask for i in range(0, len(l1), 8)]
-    tables = [_pread(fd, o, cluster * entry // 8) for o in l2_offsets if o]
-    per_table = cluster // 8
+    tables = [(i, _pread(fd, o, cluster)) for i, o in enumerate(l2_offsets) if o]
+    batches = _batches(tables, cluster // entry)
 
     def run() -> object:
         claimed = scan.claim_map(size, cluster)
         scan.mark_claimed(claimed, 0, cluster, cluster)
         scan.qcow2_l1(l1, cluster_bits=bits, file_size=size, claimed=claimed)
-        for i, table in enumerate(tables):
+        for first, batch in batches:
             scan.qcow2_l2(
-                table,
+                batch,
                 cluster_bits=bits,
                 file_size=size,
                 version=section.version,
                 extended_l2=section.extended_l2,
                 claimed=claimed,
-                first_index=i * per_table,
+                first_index=first,
             )
         return claimed
 
     return ScanJob(
-        "L1 + one qcow2_l2 call per L2 table, cluster claim map",
-        len(l1) + sum(map(len, tables)),
-        1 + len(tables),
+        "L1 + qcow2_l2 over the L2 tables in ≤ 1 MiB batches, cluster claim map",
+        len(l1) + sum(len(t) for _, t in tables),
+        1 + len(batches),
         run,
-        _copy_all([l1, *tables]),
+        _copy_all([l1, *(t for _, t in tables)]),
     )
 
 
@@ -161,30 +177,31 @@ def _vmdk(md: Any, fd: int, size: int, path: Path) -> ScanJob:
     gt_bytes = gtes * 4
     gt_sectors = -(-gt_bytes // SECTOR)
     offsets = [int.from_bytes(gd[i : i + 4], "little") for i in range(0, len(gd), 4)]
-    tables = [_pread(fd, o * SECTOR, gt_bytes) for o in offsets if o]
+    tables = [(i, _pread(fd, o * SECTOR, gt_bytes)) for i, o in enumerate(offsets) if o]
+    batches = _batches(tables, gtes, 4 * MIB)
 
     def run() -> object:
         claimed = scan.claim_map(size, SECTOR)
         scan.mark_claimed(claimed, 0, header["overhead"] * SECTOR, SECTOR)
         scan.vmdk_gd(gd, gt_sectors=gt_sectors, file_size=size)
-        for i, table in enumerate(tables):
+        for first, batch in batches:
             scan.vmdk_gt(
-                table,
+                batch,
                 grain_sectors=grain,
                 overhead_sectors=header["overhead"],
                 file_size=size,
                 zeroed_grain_ok=bool(header["flags"] & 4),
                 claimed=claimed,
-                first_index=i * gtes,
+                first_index=first,
             )
         return claimed
 
     return ScanJob(
-        f"GD + one vmdk_gt call per {gt_bytes} B grain table, sector claim map",
-        len(gd) + sum(map(len, tables)),
-        1 + len(tables),
+        f"GD + vmdk_gt over the {gt_bytes} B grain tables in ≤ 4 MiB batches, sector claim map",
+        len(gd) + sum(len(t) for _, t in tables),
+        1 + len(batches),
         run,
-        _copy_all([gd, *tables]),
+        _copy_all([gd, *(t for _, t in tables)]),
     )
 
 

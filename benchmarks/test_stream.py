@@ -99,15 +99,19 @@ def crc_of_file(path: Path) -> tuple[int, int]:
 
 
 def walked(md: Metadata) -> str:
-    """What the deep walk reported: the VMDK's stream section (marker counts, end of stream)
-    when there is one, and allocated_size (None: no deep walk for this format yet)."""
+    """What the deep walk reported: the VMDK's marker walk when there is one, and
+    allocated_size (None: no deep walk for this format)."""
     parts = []
-    stream = md.vmdk.stream if md.vmdk is not None else None
-    if stream is not None:
-        fields = stream.to_dict()
-        parts += [f"{k}={v:,}" if type(v) is int else f"{k}={v}" for k, v in fields.items()]
+    markers = getattr(md.vmdk, "markers", None) if md.vmdk is not None else None
+    if markers is not None:
+        walk = markers.to_dict()
+        metadata = sum(walk.get(k, 0) for k in ("gt_markers", "gd_markers", "footer_markers"))
+        parts.append(
+            f"{walk.get('markers', 0):,} markers ({walk.get('grains', 0):,} grains, "
+            f"{metadata} GT/GD/footer), complete={walk.get('complete')}"
+        )
     parts.append(f"allocated_size={md.allocated_size}")
-    return ", ".join(parts)
+    return "; ".join(parts)
 
 
 @pytest.mark.parametrize(
