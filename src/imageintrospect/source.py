@@ -61,6 +61,8 @@ class Source:
 
     #: True when the bytes came from a forward-only stream.
     is_stream: bool = False
+    #: True while a stream is still arriving: the parse is a rehearsal (stream.py).
+    speculative: bool = False
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -161,6 +163,7 @@ class SliceSource(Source):
         self._parent = parent
         self._offset = offset
         self.is_stream = parent.is_stream
+        self.speculative = parent.speculative
         super().__init__(max(0, min(length, parent.size - offset)))
 
     def _read(self, offset: int, length: int) -> bytes:

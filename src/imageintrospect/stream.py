@@ -198,6 +198,7 @@ class CollectedSource(Source):
     def __init__(self, collector: Collector, final: bool) -> None:
         self._collector = collector
         self._final = final
+        self.speculative = not final
         super().__init__(collector.position if final else UNKNOWN_SIZE)
 
     def _read(self, offset: int, length: int) -> bytes:

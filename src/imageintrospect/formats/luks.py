@@ -75,6 +75,9 @@ V2_HEADER_SIZES = frozenset(16384 << n for n in range(9))
 # How much of a LUKS2 header we read: all of it when deep, a header budget otherwise.
 V2_READ_LIMIT = {True: 4 * 1024 * 1024, False: 512 * 1024}
 
+#: The most LUKS2 JSON metadata text that is parsed (the area itself may be 4 MiB).
+MAX_JSON_TEXT = 256 * 1024
+
 SLOT_ACTIVE = 0x00AC71F3
 SLOT_INACTIVE = 0x0000DEAD
 V1_KEY_SLOTS = 8
@@ -433,6 +436,9 @@ def _checksum_valid(hdr: Any, whole: bytes, bad: list[str]) -> bool | None:
     except (ValueError, TypeError):
         bad.append(f"unknown checksum algorithm {alg!r}")
         return None
+    if digest.digest_size == 0:  # shake_*: no fixed length, and no LUKS2 writer uses one
+        bad.append(f"checksum algorithm {alg!r} has no fixed digest length")
+        return None
     zeroed = bytearray(whole)
     zeroed[CHECKSUM_FIELD] = bytes(64)
     digest.update(zeroed)
@@ -442,6 +448,10 @@ def _checksum_valid(hdr: Any, whole: bytes, bad: list[str]) -> bool | None:
 
 def _load_json(area: bytes) -> dict[str, Any]:
     text = area.split(b"\0", 1)[0]
+    if len(text) > MAX_JSON_TEXT:
+        # json.loads of dense JSON costs ~25x its size in objects: 4 MiB of "[]," would take
+        # ~100 MiB.  cryptsetup writes a few KiB (12 KiB areas by default).
+        raise _BadJson(f"{len(text)} bytes of JSON, over the {MAX_JSON_TEXT} parsed")
     try:
         value = json.loads(text.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

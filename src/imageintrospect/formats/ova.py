@@ -377,7 +377,7 @@ def _pax_fields(data: bytes, name: str | None, size: int | None) -> tuple[str | 
             continue
         if key == b"path":
             name = value.decode("utf-8", errors="replace")
-        elif key == b"size" and value.isdigit():
+        elif key == b"size" and value.isdigit() and len(value) < 20:
             size = int(value)
     return name, size
 
@@ -741,7 +741,8 @@ def _introspect_member(ctx: Context, member: _RawMember, href: str) -> dict[str,
     return inner.to_dict()
 
 
-UNIT = re.compile(r"^\s*byte\s*(?:\*\s*(\d+)\s*\^\s*(\d+))?\s*$", re.IGNORECASE)
+# Bounded digit counts: int() of thousands of digits raises, and no real unit needs them.
+UNIT = re.compile(r"^\s*byte\s*(?:\*\s*(\d{1,5})\s*\^\s*(\d{1,5}))?\s*$", re.IGNORECASE)
 WORD_UNITS = {
     "bytes": 1,
     "kilobytes": 1 << 10,

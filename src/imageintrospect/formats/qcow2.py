@@ -141,6 +141,8 @@ BITMAP_DIRECTORY_LIMIT = 1024 * 1024
 TABLE_WINDOW = 64 * 1024
 #: L2 entries gathered before one scanner call.
 L2_BATCH = 1024 * 1024
+#: L2 tables a stream holds until its size is known (a 256 GiB disk's, at 64 KiB clusters).
+L2_STREAM_KEEP = 32 * 1024 * 1024
 
 # --- findings ------------------------------------------------------------------------------
 
@@ -889,12 +891,14 @@ def _walk_tables(ctx: Context, hdr: Any, section: Qcow2Section) -> Allocation | 
         walker = src.scan(
             ("qcow2-l2", hdr.l1_table_offset, len(tables)),
             _runs(tables, cluster),
-            functools.partial(_L2Walker, section, bits, src.size, claimed),
+            functools.partial(_L2Walker, section, bits, src.size, claimed, src.is_stream),
         )
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "L2 tables went by before the L1 table named them")
         return None
-    walker.report(ctx)
+    if src.speculative:
+        return None  # a stream still arriving: the walker is judged once, at the end
+    walker.report(ctx, src.size, claimed)
     return Allocation(
         l2_tables=len(tables),
         allocated_clusters=walker.allocated,
@@ -989,8 +993,20 @@ class _L2Walker:
     """
 
     def __init__(
-        self, section: Qcow2Section, bits: int, file_size: int, claimed: bytearray | None
+        self,
+        section: Qcow2Section,
+        bits: int,
+        file_size: int,
+        claimed: bytearray | None,
+        deferred: bool = False,
     ) -> None:
+        # On a stream the walker is made before the image's size is known: its batches are
+        # held (up to L2_STREAM_KEEP) and checked in ``report`` against the true size and
+        # a claim map of the true file, so the answer is the seekable one.
+        self._deferred = deferred
+        self._held: list[tuple[bytes, list[tuple[int, int]]]] = []
+        self._held_bytes = 0
+        self.unchecked_entries = 0
         self._bits = bits
         self._cluster = 1 << bits
         self._file_size = file_size
@@ -1021,7 +1037,12 @@ class _L2Walker:
 
     def _flush(self) -> None:
         whole = len(self._batch) - len(self._batch) % self._entry
-        if whole:
+        if whole and self._deferred and self._held_bytes + whole <= L2_STREAM_KEEP:
+            self._held.append((bytes(self._batch[:whole]), list(self._pieces)))
+            self._held_bytes += whole
+        elif whole:
+            if self._deferred:  # over the budget: checked now, without the true size
+                self.unchecked_entries += whole // self._entry
             self._check(bytes(self._batch[:whole]))
         rest = bytes(self._batch[whole:])
         end = self._batch_end_offset() if self._pieces else 0
@@ -1056,8 +1077,20 @@ class _L2Walker:
             start, offset = piece_start, piece_offset
         return offset + position - start
 
-    def report(self, ctx: Context) -> None:
+    def report(self, ctx: Context, file_size: int, claimed: bytearray | None) -> None:
         self._flush()
+        self._file_size, self._claimed = file_size, claimed
+        for entries, pieces in self._held:
+            self._pieces = pieces
+            self._check(entries)
+        self._held = []
+        if self.unchecked_entries:
+            ctx.findings.add(
+                F.STREAM_UNCHECKED,
+                f"{self.unchecked_entries} L2 entries passed before the image's size was known "
+                f"(over {L2_STREAM_KEEP} bytes of L2 tables): not checked against the file's "
+                "end nor for clusters used twice",
+            )
         if self._first_bad is None:
             return
         at, value = self._first_bad
