@@ -38,11 +38,11 @@ def backend_module(name: str) -> ModuleType:
 def use_backend(name: str) -> Iterator[None]:
     """Run the scanners on backend ``name`` ("c" or "python") inside the block."""
     saved = scan._impl, scan.backend
-    scan._impl, scan.backend = backend_module(name), name  # type: ignore[assignment]
+    scan._impl, scan.backend = backend_module(name), name
     try:
         yield
     finally:
-        scan._impl, scan.backend = saved  # type: ignore[assignment]
+        scan._impl, scan.backend = saved
 
 
 @contextmanager

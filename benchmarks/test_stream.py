@@ -62,7 +62,8 @@ def _chunks(f: Any) -> Iterator[bytes]:
 
 def oslo(path: Path) -> str:
     with open(path, "rb") as f:
-        wrapper = fi.InspectWrapper(_chunks(f))
+        # typed IO[bytes], but it iterates its source with next(): chunks, as Glance gives it
+        wrapper = fi.InspectWrapper(_chunks(f))  # type: ignore[arg-type]
         for _chunk in wrapper:
             pass
         try:
