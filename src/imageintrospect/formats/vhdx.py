@@ -28,8 +28,8 @@ import construct as c
 
 from .. import findings as F
 from .. import scan
-from ..crc32c import crc32c
 from ..errors import InvalidImage
+from ..scan import crc32c  # C when built, else the shared pure-Python one
 from ..source import StreamGap
 from ..structs import parse_struct
 from . import blocktables

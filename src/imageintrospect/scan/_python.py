@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from array import array
 
+from ..crc32c import crc32c as _shared_crc32c
 from ._types import (
     NOT_SEEN,
     OFFSET_LIMIT,
@@ -682,25 +683,10 @@ def vdi_blockmap(
 # CRC-32C
 
 
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        c = byte
-        for _ in range(8):
-            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)  # reflected Castagnoli polynomial
-        table.append(c)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
 def crc32c(data: Buffer, crc: int) -> int:
-    c = crc ^ 0xFFFFFFFF
-    table = _CRC_TABLE
-    for byte in memoryview(data).cast("B"):
-        c = (c >> 8) ^ table[(c ^ byte) & 0xFF]
-    return c ^ 0xFFFFFFFF
+    # One pure-Python CRC-32C in the package: imageintrospect.crc32c, which also skips the
+    # zero padding that fills most of a VHDX header or region table.
+    return _shared_crc32c(memoryview(data).cast("B"), crc)
 
 
 __all__ = [
