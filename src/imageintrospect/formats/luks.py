@@ -12,6 +12,7 @@ it; the qcow2 module uses it for the LUKS header that a LUKS-encrypted qcow2 car
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -251,7 +252,14 @@ def _parse_v1(ctx: Context, head: bytes) -> LuksSection | None:
 def _parse_luks1_struct(header: bytes) -> Any:
     if len(header) < HEADER_V1_SIZE:
         raise InvalidImage(f"LUKS1 header: {len(header)} of {HEADER_V1_SIZE} bytes")
-    hdr = parse_struct(HEADER_V1, header[:HEADER_V1_SIZE], "LUKS1 header")
+    return _parse_luks1_block(bytes(header[:HEADER_V1_SIZE]))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_luks1_block(block: bytes) -> Any:
+    """The parsed 592-byte header; cached because decoding and judging both need it (the
+    result is only read, never changed)."""
+    hdr = parse_struct(HEADER_V1, block, "LUKS1 header")
     if hdr.version != 1:
         raise InvalidImage(f"LUKS header version {hdr.version}, not 1")
     return hdr
