@@ -81,6 +81,7 @@ GPT_ENTRY = c.Struct(
     "name" / c.Bytes(72),
 )
 GPT_ENTRY_SIZE = GPT_ENTRY.sizeof()  # sizeof() walks the schema: once, not per entry
+NO_GUID = bytes(16)
 
 # The BIOS parameter block fields shared by every FAT variant (and, in part, NTFS).
 FAT_BPB = c.Struct(
@@ -529,9 +530,9 @@ def _read_entries(ctx: Context, header: _Header, hybrid_iso: bool) -> tuple[GptP
 def _gpt_partitions(array: bytes, entry_size: int) -> tuple[GptPartition, ...]:
     partitions = []
     for index, offset in enumerate(range(0, len(array), entry_size), start=1):
-        raw = array[offset : offset + GPT_ENTRY_SIZE]
-        if raw[:16] == bytes(16):
+        if array[offset : offset + 16] == NO_GUID:  # an unused slot: most of the array
             continue
+        raw = array[offset : offset + GPT_ENTRY_SIZE]
         entry = parse_struct(GPT_ENTRY, raw, "GPT partition entry")
         partitions.append(
             GptPartition(
