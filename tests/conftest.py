@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -87,3 +88,37 @@ settings.register_profile(
     suppress_health_check=_SLOW_OK,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+class OnlyRead:
+    """A forward-only source: ``read()`` and nothing else (no seek, no tell, no seekable()),
+    handing out at most ``chunk`` bytes per call, as a pipe or an HTTP body does."""
+
+    def __init__(self, data: bytes, chunk: int = 65536) -> None:
+        self._buf = io.BytesIO(data)
+        self._chunk = chunk
+
+    def read(self, size: int = -1) -> bytes:
+        return self._buf.read(self._chunk if size is None or size < 0 else min(size, self._chunk))
+
+
+def forward_only(source: Path | bytes, chunk: int = 65536) -> OnlyRead:
+    """An image file's (or bytes') content as an :class:`OnlyRead` stream."""
+    return OnlyRead(source.read_bytes() if isinstance(source, Path) else source, chunk)
+
+
+def streamed(data: bytes, chunk: int) -> Any:
+    """The answer for ``data`` arriving forward-only in ``chunk``-byte pieces.
+
+    ``introspect()`` asks a stream for at most ``core.STREAM_READ`` bytes at a time, so
+    larger pieces go through ``InspectingReader``, which takes them as they come.
+    """
+    from imageintrospect import InspectingReader, introspect
+    from imageintrospect.core import STREAM_READ
+
+    if chunk <= STREAM_READ:
+        return introspect(OnlyRead(data, chunk))
+    reader = InspectingReader(data[at : at + chunk] for at in range(0, len(data), chunk))
+    for _ in reader:
+        pass
+    return reader.metadata()

@@ -24,7 +24,7 @@ from imageintrospect.formats.base import Context
 from imageintrospect.qemu_json import qemu_info_dict
 from imageintrospect.source import open_source
 
-from conftest import needs_qemu, patch, qemu_info, run
+from conftest import OnlyRead, needs_qemu, patch, qemu_info, run
 
 XORRISO = shutil.which("xorriso")
 pytestmark = [
@@ -164,15 +164,6 @@ def layout_of(path: Path) -> partitions.DiskLayout:
     with open_source(path) as src:
         ctx = Context(source=src, findings=Findings(), deep=True)
         return partitions.scan(ctx, hybrid_iso=True)
-
-
-class OnlyRead:
-    def __init__(self, data: bytes, chunk: int = 65536) -> None:
-        self._buf = io.BytesIO(data)
-        self._chunk = chunk
-
-    def read(self, n: int = -1) -> bytes:
-        return self._buf.read(min(n, self._chunk) if n and n > 0 else self._chunk)
 
 
 class CountingFile(io.FileIO):

@@ -22,7 +22,7 @@ from imageintrospect.errors import FormatMismatch, InvalidImage
 from imageintrospect.formats.luks import luks1_qemu_encrypt_info
 from imageintrospect.qemu_json import qemu_info_dict
 
-from conftest import QEMU_IMG, needs_qemu, patch, qemu_info, run
+from conftest import QEMU_IMG, forward_only, needs_qemu, patch, qemu_info, run
 
 pytestmark = needs_qemu
 
@@ -115,19 +115,6 @@ def qemu_refuses(path: Path) -> bool:
     except AssertionError:
         return True
     return False
-
-
-def stream(data: bytes, chunk: int = 65536) -> Any:
-    """A forward-only reader: no seek, no tell, just read()."""
-
-    class Stream:
-        def __init__(self) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(min(n, chunk) if n and n > 0 else chunk)
-
-    return Stream()
 
 
 def edit(path: Path, offset: int, fmt: str, *values: Any) -> Path:
@@ -278,7 +265,7 @@ def test_stream_and_seekable_agree(
 ) -> None:
     path = image(qemu_images, "twofish-cbc-essiv", tmp_path)
     data = path.read_bytes()
-    assert introspect(stream(data, chunk)).to_dict() == introspect(path).to_dict()
+    assert introspect(forward_only(data, chunk)).to_dict() == introspect(path).to_dict()
 
 
 # --- LUKS2, built here by the specification ------------------------------------------------------
@@ -466,7 +453,7 @@ def test_luks2_large_header_and_header_only_mode(tmp_path: Path) -> None:
     shallow = introspect(path, deep=False)
     assert "luks-metadata-not-read" in shallow.codes()
     assert shallow.luks is not None and shallow.luks.cipher is None
-    assert introspect(stream(path.read_bytes())).to_dict() == deep.to_dict()
+    assert introspect(forward_only(path.read_bytes())).to_dict() == deep.to_dict()
 
 
 class CountingFile(io.FileIO):
@@ -539,7 +526,7 @@ def test_cryptsetup_luks2(tmp_path: Path, options: tuple[str, ...]) -> None:
     assert s.key_bytes == dump["keyslots"]["0"]["key_size"]
     assert s.hash == dump["digests"]["0"]["hash"]
     assert md.codes() == {"luks-encrypted", "luks-qemu-unsupported"}
-    assert introspect(stream(path.read_bytes())).to_dict() == md.to_dict()
+    assert introspect(forward_only(path.read_bytes())).to_dict() == md.to_dict()
 
 
 # --- mutation fuzzing ---------------------------------------------------------------------------

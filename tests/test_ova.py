@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from imageintrospect import ImageIntrospectError, InternalParserError, introspect
 
 from conftest import needs_qemu, qemu_img, run
+from conftest import streamed as streamed_answer
 
 pytestmark = needs_qemu
 
@@ -466,15 +467,6 @@ def test_mutated_ova_never_escapes(seed_ova: bytes, data: st.DataObject) -> None
     json.dumps(md.to_dict())
 
 
-class OnlyRead:
-    def __init__(self, data: bytes, chunk: int) -> None:
-        self._buf = io.BytesIO(data)
-        self._chunk = chunk
-
-    def read(self, size: int = -1) -> bytes:
-        return self._buf.read(self._chunk)
-
-
 @pytest.mark.parametrize("manifest_last", [False, True])
 @pytest.mark.parametrize("chunk", [512, 65536, 4 << 20])
 def test_streamed_appliance_is_verified_in_one_pass(
@@ -494,6 +486,6 @@ def test_streamed_appliance_is_verified_in_one_pass(
         members = [members[0], members[2], members[1]]
     path = build_ova(tmp_path / "s.ova", members, manifest=None)
     seekable = introspect(path)
-    streamed = introspect(OnlyRead(path.read_bytes(), chunk))
+    streamed = streamed_answer(path.read_bytes(), chunk)
     assert streamed.to_dict() == seekable.to_dict()
     assert streamed.ova is not None and streamed.ova.manifest.verified is True

@@ -8,7 +8,6 @@ tables are not formats, and every reader sees the same bytes.
 
 from __future__ import annotations
 
-import io
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from imageintrospect.detect import claimants, read_probe
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.source import open_source
 
-from conftest import needs_qemu, patch, qemu_img, run
+from conftest import forward_only, needs_qemu, patch, qemu_img, run
 
 XORRISO = shutil.which("xorriso")
 pytestmark = [needs_qemu, pytest.mark.skipif(XORRISO is None, reason="xorriso missing")]
@@ -79,15 +78,8 @@ def detected_as(path: Path, fmt: str) -> bool:
 
 
 def stream_agrees(path: Path) -> Metadata:
-    class OnlyRead:
-        def __init__(self, data: bytes) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(n if n and n > 0 else 65536)
-
     md = introspect(path)
-    assert introspect(OnlyRead(path.read_bytes())).to_dict() == md.to_dict()
+    assert introspect(forward_only(path)).to_dict() == md.to_dict()
     return md
 
 

@@ -17,7 +17,7 @@ from imageintrospect import ImageIntrospectError, InternalParserError, Metadata,
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.qemu_json import qemu_info_dict
 
-from conftest import needs_qemu, patch, qemu_img, qemu_info, run
+from conftest import forward_only, needs_qemu, patch, qemu_img, qemu_info, run
 
 pytestmark = needs_qemu
 
@@ -36,19 +36,6 @@ def assert_same_as_qemu(path: Path) -> Metadata:
     ours = ours_as_qemu(path)
     assert ours == theirs
     return introspect(path)
-
-
-def stream(path: Path, chunk: int = 65536) -> Any:
-    """A forward-only reader over the image: no seek, no tell, just read()."""
-
-    class Stream:
-        def __init__(self, data: bytes) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(min(n, chunk) if n and n > 0 else chunk)
-
-    return Stream(path.read_bytes())
 
 
 # --- every qemu-img option -------------------------------------------------------------------
@@ -405,7 +392,7 @@ def test_header_only_reads_little(make_image: MakeImage) -> None:
 def test_stream_and_seekable_agree(make_image: MakeImage, chunk: int) -> None:
     path = make_image("qcow2", "8M", "-o", "compression_type=zstd")
     qemu_img("snapshot", "-c", "s", path)
-    assert introspect(stream(path, chunk)).to_dict() == introspect(path).to_dict()
+    assert introspect(forward_only(path, chunk)).to_dict() == introspect(path).to_dict()
 
 
 def test_to_dict_is_json(make_image: MakeImage) -> None:

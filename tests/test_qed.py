@@ -17,7 +17,7 @@ from imageintrospect import ImageIntrospectError, InternalParserError, Metadata,
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.qemu_json import qemu_info_dict
 
-from conftest import needs_qemu, patch, qemu_img, qemu_info, run
+from conftest import forward_only, needs_qemu, patch, qemu_img, qemu_info, run
 
 pytestmark = needs_qemu
 
@@ -32,19 +32,6 @@ def assert_same_as_qemu(path: Path) -> Metadata:
     md = introspect(path)
     assert qemu_info_dict(md, str(path), None) == theirs
     return md
-
-
-def stream(path: Path, chunk: int = 65536) -> Any:
-    """A forward-only reader over the image: no seek, no tell, just read()."""
-
-    class Stream:
-        def __init__(self, data: bytes) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(min(n, chunk) if n and n > 0 else chunk)
-
-    return Stream(path.read_bytes())
 
 
 def qemu_refuses(path: Path) -> bool:
@@ -216,7 +203,7 @@ def test_backing_name_far_into_a_stream(plain: Path, tmp_path: Path) -> None:
     path.write_bytes(bytes(blob))
     md = assert_same_as_qemu(path)
     assert md.qed is not None and md.qed.backing_file == "/etc/shadow"
-    assert introspect(stream(path)).to_dict() == md.to_dict()
+    assert introspect(forward_only(path)).to_dict() == md.to_dict()
 
 
 @pytest.mark.parametrize("length", [4, 40, 63])
@@ -241,7 +228,7 @@ def test_expected_format(plain: Path) -> None:
 def test_stream_and_seekable_agree(make_image: MakeImage, chunk: int) -> None:
     base = make_image("raw", "4M", name="b.raw")
     path = make_image("qed", "4M", "-b", base.name, "-F", "raw")
-    assert introspect(stream(path, chunk)).to_dict() == introspect(path).to_dict()
+    assert introspect(forward_only(path, chunk)).to_dict() == introspect(path).to_dict()
 
 
 def test_to_dict_is_json(make_image: MakeImage) -> None:

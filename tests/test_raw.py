@@ -29,7 +29,7 @@ from imageintrospect.formats.base import Context
 from imageintrospect.qemu_json import qemu_info_dict
 from imageintrospect.source import open_source
 
-from conftest import needs_qemu, patch, qemu_info, run
+from conftest import OnlyRead, needs_qemu, patch, qemu_info, run
 
 pytestmark = needs_qemu
 
@@ -96,17 +96,6 @@ def assert_same_as_qemu(path: Path) -> Metadata:
     assert md.format == "raw"
     assert md.virtual_size == path.stat().st_size == md.image_size
     return md
-
-
-class OnlyRead:
-    """A forward-only reader over bytes: no seek, no tell, just read()."""
-
-    def __init__(self, data: bytes, chunk: int = 65536) -> None:
-        self._buf = io.BytesIO(data)
-        self._chunk = chunk
-
-    def read(self, n: int = -1) -> bytes:
-        return self._buf.read(min(n, self._chunk) if n and n > 0 else self._chunk)
 
 
 class CountingFile(io.FileIO):

@@ -17,22 +17,12 @@ import pytest
 from imageintrospect import FormatMismatch, InspectingReader, Metadata, introspect
 from imageintrospect.stream import HEAD_KEEP, TAIL_KEEP
 
-from conftest import needs_qemu, qemu_img, run
+from conftest import OnlyRead, needs_qemu, qemu_img, run
+from conftest import streamed as streamed_answer
 
 pytestmark = needs_qemu
 
 MiB = 1024 * 1024
-
-
-class OnlyRead:
-    """A forward-only source: read() returns at most ``chunk`` bytes, nothing else exists."""
-
-    def __init__(self, data: bytes, chunk: int) -> None:
-        self._buf = io.BytesIO(data)
-        self._chunk = chunk
-
-    def read(self, size: int = -1) -> bytes:
-        return self._buf.read(self._chunk if size < 0 else min(size, self._chunk))
 
 
 def _write(path: Path, *commands: str) -> None:
@@ -133,7 +123,7 @@ def test_stream_gives_the_seekable_answer(images: dict[str, Path], kind: str, ch
     if chunk == 17 and len(data) > 8 * MiB:
         pytest.skip("17-byte reads of a large image only slow the suite down")
     seekable = introspect(path)
-    streamed = introspect(OnlyRead(data, chunk))
+    streamed = streamed_answer(data, chunk)
     assert comparable(streamed) == comparable(seekable)
     # Everything these images hold lies where a single pass can catch it.
     assert "stream-unchecked" not in streamed.codes(), streamed.findings

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from imageintrospect import ImageIntrospectError, InternalParserError, Metadata, introspect
 
 from conftest import QEMU_IMG, needs_qemu, patch, qemu_img, run
+from conftest import OnlyRead as Stream
 
 pytestmark = needs_qemu
 
@@ -93,15 +94,6 @@ def set_blocks_allocated(path: Path, count: int) -> None:
 
 def used(path: Path) -> list[int]:
     return [i for i, entry in enumerate(block_map(path)) if entry < ZERO]
-
-
-class Stream:
-    def __init__(self, data: bytes, chunk: int) -> None:
-        self._buffer = io.BytesIO(data)
-        self._chunk = chunk
-
-    def read(self, size: int = -1) -> bytes:
-        return self._buffer.read(self._chunk if size < 0 else min(size, self._chunk))
 
 
 def finding(md: Metadata, code: str) -> str:

@@ -25,7 +25,7 @@ from imageintrospect import ImageIntrospectError, InternalParserError, Metadata,
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.qemu_json import qemu_info_dict
 
-from conftest import QEMU_IMG, needs_qemu, patch, qemu_img, qemu_info
+from conftest import QEMU_IMG, forward_only, needs_qemu, patch, qemu_img, qemu_info
 
 pytestmark = needs_qemu
 
@@ -125,19 +125,6 @@ def qemu_refuses(path: Path) -> str:
     )
     assert proc.returncode != 0, f"qemu-img opened {path}"
     return proc.stderr
-
-
-def stream(data: bytes, chunk: int = 65536) -> Any:
-    """A forward-only reader: no seek, no tell, just read()."""
-
-    class Stream:
-        def __init__(self) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(min(n, chunk) if n and n > 0 else chunk)
-
-    return Stream()
 
 
 def to_bytes(size: str) -> int:
@@ -635,7 +622,7 @@ def image_variants(dynamic: Path, fixed: Path) -> list[bytes]:
 def test_stream_and_seekable_agree(dynamic: Path, fixed: Path, chunk: int) -> None:
     for data in image_variants(dynamic, fixed):
         seekable = introspect(io.BytesIO(data)).to_dict()
-        assert introspect(stream(data, chunk)).to_dict() == seekable
+        assert introspect(forward_only(data, chunk)).to_dict() == seekable
         json.dumps(seekable)
 
 
@@ -643,7 +630,7 @@ def test_stream_of_a_large_fixed_disk(make_image: MakeImage) -> None:
     """Only the head and tail windows are kept; the footer is in the tail."""
     path = make_image("vpc", "12M", "-o", "subformat=fixed")
     data = path.read_bytes()
-    assert introspect(stream(data)).to_dict() == introspect(path).to_dict()
+    assert introspect(forward_only(data)).to_dict() == introspect(path).to_dict()
 
 
 @pytest.mark.parametrize("subformat", ["dynamic", "fixed"])
@@ -733,4 +720,4 @@ def test_mutated_metadata_never_escapes(seed_images: list[bytes], data: st.DataO
     json.dumps(md.to_dict())
     if md.format == "vhd":
         json.dumps(qemu_info_dict(md, "x.vhd", None))
-        assert introspect(stream(bytes(blob), 4096)).to_dict() == md.to_dict()
+        assert introspect(forward_only(bytes(blob), 4096)).to_dict() == md.to_dict()

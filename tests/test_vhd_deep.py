@@ -25,6 +25,7 @@ from imageintrospect import ImageIntrospectError, InternalParserError, Metadata,
 from imageintrospect.formats.blocktables import STREAM_HOLD_LIMIT
 
 from conftest import QEMU_IMG, needs_qemu, patch, qemu_img, run
+from conftest import OnlyRead as Stream
 
 pytestmark = needs_qemu
 
@@ -84,17 +85,6 @@ def set_entry(path: Path, index: int, sector: int) -> None:
 
 def allocated_indexes(path: Path) -> list[int]:
     return [i for i, sector in enumerate(bat_entries(path)) if sector != UNALLOCATED]
-
-
-class Stream:
-    """A forward-only source: ``read()`` only, at most ``chunk`` bytes at a time."""
-
-    def __init__(self, data: bytes, chunk: int) -> None:
-        self._buffer = io.BytesIO(data)
-        self._chunk = chunk
-
-    def read(self, size: int = -1) -> bytes:
-        return self._buffer.read(self._chunk if size < 0 else min(size, self._chunk))
 
 
 def finding(md: Metadata, code: str) -> str:

@@ -29,7 +29,7 @@ from imageintrospect.formats.vhdx import VhdxSection
 from imageintrospect.qemu_json import qemu_info_dict
 from imageintrospect.source import Source, StreamGap
 
-from conftest import QEMU_IMG, needs_qemu, patch, qemu_img, qemu_info
+from conftest import QEMU_IMG, OnlyRead, forward_only, needs_qemu, patch, qemu_img, qemu_info
 
 MakeImage = Callable[..., Path]
 
@@ -89,19 +89,6 @@ def qemu_refuses(path: Path) -> bool:
 def section_of(md: Metadata) -> VhdxSection:
     assert isinstance(md.vhdx, VhdxSection)
     return md.vhdx
-
-
-def stream(path: Path, chunk: int = 65536) -> Any:
-    """A forward-only reader over the image: no seek, no tell, just read()."""
-
-    class Stream:
-        def __init__(self, data: bytes) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(min(n, chunk) if n and n > 0 else chunk)
-
-    return Stream(path.read_bytes())
 
 
 def qemu_version() -> str:
@@ -831,7 +818,7 @@ def test_header_only_reads_little(make_image: MakeImage) -> None:
 def test_stream_and_seekable_agree(make_image: MakeImage, chunk: int) -> None:
     path = make_image("vhdx", "64M")
     add_parent_locator(path, {"parent_linkage": "{x}", "relative_path": "p.vhdx"})
-    assert introspect(stream(path, chunk)).to_dict() == introspect(path).to_dict()
+    assert introspect(forward_only(path, chunk)).to_dict() == introspect(path).to_dict()
 
 
 @needs_qemu
@@ -848,7 +835,7 @@ def test_stream_keeps_a_metadata_region_far_in(
     assert metadata_offset(path) >= 4 * MiB
     seekable = introspect(path)
     assert seekable.safe and seekable.findings == ()
-    assert introspect(stream(path)).to_dict() == seekable.to_dict()
+    assert introspect(forward_only(path)).to_dict() == seekable.to_dict()
 
 
 class GappySource(Source):
@@ -942,7 +929,7 @@ def test_mutated_structures_never_escape(seed_images: list[bytes], data: st.Data
         _fix_checksums(blob)  # reach past the CRCs into the tables they guard
     if data.draw(st.integers(0, 4)) == 0:
         blob = blob[: data.draw(st.integers(0, len(blob)))]
-    for source in (io.BytesIO(bytes(blob)), stream_of(bytes(blob))):
+    for source in (io.BytesIO(bytes(blob)), OnlyRead(bytes(blob))):
         try:
             md = introspect(source)
         except InternalParserError as exc:  # a bug: re-raise with the cause visible
@@ -950,14 +937,3 @@ def test_mutated_structures_never_escape(seed_images: list[bytes], data: st.Data
         except ImageIntrospectError:
             continue
         json.dumps(md.to_dict())
-
-
-def stream_of(data: bytes) -> Any:
-    class Stream:
-        def __init__(self) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(n)
-
-    return Stream()

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from imageintrospect import ImageIntrospectError, InternalParserError, Metadata, introspect
 
 from conftest import QEMU_IMG, needs_qemu, patch, qemu_img, run
+from conftest import OnlyRead as Stream
 
 pytestmark = needs_qemu
 
@@ -133,15 +134,6 @@ def touched_blocks(writes: list[tuple[int, int]], block_size: int) -> set[int]:
         for start, length in writes
         for b in range(start // block_size, -(-(start + length) // block_size))
     }
-
-
-class Stream:
-    def __init__(self, data: bytes, chunk: int) -> None:
-        self._buffer = io.BytesIO(data)
-        self._chunk = chunk
-
-    def read(self, size: int = -1) -> bytes:
-        return self._buffer.read(self._chunk if size < 0 else min(size, self._chunk))
 
 
 def finding(md: Metadata, code: str) -> str:

@@ -22,7 +22,7 @@ from imageintrospect.errors import FormatMismatch
 from imageintrospect.formats import vmdk
 
 import vmware_stream as vs
-from conftest import needs_qemu, patch, qemu_img, qemu_info, run
+from conftest import OnlyRead, forward_only, needs_qemu, patch, qemu_img, qemu_info, run
 
 pytestmark = needs_qemu
 
@@ -101,22 +101,9 @@ def ddb(text: str, key: str) -> str:
     return match[1]
 
 
-def stream_of(data: bytes, chunk: int = 65536) -> Any:
-    """A forward-only reader over ``data``: no seek, no tell, only read()."""
-
-    class Stream:
-        def __init__(self) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(min(n, chunk) if n and n > 0 else chunk)
-
-    return Stream()
-
-
 def assert_stream_agrees(path: Path) -> None:
     seekable = introspect(path).to_dict()
-    streamed = introspect(stream_of(path.read_bytes())).to_dict()
+    streamed = introspect(forward_only(path)).to_dict()
     assert streamed == seekable
 
 
@@ -457,7 +444,7 @@ def test_stream_cut_at_several_points(tmp_path: Path) -> None:
         md = introspect(path)
         assert not md.safe, (cut, md.findings)
         assert codes(md) & expected, (cut, md.findings)
-        assert introspect(stream_of(layout.data[:cut])).to_dict() == md.to_dict()
+        assert introspect(OnlyRead(layout.data[:cut])).to_dict() == md.to_dict()
 
 
 def test_qemu_stream_cut_before_tables(make_image: MakeImage) -> None:

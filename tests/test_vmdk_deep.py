@@ -34,7 +34,7 @@ from imageintrospect import (
 )
 
 import vmware_stream as vs
-from conftest import needs_qemu, patch, qemu_img, run
+from conftest import OnlyRead, needs_qemu, patch, qemu_img, run, streamed
 
 pytestmark = needs_qemu
 
@@ -116,23 +116,12 @@ def qemu_check_ok(path: Path) -> bool:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def stream_of(data: bytes, chunk: int) -> Any:
-    class Stream:
-        def __init__(self) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(chunk)
-
-    return Stream()
-
-
 def deep(path: Path) -> Metadata:
     """Seekable introspection, checked against streamed reads at every chunk size."""
     md = introspect(path)
     data = path.read_bytes()
     for chunk in CHUNKS:
-        assert introspect(stream_of(data, chunk)).to_dict() == md.to_dict(), chunk
+        assert streamed(data, chunk).to_dict() == md.to_dict(), chunk
     return md
 
 
@@ -635,7 +624,7 @@ def test_mutated_tables_and_markers(
         del mutant[cut % len(mutant) :]
     image = bytes(mutant)
     answers = []
-    for source in (io.BytesIO(image), stream_of(image, 4096)):
+    for source in (io.BytesIO(image), OnlyRead(image, 4096)):
         try:
             answers.append(introspect(source).to_dict())
         except InternalParserError:

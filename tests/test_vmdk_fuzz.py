@@ -24,7 +24,7 @@ from imageintrospect import ImageIntrospectError, InternalParserError, Metadata,
 from imageintrospect.formats import vmdk
 
 import vmware_stream as vs
-from conftest import needs_qemu, qemu_img
+from conftest import OnlyRead, needs_qemu, qemu_img
 
 pytestmark = needs_qemu
 
@@ -56,17 +56,6 @@ def seeds() -> dict[str, bytes]:
     return out
 
 
-def stream_of(data: bytes) -> Any:
-    class Stream:
-        def __init__(self) -> None:
-            self._buf = io.BytesIO(data)
-
-        def read(self, n: int = -1) -> bytes:
-            return self._buf.read(n if n and n > 0 else 65536)
-
-    return Stream()
-
-
 def outcome(source: Any) -> dict[str, Any] | str:
     """``to_dict()`` (checked JSON-ready, with a working qemu view) or the error's class."""
     try:
@@ -86,7 +75,7 @@ def outcome(source: Any) -> dict[str, Any] | str:
 
 def check(data: bytes) -> None:
     seekable = outcome(io.BytesIO(data))
-    streamed = outcome(stream_of(data))
+    streamed = outcome(OnlyRead(data))
     assert streamed == seekable
 
 

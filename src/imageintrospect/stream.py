@@ -122,9 +122,6 @@ class Collector:
                 if not scan.done and not scan.lost:
                     scan.feed(start, chunk)
 
-    def finish(self) -> None:
-        """Nothing more will arrive (the tail already holds at least the last TAIL_KEEP)."""
-
     @property
     def tail(self) -> bytes:
         if self._joined is None:
@@ -321,7 +318,6 @@ class StreamInspector:
         self._next_run = None  # enough: the rest is judged at the end
 
     def finish(self) -> Any:
-        self.collector.finish()
         self._call_on_head()
         return self._parse(CollectedSource(self.collector, final=True))
 
