@@ -5,12 +5,17 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
+
+from imageintrospect import ImageIntrospectError, InternalParserError, Metadata, introspect
+from imageintrospect.qemu_json import qemu_info_dict
 
 QEMU_IMG = shutil.which("qemu-img")
 
@@ -44,6 +49,61 @@ def patch(path: Path, offset: int, data: bytes) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
         f.write(data)
+
+
+def edit(path: Path, offset: int, fmt: str, *values: Any) -> Path:
+    """``patch`` with ``struct.pack(fmt, *values)``; returns ``path`` for chaining."""
+    patch(path, offset, struct.pack(fmt, *values))
+    return path
+
+
+def qemu_refuses(path: Path, fmt: str | None = None) -> bool:
+    """True if ``qemu-img info`` (as ``fmt``, or probing) cannot open ``path``."""
+    try:
+        qemu_info(path, fmt)
+    except AssertionError:
+        return True
+    return False
+
+
+def ours_as_qemu(path: Path) -> dict[str, Any]:
+    """Our ``qemu-img info --output=json`` view of ``path`` (the CLI's qemu-json)."""
+    return qemu_info_dict(introspect(path), str(path), None)
+
+
+def introspect_hostile(source: Any) -> Metadata | None:
+    """``introspect()`` of a hostile image, as the never-escape properties want it: the
+    Metadata (checked to serialise as JSON), or None when it was refused with an
+    ImageIntrospectError.  An InternalParserError is a parser defect (an unexpected
+    exception wrapped by the library): the test fails with its cause shown."""
+    try:
+        md = introspect(source)
+    except InternalParserError as exc:
+        raise AssertionError(f"parser defect: {exc.__cause__!r}") from exc
+    except ImageIntrospectError:
+        return None
+    json.dumps(md.to_dict())
+    return md
+
+
+def mutate_bytes(data: Any, seed: bytes, offsets: st.SearchStrategy[int]) -> bytearray:
+    """``seed`` with 1 to 12 bytes at drawn ``offsets`` overwritten, then maybe cut short."""
+    blob = bytearray(seed)
+    edits = data.draw(st.lists(st.tuples(offsets, st.integers(0, 255)), min_size=1, max_size=12))
+    for offset, value in edits:
+        blob[offset] = value
+    if data.draw(st.booleans()):
+        blob = blob[: data.draw(st.integers(0, len(blob)))]
+    return blob
+
+
+def assert_same_as_qemu(path: Path, fmt: str | None = None) -> Metadata:
+    """Our qemu-img view equals qemu-img's, key for key, except the host's actual-size
+    (which qemu takes from the host file system). Returns our Metadata."""
+    theirs = qemu_info(path, fmt)
+    theirs.pop("actual-size", None)
+    assert ours_as_qemu(path) == theirs
+    return introspect(path)
 
 
 @pytest.fixture

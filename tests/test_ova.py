@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imageintrospect import ImageIntrospectError, InternalParserError, introspect
+from imageintrospect import introspect
 
-from conftest import needs_qemu, qemu_img, run
+from conftest import introspect_hostile, needs_qemu, qemu_img, run
 from conftest import streamed as streamed_answer
 
 pytestmark = needs_qemu
@@ -458,13 +458,9 @@ def test_mutated_ova_never_escapes(seed_ova: bytes, data: st.DataObject) -> None
     blob = bytearray(seed_ova)
     for _ in range(data.draw(st.integers(1, 10))):
         blob[data.draw(st.integers(0, min(len(blob), 8192) - 1))] = data.draw(st.integers(0, 255))
-    try:
-        md = introspect(io.BytesIO(bytes(blob)))
-    except InternalParserError as exc:
-        raise AssertionError(f"parser defect: {exc.__cause__!r}") from exc
-    except ImageIntrospectError:
+    md = introspect_hostile(io.BytesIO(bytes(blob)))
+    if md is None:
         return
-    json.dumps(md.to_dict())
 
 
 @pytest.mark.parametrize("manifest_last", [False, True])

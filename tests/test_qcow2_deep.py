@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imageintrospect import ImageIntrospectError, InternalParserError, Metadata, introspect
+from imageintrospect import Metadata, introspect
 
-from conftest import needs_qemu, patch, qemu_img, run
+from conftest import introspect_hostile, needs_qemu, patch, qemu_img, run
 from conftest import streamed as streamed_answer
 
 pytestmark = needs_qemu
@@ -248,10 +248,6 @@ def test_mutated_tables_never_escape(
         base = data.draw(st.sampled_from([l1, l2]))
         at = base + data.draw(st.integers(0, 4095))
         image[at] = data.draw(st.integers(0, 255))
-    try:
-        md = introspect(io.BytesIO(bytes(image)))
-    except InternalParserError as exc:
-        raise AssertionError(f"parser defect: {exc.__cause__!r}") from exc
-    except ImageIntrospectError:
+    md = introspect_hostile(io.BytesIO(bytes(image)))
+    if md is None:
         return
-    json.dumps(md.to_dict())

@@ -21,11 +21,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imageintrospect import ImageIntrospectError, InternalParserError, Metadata, introspect
+from imageintrospect import Metadata, introspect
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.qemu_json import qemu_info_dict
 
-from conftest import QEMU_IMG, forward_only, needs_qemu, patch, qemu_img, qemu_info
+from conftest import (
+    QEMU_IMG,
+    forward_only,
+    introspect_hostile,
+    needs_qemu,
+    ours_as_qemu,
+    patch,
+    qemu_img,
+    qemu_info,
+)
 
 pytestmark = needs_qemu
 
@@ -103,10 +112,6 @@ def edit_header(path: Path, edit: Callable[[bytearray], None], *, reseal: bool =
         seal(header, HEADER_OFFSETS["checksum"])
     data[at : at + 1024] = header
     path.write_bytes(bytes(data))
-
-
-def ours_as_qemu(path: Path) -> dict[str, Any]:
-    return qemu_info_dict(introspect(path), str(path), None)
 
 
 def assert_same_as_qemu(path: Path) -> Metadata:
@@ -711,13 +716,9 @@ def test_mutated_metadata_never_escapes(seed_images: list[bytes], data: st.DataO
             blob[512:1536] = header
     if data.draw(st.booleans()):
         blob = blob[: data.draw(st.integers(0, len(blob)))]
-    try:
-        md = introspect(io.BytesIO(bytes(blob)))
-    except InternalParserError as exc:  # a bug: re-raise with the cause visible
-        raise AssertionError(f"parser defect: {exc.__cause__!r}") from exc
-    except ImageIntrospectError:
+    md = introspect_hostile(io.BytesIO(bytes(blob)))
+    if md is None:
         return
-    json.dumps(md.to_dict())
     if md.format == "vhd":
         json.dumps(qemu_info_dict(md, "x.vhd", None))
         assert introspect(forward_only(bytes(blob), 4096)).to_dict() == md.to_dict()

@@ -21,15 +21,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imageintrospect import ImageIntrospectError, InternalParserError, Metadata, introspect
+from imageintrospect import Metadata, introspect
 from imageintrospect.core import introspect_source
 from imageintrospect.crc32c import crc32c, crc32c_bytewise
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.formats.vhdx import VhdxSection
-from imageintrospect.qemu_json import qemu_info_dict
 from imageintrospect.source import Source, StreamGap
 
-from conftest import QEMU_IMG, OnlyRead, forward_only, needs_qemu, patch, qemu_img, qemu_info
+from conftest import (
+    QEMU_IMG,
+    OnlyRead,
+    assert_same_as_qemu,
+    forward_only,
+    introspect_hostile,
+    needs_qemu,
+    patch,
+    qemu_img,
+    qemu_info,
+)
 
 MakeImage = Callable[..., Path]
 
@@ -64,18 +73,6 @@ HEADER_FIELDS = (
 
 
 # --- helpers: qemu's view and ours ---------------------------------------------------------
-
-
-def ours_as_qemu(path: Path) -> dict[str, Any]:
-    return qemu_info_dict(introspect(path), str(path), None)
-
-
-def assert_same_as_qemu(path: Path) -> Metadata:
-    """Our qemu-img view equals qemu-img's, key for key, except the host's actual-size."""
-    theirs = qemu_info(path)
-    theirs.pop("actual-size", None)
-    assert ours_as_qemu(path) == theirs
-    return introspect(path)
 
 
 def qemu_refuses(path: Path) -> bool:
@@ -930,10 +927,6 @@ def test_mutated_structures_never_escape(seed_images: list[bytes], data: st.Data
     if data.draw(st.integers(0, 4)) == 0:
         blob = blob[: data.draw(st.integers(0, len(blob)))]
     for source in (io.BytesIO(bytes(blob)), OnlyRead(bytes(blob))):
-        try:
-            md = introspect(source)
-        except InternalParserError as exc:  # a bug: re-raise with the cause visible
-            raise AssertionError(f"parser defect: {exc.__cause__!r}") from exc
-        except ImageIntrospectError:
+        md = introspect_hostile(source)
+        if md is None:
             continue
-        json.dumps(md.to_dict())
