@@ -793,7 +793,13 @@ class _WindowReader:
 
 
 def _feature_names(bits: int, names: dict[int, str]) -> tuple[str, ...]:
-    return tuple(names.get(bit, f"bit-{bit}") for bit in range(64) if bits >> bit & 1)
+    found = []
+    bits &= (1 << 64) - 1
+    while bits:  # only the set bits, lowest first (most fields have none or one)
+        bit = (bits & -bits).bit_length() - 1
+        found.append(names.get(bit, f"bit-{bit}"))
+        bits &= bits - 1
+    return tuple(found)
 
 
 def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
