@@ -3,7 +3,8 @@
 Like pyelftools' ``struct_parse``, every construct error becomes an :class:`InvalidImage`
 naming the structure that failed, so no construct exception reaches a caller.  Schemas are
 used interpreted (never ``.compile()``d): the input is hostile and the interpreter is the
-better-reviewed path.
+better-reviewed path.  Headers are parsed that way; the entries of a table, repeated tens of
+times, go through :class:`EntryTable`, a plain ``struct`` layout derived from the schema.
 """
 
 from __future__ import annotations
