@@ -3,11 +3,15 @@
 Like pyelftools' ``struct_parse``, every construct error becomes an :class:`InvalidImage`
 naming the structure that failed, so no construct exception reaches a caller.  Schemas are
 used interpreted (never ``.compile()``d): the input is hostile and the interpreter is the
-better-reviewed path.
+better-reviewed path.  Headers are parsed that way; the entries of a table, repeated tens of
+times, go through :class:`EntryTable`, a plain ``struct`` layout derived from the schema.
 """
 
 from __future__ import annotations
 
+import struct
+from collections import namedtuple
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import construct
@@ -26,3 +30,50 @@ def parse_struct(schema: construct.Construct, data: bytes, what: str) -> Any:
 def cstring(raw: bytes, encoding: str = "utf-8") -> str:
     """Decode a NUL-padded byte field; undecodable bytes are replaced, never raised."""
     return raw.split(b"\0", 1)[0].decode(encoding, errors="replace")
+
+
+class EntryTable:
+    """Fast decoding of a table's fixed-size entries, derived from their construct schema.
+
+    The construct ``Struct`` stays the documented layout (and what tests and fuzz seeds take
+    field offsets from); this precompiles the same layout into one :class:`struct.Struct`,
+    because interpreted construct costs a few µs per field and a table repeats its entry
+    tens of times on every image.  Only schemas made of fixed-size integers and byte strings
+    (one byte order) can be derived; anything else is refused when the module is imported.
+    ``tests/fuzz/test_entry_tables.py`` checks that both decodings agree on real and random bytes.
+    """
+
+    def __init__(self, schema: construct.Struct, name: str, what: str) -> None:
+        fields = [(sub.name, sub.subcon) for sub in schema.subcons]
+        orders = {f.fmtstr[0] for _, f in fields if isinstance(f, construct.FormatField)}
+        if len(orders) > 1:
+            raise TypeError(f"{name}: fields of more than one byte order")
+        codes = "".join(_struct_code(name, field) for _, field in fields)
+        self.schema = schema
+        self.what = what  # names the entry in errors, as parse_struct's ``what`` does
+        self.layout = struct.Struct((orders.pop() if orders else ">") + codes)
+        self.size = self.layout.size
+        # Entries are named tuples: read like the construct Container (``entry.first_lba``).
+        field_names = [str(field_name) for field_name, _ in fields]
+        entry_type: Any = namedtuple(name, field_names)  # type: ignore[misc]  # name is dynamic
+        self._make: Callable[[Iterable[Any]], Any] = entry_type._make
+
+    def decode(self, data: bytes, offset: int = 0) -> Any:
+        """The entry at ``offset`` of ``data``; :class:`InvalidImage` when it is cut short,
+        as :func:`parse_struct` would raise."""
+        if len(data) - offset < self.size:
+            raise InvalidImage(f"{self.what}: cannot parse (StreamError)")
+        return self._make(self.layout.unpack_from(data, offset))
+
+    def decode_all(self, data: bytes) -> list[Any]:
+        """Every whole entry in ``data``, back to back (a trailing part entry is ignored)."""
+        whole = len(data) - len(data) % self.size
+        return [self._make(v) for v in self.layout.iter_unpack(data[:whole])]
+
+
+def _struct_code(table: str, field: construct.Construct) -> str:
+    if isinstance(field, construct.FormatField):
+        return str(field.fmtstr[1:])
+    if isinstance(field, construct.Bytes) and isinstance(field.length, int):
+        return f"{field.length}s"
+    raise TypeError(f"{table}: {field!r} has no fixed struct layout")

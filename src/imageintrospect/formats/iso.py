@@ -141,6 +141,9 @@ BOOT_ENTRY = c.Struct(
     "sector_count" / c.Int16ul,
     "load_rba" / c.Int32ul,
 )
+# sizeof() walks a schema: once here, not on every image.
+BOOT_RECORD_SIZE = BOOT_RECORD.sizeof()
+BOOT_ENTRY_SIZE = BOOT_ENTRY.sizeof()
 SECTION_HEADER = c.Struct("indicator" / c.Int8ul, "platform" / c.Int8ul, "entries" / c.Int16ul)
 ENTRY_BOOTABLE = 0x88
 ENTRY_NOT_BOOTABLE = 0x00
@@ -415,7 +418,7 @@ def _record_iso(ctx: Context, walk: _Walk, raw: bytes, offset: int) -> None:
             parse_struct(VOLUME_DESCRIPTOR, raw, "ISO supplementary volume descriptor")
         )
     elif header.type == TYPE_BOOT and walk.boot is None:
-        record = parse_struct(BOOT_RECORD, raw[: BOOT_RECORD.sizeof()], "ISO boot record")
+        record = parse_struct(BOOT_RECORD, raw[:BOOT_RECORD_SIZE], "ISO boot record")
         if record.boot_system_id.rstrip(b"\0 ") == EL_TORITO_ID:
             walk.boot = record
 
@@ -541,7 +544,7 @@ def _catalog_entries(raw: bytes, default_platform: int) -> tuple[BootEntry, ...]
 
 
 def _boot_entry(raw: bytes, platform: int) -> BootEntry:
-    entry = parse_struct(BOOT_ENTRY, raw[: BOOT_ENTRY.sizeof()], "El Torito boot entry")
+    entry = parse_struct(BOOT_ENTRY, raw[:BOOT_ENTRY_SIZE], "El Torito boot entry")
     return BootEntry(
         platform=PLATFORMS.get(platform, f"platform-0x{platform:02x}"),
         bootable=entry.indicator == ENTRY_BOOTABLE,

@@ -23,7 +23,7 @@ import construct as c
 from .. import findings as F
 from ..errors import InvalidImage
 from ..source import StreamGap
-from ..structs import cstring, parse_struct
+from ..structs import EntryTable, cstring, parse_struct
 from .base import Context, FormatSpec, Parsed, Probe, Section
 
 NAME = "luks"
@@ -54,6 +54,11 @@ HEADER_V1 = c.Struct(
     "key_slots" / c.Array(8, KEY_SLOT_V1),
 )
 HEADER_V1_SIZE = 592
+# The eight key slots are a table at the header's end: construct parses the fields before
+# them (HEADER_V1_FIELDS), struct the slots (KEY_SLOT_TABLE, derived from KEY_SLOT_V1).
+HEADER_V1_FIELDS = c.Struct(*(sub for sub in HEADER_V1.subcons if sub.name != "key_slots"))
+KEY_SLOT_TABLE = EntryTable(KEY_SLOT_V1, "KeySlotV1", "LUKS1 key slot")
+KEY_SLOTS_V1_AT = HEADER_V1_FIELDS.sizeof()  # 208
 
 HEADER_V2 = c.Struct(
     "magic" / c.Const(MAGIC),
@@ -259,9 +264,10 @@ def _parse_luks1_struct(header: bytes) -> Any:
 def _parse_luks1_block(block: bytes) -> Any:
     """The parsed 592-byte header; cached because decoding and judging both need it (the
     result is only read, never changed)."""
-    hdr = parse_struct(HEADER_V1, block, "LUKS1 header")
+    hdr = parse_struct(HEADER_V1_FIELDS, block[:KEY_SLOTS_V1_AT], "LUKS1 header")
     if hdr.version != 1:
         raise InvalidImage(f"LUKS header version {hdr.version}, not 1")
+    hdr.key_slots = tuple(KEY_SLOT_TABLE.decode_all(block[KEY_SLOTS_V1_AT:]))
     return hdr
 
 

@@ -23,7 +23,7 @@ import construct as c
 
 from .. import findings as F
 from ..source import StreamGap
-from ..structs import parse_struct
+from ..structs import EntryTable, parse_struct
 from .base import Context, Section
 
 MBR_SIZE = 512
@@ -53,6 +53,8 @@ MBR_ENTRY = c.Struct(
     "sectors" / c.Int32ul,
 )
 MBR_TABLE = c.Array(4, MBR_ENTRY)
+# Table entries repeat: decoded by struct, derived from the schemas (see structs.EntryTable).
+MBR_ENTRY_TABLE = EntryTable(MBR_ENTRY, "MbrEntry", "MBR partition entries")
 
 GPT_HEADER = c.Struct(
     "signature" / c.Bytes(8),
@@ -80,7 +82,7 @@ GPT_ENTRY = c.Struct(
     "attributes" / c.Int64ul,
     "name" / c.Bytes(72),
 )
-GPT_ENTRY_SIZE = GPT_ENTRY.sizeof()  # sizeof() walks the schema: once, not per entry
+GPT_ENTRY_TABLE = EntryTable(GPT_ENTRY, "GptEntry", "GPT partition entry")
 NO_GUID = bytes(16)
 
 # The BIOS parameter block fields shared by every FAT variant (and, in part, NTFS).
@@ -95,6 +97,7 @@ FAT_BPB = c.Struct(
     "total_sectors_16" / c.Int16ul,
     "media" / c.Int8ul,
 )
+FAT_BPB_SIZE = FAT_BPB.sizeof()  # sizeof() walks the schema: once, not per image
 FAT12_16_TYPE_OFFSET = 54
 FAT32_TYPE_OFFSET = 82
 
@@ -227,7 +230,7 @@ def scan(ctx: Context, *, hybrid_iso: bool = False) -> DiskLayout:
     if len(sector0) < MBR_SIZE or sector0[510:512] != BOOT_SIGNATURE:
         mbr_entries: list[Any] = []
     else:
-        mbr_entries = list(parse_struct(MBR_TABLE, sector0[446:510], "MBR partition entries"))
+        mbr_entries = MBR_ENTRY_TABLE.decode_all(sector0[446:510])
     boot_sector = _boot_sector_kind(sector0) if mbr_entries else None
     gpt = _scan_gpt(ctx, mbr_entries, hybrid_iso)
     if gpt is not None:
@@ -254,11 +257,13 @@ def _boot_sector_kind(sector: bytes) -> str | None:
         return "ntfs"
     if sector[3:11] == b"EXFAT   ":
         return "exfat"
-    bpb = parse_struct(FAT_BPB, sector[: FAT_BPB.sizeof()], "FAT boot sector")
-    jumps = (bpb.jump[0] == 0xEB and bpb.jump[2] == 0x90) or bpb.jump[0] == 0xE9
+    # The jump instruction first, on the bytes: most sectors fail it, without a parse.
+    jumps = (sector[0] == 0xEB and sector[2] == 0x90) or sector[0] == 0xE9
+    if not jumps:
+        return None
+    bpb = parse_struct(FAT_BPB, sector[:FAT_BPB_SIZE], "FAT boot sector")
     plausible = (
-        jumps
-        and bpb.bytes_per_sector in (512, 1024, 2048, 4096)
+        bpb.bytes_per_sector in (512, 1024, 2048, 4096)
         and bpb.sectors_per_cluster in (1, 2, 4, 8, 16, 32, 64, 128)
         and bpb.reserved_sectors >= 1
         and 1 <= bpb.fat_count <= 4
@@ -532,8 +537,7 @@ def _gpt_partitions(array: bytes, entry_size: int) -> tuple[GptPartition, ...]:
     for index, offset in enumerate(range(0, len(array), entry_size), start=1):
         if array[offset : offset + 16] == NO_GUID:  # an unused slot: most of the array
             continue
-        raw = array[offset : offset + GPT_ENTRY_SIZE]
-        entry = parse_struct(GPT_ENTRY, raw, "GPT partition entry")
+        entry = GPT_ENTRY_TABLE.decode(array, offset)
         partitions.append(
             GptPartition(
                 index=index,

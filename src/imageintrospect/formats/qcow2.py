@@ -20,7 +20,7 @@ from .. import findings as F
 from .. import scan
 from ..errors import InvalidImage
 from ..source import MAX_READ, StreamGap
-from ..structs import cstring, parse_struct
+from ..structs import EntryTable, cstring, parse_struct
 from . import luks
 from .base import Context, FormatSpec, Parsed, Probe, Section
 from .luks import LuksSection
@@ -81,6 +81,8 @@ SNAPSHOT_ENTRY = c.Struct(
     "extra_size" / c.Int32ub,
 )
 SNAPSHOT_ENTRY_SIZE = 40
+# Snapshot entries repeat: decoded by struct, derived from the schema above.
+SNAPSHOT_TABLE = EntryTable(SNAPSHOT_ENTRY, "SnapshotEntry", "qcow2 snapshot entry")
 # The optional extra data of a snapshot entry, as far as each field reaches.
 SNAPSHOT_EXTRA = struct.Struct(">QQQ")  # vm_state_size_large, disk_size, icount
 
@@ -94,6 +96,9 @@ BITMAP_DIRECTORY_ENTRY = c.Struct(
     "extra_data_size" / c.Int32ub,
 )
 BITMAP_DIRECTORY_ENTRY_SIZE = 24
+BITMAP_DIRECTORY_TABLE = EntryTable(
+    BITMAP_DIRECTORY_ENTRY, "BitmapDirectoryEntry", "qcow2 bitmap entry"
+)
 
 EXT_END = 0x00000000
 EXT_BACKING_FORMAT = 0xE2792ACA
@@ -662,7 +667,7 @@ def _read_snapshots(ctx: Context, hdr: Any, cluster_size: int) -> tuple[Snapshot
     try:
         for _ in range(count):
             fixed = reader.take(SNAPSHOT_ENTRY_SIZE)
-            entry = parse_struct(SNAPSHOT_ENTRY, fixed, "qcow2 snapshot entry")
+            entry = SNAPSHOT_TABLE.decode(fixed)
             if entry.extra_size > MAX_SNAPSHOT_EXTRA:
                 raise _TableEnds(f"extra data of {entry.extra_size} bytes", BAD_SNAPSHOTS)
             extra = reader.take(entry.extra_size)
@@ -723,7 +728,7 @@ def _read_bitmaps(
     try:
         for _ in range(ext.nb_bitmaps):
             fixed = reader.take(BITMAP_DIRECTORY_ENTRY_SIZE)
-            entry = parse_struct(BITMAP_DIRECTORY_ENTRY, fixed, "qcow2 bitmap entry")
+            entry = BITMAP_DIRECTORY_TABLE.decode(fixed)
             reader.take(entry.extra_data_size)
             name = reader.take(entry.name_size).decode("utf-8", errors="replace")
             reader.align(8)
@@ -788,7 +793,13 @@ class _WindowReader:
 
 
 def _feature_names(bits: int, names: dict[int, str]) -> tuple[str, ...]:
-    return tuple(names.get(bit, f"bit-{bit}") for bit in range(64) if bits >> bit & 1)
+    found = []
+    bits &= (1 << 64) - 1
+    while bits:  # only the set bits, lowest first (most fields have none or one)
+        bit = (bits & -bits).bit_length() - 1
+        found.append(names.get(bit, f"bit-{bit}"))
+        bits &= bits - 1
+    return tuple(found)
 
 
 def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:

@@ -25,8 +25,9 @@ import construct as c
 
 from .. import findings as F
 from .. import scan
+from ..errors import InvalidImage
 from ..source import StreamGap
-from ..structs import parse_struct
+from ..structs import EntryTable, parse_struct
 from . import blocktables
 from .base import Context, FormatSpec, Parsed, Probe, Section
 from .blocktables import TableSummary
@@ -87,6 +88,12 @@ DYNAMIC_HEADER = c.Struct(
     "reserved2" / c.Bytes(256),
 )
 DYNAMIC_HEADER_SIZE = 1024
+# The parent locators are a table inside the header: construct parses the fields before
+# them (DYNAMIC_HEADER_FIELDS), struct the locators (LOCATOR_TABLE, derived from the schema).
+_LOCATORS_INDEX = [sub.name for sub in DYNAMIC_HEADER.subcons].index("locators")
+DYNAMIC_HEADER_FIELDS = c.Struct(*DYNAMIC_HEADER.subcons[:_LOCATORS_INDEX])
+LOCATORS_AT = DYNAMIC_HEADER_FIELDS.sizeof()  # 576
+LOCATOR_TABLE = EntryTable(PARENT_LOCATOR, "ParentLocator", "VHD parent locator")
 DYNAMIC_CHECKSUM_AT = 36
 
 DISK_TYPES = {2: "fixed", 3: "dynamic", 4: "differencing"}
@@ -383,11 +390,15 @@ def _find_footers(ctx: Context) -> tuple[_Footer | None, _Footer | None]:
                 break
     head = None
     if tail is None or tail.offset >= FOOTER_SIZE:
-        head = _read_footer(ctx, "head", 0, FOOTER_SIZE)
+        head = _read_footer(ctx, "head", 0, FOOTER_SIZE, tail)
     return head, tail
 
 
-def _read_footer(ctx: Context, location: str, offset: int, length: int) -> _Footer | None:
+def _read_footer(
+    ctx: Context, location: str, offset: int, length: int, other: _Footer | None = None
+) -> _Footer | None:
+    """The footer at ``offset``; ``other``'s fields are reused when the bytes are the same
+    (the copy at offset 0 normally is: one construct parse, not two)."""
     try:
         raw = ctx.source.read_at(offset, length)
     except StreamGap:  # head and tail windows always hold both ends; be explicit anyway
@@ -396,6 +407,8 @@ def _read_footer(ctx: Context, location: str, offset: int, length: int) -> _Foot
     if len(raw) != length or raw[:8] != FOOTER_MAGIC:
         return None
     raw = raw.ljust(FOOTER_SIZE, b"\0")
+    if other is not None and other.raw == raw:
+        return _Footer(location, offset, raw, other.fields)
     return _Footer(location, offset, raw, parse_struct(FOOTER, raw, "VHD footer"))
 
 
@@ -498,7 +511,7 @@ def _read_dynamic(ctx: Context, footer: _Footer, tail: _Footer | None) -> _Dynam
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, f"dynamic header at {offset:#x} not kept")
         return None
-    header = parse_struct(DYNAMIC_HEADER, raw, "VHD dynamic header")
+    header = _parse_dynamic_header(raw)
     if header.cookie != DYNAMIC_MAGIC:
         ctx.findings.add(
             BAD_DYNAMIC_HEADER, f"no cxsparse cookie at {offset:#x} (found {header.cookie!r})"
@@ -518,6 +531,17 @@ def _read_dynamic(ctx: Context, footer: _Footer, tail: _Footer | None) -> _Dynam
         if loc.code != b"\0\0\0\0"
     )
     return _Dynamic(header, checksum_valid, locators)
+
+
+def _parse_dynamic_header(raw: bytes) -> Any:
+    """The dynamic header's fields (construct) with its locator table (struct) as ``locators``."""
+    if len(raw) < DYNAMIC_HEADER_SIZE:  # as construct would refuse the whole schema
+        raise InvalidImage("VHD dynamic header: cannot parse (StreamError)")
+    header = parse_struct(DYNAMIC_HEADER_FIELDS, raw[:LOCATORS_AT], "VHD dynamic header")
+    header.locators = LOCATOR_TABLE.decode_all(
+        raw[LOCATORS_AT : LOCATORS_AT + LOCATOR_COUNT * LOCATOR_TABLE.size]
+    )
+    return header
 
 
 def _judge_dynamic_layout(

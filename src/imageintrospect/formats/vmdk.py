@@ -713,6 +713,9 @@ _TEXT_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
 _DESCRIPTOR_COMMENT = re.compile(rb"(?im)^(?:\xef\xbb\xbf)?[ \t]*#[ \t]*disk[ \t]*descriptorfile")
 _CREATE_TYPE_LINE = re.compile(rb"(?im)^[ \t]*createType[ \t]*=")
 _EXTENT_LINE_START = re.compile(rb"(?im)^[ \t]*(?:RW|RDONLY|NOACCESS)[ \t]+\d+[ \t]+[A-Z]+")
+_NOT_NUL = re.compile(rb"[^\0]")
+# The lines qemu's probe accepts first (built once: every image is probed).
+_QEMU_VERSION_LINES = tuple(b"version=%d%s" % (v, nl) for v in (1, 2, 3) for nl in (b"\n", b"\r\n"))
 
 
 def probe(probe: Probe) -> bool:
@@ -740,11 +743,7 @@ def qemu_probes_descriptor(buf: bytes) -> bool:
                 return False
             pos += 1
             continue
-        return any(
-            buf.startswith(b"version=%d%s" % (v, nl), pos)
-            for v in (1, 2, 3)
-            for nl in (b"\n", b"\r\n")
-        )
+        return buf.startswith(_QEMU_VERSION_LINES, pos)
     return False
 
 
@@ -754,9 +753,12 @@ def looks_like_descriptor(head: bytes) -> bool:
     Decided from the given bytes alone (the first 64 KiB), so a descriptor is recognised the
     same way however the file was read.
     """
-    text, _, rest = head.partition(b"\0")
+    nul = head.find(b"\0")
+    text = head if nul < 0 else head[:nul]
     # Cheapest test first: every binary image is refused here without copying its head.
-    if not text.strip() or _TEXT_BYTES.search(text) or rest.lstrip(b"\0"):
+    if not text.strip() or _TEXT_BYTES.search(text):
+        return False
+    if nul >= 0 and _NOT_NUL.search(head, nul):  # only NUL padding may follow the text
         return False
     if _DESCRIPTOR_COMMENT.search(text[:4096]):
         return True
@@ -992,36 +994,37 @@ class _ScannedLine:
     offset: int
 
 
+def _scanf_skip(text: bytes, at: int) -> int:
+    """Past the whitespace at ``at`` (a blank in a scanf format matches any run of it)."""
+    match = _C_SPACES.match(text, at)
+    return match.end() if match is not None else at
+
+
+def _scanf_integer(text: bytes, at: int) -> tuple[int, int] | None:
+    """``%ld`` at ``at``: the value (saturated as strtol does) and where it ends."""
+    match = _SCANF_INT.match(text, _scanf_skip(text, at))
+    if match is None:
+        return None
+    return max(-(1 << 63), min(_INT64_MAX, int(match[0]))), match.end()
+
+
 def _scan_extent(text: bytes, pos: int) -> _ScannedLine:
     """``sscanf(p, "%10s %ld %10s \\"%511[^\\n\\r\\"]\\" %ld", ...)`` on the rest of ``text``.
 
     Like the C call it reads across line breaks: whitespace directives and numbers skip them.
     """
-    fields: list[Any] = []
-
-    def skip(at: int) -> int:
-        match = _C_SPACES.match(text, at)
-        return match.end() if match is not None else at
-
-    def integer(at: int) -> tuple[int, int] | None:
-        match = _SCANF_INT.match(text, skip(at))
-        if match is None:
-            return None
-        return max(-(1 << 63), min(_INT64_MAX, int(match[0]))), match.end()
-
-    access = _SCANF_TOKEN.match(text, skip(pos))
+    access = _SCANF_TOKEN.match(text, _scanf_skip(text, pos))
     if access is None:
         return _ScannedLine(0, b"", 0, b"", b"", -1)
-    fields.append(access[0])
     if access[0] != b"RW":  # qemu ignores every line whose access is not RW
         return _ScannedLine(1, access[0], 0, b"", b"", -1)
-    sectors = integer(access.end())
+    sectors = _scanf_integer(text, access.end())
     if sectors is None:
         return _ScannedLine(1, access[0], 0, b"", b"", -1)
-    kind = _SCANF_TOKEN.match(text, skip(sectors[1]))
+    kind = _SCANF_TOKEN.match(text, _scanf_skip(text, sectors[1]))
     if kind is None:
         return _ScannedLine(2, access[0], sectors[0], b"", b"", -1)
-    at = skip(kind.end())
+    at = _scanf_skip(text, kind.end())
     if text[at : at + 1] != b'"':
         return _ScannedLine(3, access[0], sectors[0], kind[0], b"", -1)
     name = _SCANF_NAME.match(text, at + 1)
@@ -1029,7 +1032,7 @@ def _scan_extent(text: bytes, pos: int) -> _ScannedLine:
         return _ScannedLine(3, access[0], sectors[0], kind[0], b"", -1)
     if text[name.end() : name.end() + 1] != b'"':
         return _ScannedLine(4, access[0], sectors[0], kind[0], name[0], -1)
-    offset = integer(name.end() + 1)
+    offset = _scanf_integer(text, name.end() + 1)
     if offset is None:
         return _ScannedLine(4, access[0], sectors[0], kind[0], name[0], -1)
     return _ScannedLine(5, access[0], sectors[0], kind[0], name[0], offset[0])
@@ -1057,6 +1060,8 @@ def qemu_extents(buf: bytes) -> _QemuExtents:
         landing = line.start() + len(line[1])
         repeats = 1 + text.count(b"\n", previous_end + 1, landing)
         previous_end = line.end()
+        if not text.startswith(b"RW", landing):
+            continue  # the access token is not RW: qemu ignores the line (no sscanf needed)
         scanned = _scan_extent(text, landing)
         if scanned.matches < 4 or scanned.access != b"RW":
             continue
@@ -2777,10 +2782,14 @@ def _judge_create_type(ctx: Context, create_type: str | None) -> None:
         )
 
 
+_PATH_SEPARATORS = re.compile(r"[/\\]")
+_DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
+
+
 def _path_kind(name: str) -> str:
     """``escape`` (absolute or with ``..``), ``name`` (a bare file name) or ``relative``."""
-    parts = re.split(r"[/\\]", name)
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+    parts = _PATH_SEPARATORS.split(name)
+    if name.startswith(("/", "\\")) or _DRIVE_LETTER.match(name) or ".." in parts:
         return "escape"
     if len(parts) == 1 and name not in ("", "."):
         return "name"
