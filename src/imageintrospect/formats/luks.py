@@ -12,7 +12,6 @@ it; the qcow2 module uses it for the LUKS header that a LUKS-encrypted qcow2 car
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -247,8 +246,7 @@ def _parse_v1(ctx: Context, head: bytes) -> LuksSection | None:
             F.TRUNCATED, f"LUKS1 header cut short: {len(head)} of {HEADER_V1_SIZE} bytes"
         )
         return None
-    section = decode_luks1(head, ctx.source.size)
-    problems = luks1_header_problems(head)
+    section, problems = read_luks1(head, ctx.source.size)
     if problems:
         ctx.findings.add(BAD_HEADER, "; ".join(problems))
     return section
@@ -260,10 +258,8 @@ def _parse_luks1_struct(header: bytes) -> Any:
     return _parse_luks1_block(bytes(header[:HEADER_V1_SIZE]))
 
 
-@functools.lru_cache(maxsize=8)
 def _parse_luks1_block(block: bytes) -> Any:
-    """The parsed 592-byte header; cached because decoding and judging both need it (the
-    result is only read, never changed)."""
+    """The parsed 592-byte header: the fixed fields by construct, the key slots by struct."""
     hdr = parse_struct(HEADER_V1_FIELDS, block[:KEY_SLOTS_V1_AT], "LUKS1 header")
     if hdr.version != 1:
         raise InvalidImage(f"LUKS header version {hdr.version}, not 1")
@@ -271,14 +267,24 @@ def _parse_luks1_block(block: bytes) -> Any:
     return hdr
 
 
-def decode_luks1(header: bytes, image_size: int | None = None) -> LuksSection:
-    """The section for a LUKS1 header (``header``: at least its first 592 bytes).
+def read_luks1(header: bytes, image_size: int | None = None) -> tuple[LuksSection, list[str]]:
+    """The section for a LUKS1 header and what makes it unusable, from one parse.
 
+    :param header: at least the header's first 592 bytes.
     :param image_size: the container's size, for ``payload_size``; None when the header is
         embedded in another format (qcow2), where the payload is elsewhere.
     :raises InvalidImage: not a LUKS1 header at all.
     """
     hdr = _parse_luks1_struct(header)
+    return _v1_section(hdr, image_size), _v1_problems(hdr)
+
+
+def decode_luks1(header: bytes, image_size: int | None = None) -> LuksSection:
+    """The section for a LUKS1 header (see :func:`read_luks1`)."""
+    return _v1_section(_parse_luks1_struct(header), image_size)
+
+
+def _v1_section(hdr: Any, image_size: int | None) -> LuksSection:
     slots = tuple(_v1_slot(index, slot, hdr.key_bytes) for index, slot in enumerate(hdr.key_slots))
     payload_offset = hdr.payload_offset * SECTOR_SIZE
     payload_size = None
@@ -321,9 +327,8 @@ def _split_key_sectors(key_bytes: int, stripes: int) -> int:
     return -(-sectors // V1_KEY_SLOT_OFFSET) * V1_KEY_SLOT_OFFSET
 
 
-def luks1_header_problems(header: bytes) -> list[str]:
+def _v1_problems(hdr: Any) -> list[str]:
     """What makes a LUKS1 header unusable: qemu's and cryptsetup's consistency checks."""
-    hdr = _parse_luks1_struct(header)
     bad: list[str] = []
     for name in ("cipher_name", "cipher_mode", "hash_spec"):
         if b"\0" not in getattr(hdr, name):

@@ -608,10 +608,10 @@ def _read_luks_header(ctx: Context, exts: _Extensions, crypt_method: int) -> Luk
     if header[:6] != luks.MAGIC:
         ctx.findings.add(BAD_EXTENSION, f"no LUKS header at {pointer.offset:#x}")
         return None
-    problems = luks.luks1_header_problems(header)
+    section, problems = luks.read_luks1(header)
     if problems:
         ctx.findings.add(BAD_EXTENSION, "LUKS header: " + "; ".join(problems))
-    return luks.decode_luks1(header)
+    return section
 
 
 def _read_backing_file(ctx: Context, hdr: Any, cluster_size: int) -> str | None:
