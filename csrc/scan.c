@@ -33,6 +33,22 @@
 /* Decoding and small helpers                                          */
 /* ------------------------------------------------------------------ */
 
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* One unaligned load and a byte swap: the hot loops decode millions of entries. */
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return __builtin_bswap64(v);
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+#else
 static uint64_t get_be64(const uint8_t *p)
 {
     uint64_t v = 0;
@@ -48,6 +64,7 @@ static uint64_t get_le64(const uint8_t *p)
         v = (v << 8) | p[i];
     return v;
 }
+#endif
 
 static uint32_t get_be32(const uint8_t *p)
 {
@@ -98,15 +115,18 @@ typedef struct {
 
 static int any_bit_set(const uint8_t *bits, uint64_t first, uint64_t end)
 {
-    while (first < end && (first & 7u) != 0) {
+    while (first < end && (first & 63u) != 0) {
         if (bits[first >> 3] & (1u << (first & 7u)))
             return 1;
         first++;
     }
-    while (end - first >= 8) {
-        if (bits[first >> 3] != 0)
+    /* whole 64-bit words: only "any bit set" matters, so byte order does not */
+    while (end - first >= 64) {
+        uint64_t word;
+        memcpy(&word, bits + (first >> 3), 8);
+        if (word != 0)
             return 1;
-        first += 8;
+        first += 64;
     }
     while (first < end) {
         if (bits[first >> 3] & (1u << (first & 7u)))
@@ -142,6 +162,14 @@ static int claim(const claim_map *map, uint64_t first, uint64_t n)
         return II_OK;
     if (!range_fits(first, n, map->nbits))
         return II_OUT_OF_RANGE;
+    if (n == 1) { /* one cluster or block: the usual case */
+        uint8_t *byte = map->bits + (first >> 3);
+        const uint8_t mask = (uint8_t)(1u << (first & 7u));
+        if (*byte & mask)
+            return II_DOUBLE_CLAIM;
+        *byte = (uint8_t)(*byte | mask);
+        return II_OK;
+    }
     if (any_bit_set(map->bits, first, first + n))
         return II_DOUBLE_CLAIM;
     set_bits(map->bits, first, first + n);
@@ -346,6 +374,82 @@ static int l2_standard(const l2_params *p, uint64_t e, uint64_t bitmap, ii_l2_re
     return II_OK;
 }
 
+/* One entry (with its subcluster bitmap when extended), every rule applied. */
+static void l2_entry(const l2_params *p, uint64_t e, uint64_t bitmap, uint64_t index,
+                     ii_l2_result *out)
+{
+    int reason;
+    if (e == 0 && bitmap == 0) { /* the common case in sparse images */
+        out->unallocated++;
+        return;
+    }
+    if (e & L2_COMPRESSED)
+        reason = l2_compressed(p, e, bitmap, out);
+    else
+        reason = l2_standard(p, e, bitmap, out);
+    if (reason != II_OK)
+        note_bad(&out->v, index, e, reason);
+}
+
+/* Caps a run so that its span of host offsets (count * cluster) stays far below 2^64. */
+#define L2_RUN_MAX ((uint64_t)1 << 30)
+
+/* How many 8-byte entries from entry i on go up by one cluster each (raw values, so flags
+   equal too unless a carry left the offset field, which l2_run_clean rules out). A
+   preallocated image's tables are such runs, thousands of entries long. */
+static uint64_t l2_run_length(const uint8_t *table, uint64_t i, uint64_t n, uint64_t cluster)
+{
+    const uint64_t stop = n - i > L2_RUN_MAX ? i + L2_RUN_MAX : n;
+    uint64_t expect = get_be64(table + i * 8) + cluster;
+    uint64_t next = i + 1;
+    while (next < stop && get_be64(table + next * 8) == expect) {
+        expect += cluster;
+        next++;
+    }
+    return next - i;
+}
+
+/* A run of `count` standard entries from `first` to `last`, counted and claimed at once.
+   Without a wrap (last >= first) and with bits 56-63 equal at both ends, every entry in
+   between has the same flags as the first, and bits 0-8 never change (the cluster is a
+   multiple of 512): so l2_standard would accept every entry exactly when it accepts the
+   first, the last is inside the file and no cluster of the run is claimed yet. Returns 0,
+   having changed nothing, when the entries must go one by one instead. */
+static int l2_run_clean(const l2_params *p, uint64_t first, uint64_t last, uint64_t count,
+                        ii_l2_result *out)
+{
+    const uint64_t refused =
+        L2_COMPRESSED | L2_STD_RESERVED | (p->version < 3 ? L2_ZERO : 0);
+    const uint64_t offset = first & L2_STD_OFFSET;
+    if ((first & refused) || offset == 0 || (offset & (p->cluster - 1)) || last < first ||
+        ((first ^ last) >> 56) != 0)
+        return 0;
+    if (!p->has_data_file && ((last & L2_STD_OFFSET) >= p->file_size ||
+                              claim(&p->map, offset >> p->cluster_bits, count) != II_OK))
+        return 0; /* claim() marks nothing when it fails */
+    out->allocated += count;
+    out->allocated_bytes += count * p->cluster;
+    return 1;
+}
+
+/* Standard (8-byte) entries from entry i on: a run at once when it is clean, else the run's
+   entries one by one. Returns how many entries were handled. */
+static uint64_t l2_plain_entries(const l2_params *p, const uint8_t *table, uint64_t i,
+                                 uint64_t n, uint64_t first_index, ii_l2_result *out)
+{
+    const uint64_t e = get_be64(table + i * 8);
+    if (e == 0) {
+        out->unallocated++;
+        return 1;
+    }
+    const uint64_t count = l2_run_length(table, i, n, p->cluster);
+    if (l2_run_clean(p, e, get_be64(table + (i + count - 1) * 8), count, out))
+        return count;
+    for (uint64_t j = i; j < i + count; j++)
+        l2_entry(p, get_be64(table + j * 8), 0, first_index + j, out);
+    return count;
+}
+
 int ii_qcow2_l2(const uint8_t *table, size_t nbytes, uint64_t first_index, uint32_t cluster_bits,
                 int extended_l2, uint32_t version, uint64_t file_size, int has_data_file,
                 uint8_t *claimed, uint64_t claimed_bits, ii_l2_result *out)
@@ -362,21 +466,14 @@ int ii_qcow2_l2(const uint8_t *table, size_t nbytes, uint64_t first_index, uint3
     memset(out, 0, sizeof(*out));
     verdict_init(&out->v, n);
 
+    if (!p.extended) {
+        for (uint64_t i = 0; i < n;)
+            i += l2_plain_entries(&p, table, i, n, first_index, out);
+        return 0;
+    }
     for (uint64_t i = 0; i < n; i++) {
         const uint8_t *at = table + i * entry;
-        const uint64_t e = get_be64(at);
-        const uint64_t bitmap = p.extended ? get_be64(at + 8) : 0;
-        int reason;
-        if (e == 0 && bitmap == 0) { /* the common case in sparse images */
-            out->unallocated++;
-            continue;
-        }
-        if (e & L2_COMPRESSED)
-            reason = l2_compressed(&p, e, bitmap, out);
-        else
-            reason = l2_standard(&p, e, bitmap, out);
-        if (reason != II_OK)
-            note_bad(&out->v, first_index + i, e, reason);
+        l2_entry(&p, get_be64(at), get_be64(at + 8), first_index + i, out);
     }
     return 0;
 }
