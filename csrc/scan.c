@@ -104,6 +104,36 @@ static void verdict_init(ii_verdict *v, uint64_t count)
     v->bad_reason = II_OK;
 }
 
+/* How many entries of `width` bytes (4 or 8) from entry i on, up to entry `stop`, repeat
+   entry i's bytes; compared eight bytes at a time. A sparse image's table is mostly long
+   runs of its "unused" value. */
+static uint64_t same_run(const uint8_t *table, uint64_t i, uint64_t stop, size_t width)
+{
+    uint8_t twice[8]; /* entry i, twice when entries are 4 bytes */
+    memcpy(twice, table + i * width, width);
+    memcpy(twice + 8 - width, table + i * width, width);
+    uint64_t pattern;
+    memcpy(&pattern, twice, 8);
+    const uint64_t step = 8 / width;
+    uint64_t next = i + 1;
+    while (stop - next >= 4 * step) { /* 32 bytes per test while they match */
+        uint64_t words[4];
+        memcpy(words, table + next * width, sizeof(words));
+        if (((words[0] ^ pattern) | (words[1] ^ pattern) | (words[2] ^ pattern) |
+             (words[3] ^ pattern)) != 0)
+            break;
+        next += 4 * step;
+    }
+    while (stop - next >= step) {
+        uint64_t value;
+        memcpy(&value, table + next * width, 8);
+        if (value != pattern)
+            break;
+        next += step;
+    }
+    return next - i;
+}
+
 /* ------------------------------------------------------------------ */
 /* Claim bitmap                                                        */
 /* ------------------------------------------------------------------ */
@@ -677,7 +707,9 @@ int ii_vhd_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64
         const uint64_t start = (uint64_t)sector * SECTOR;
         int reason;
         if (sector == VHD_UNUSED) {
-            out->unallocated++;
+            const uint64_t run = same_run(table, i, n, 4);
+            out->unallocated += run;
+            i += run - 1;
             continue;
         }
         if (start < data_start)
@@ -710,15 +742,80 @@ int ii_vhd_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64
 #define VHDX_PARTIALLY_PRESENT 7
 #define VHDX_BITMAP_PRESENT 6
 
+typedef struct {
+    claim_map map;
+    uint64_t block_size;
+    uint64_t file_size;
+    int has_parent;
+} vhdx_params;
+
 /* A present block of len bytes at offset_mb MiB: outside the 1 MiB header
    section, inside the file, claiming 1 MiB units. */
-static int vhdx_place(const claim_map *map, uint64_t offset_mb, uint64_t len, uint64_t file_size)
+static int vhdx_place(const vhdx_params *p, uint64_t offset_mb, uint64_t len)
 {
     if (offset_mb == 0)
         return II_IN_METADATA;
-    if (!range_fits(offset_mb << 20, len, file_size)) /* offset_mb < 2^44 */
+    if (!range_fits(offset_mb << 20, len, p->file_size)) /* offset_mb < 2^44 */
         return II_OUT_OF_RANGE;
-    return claim(map, offset_mb, len / MIB);
+    return claim(&p->map, offset_mb, len / MIB);
+}
+
+static int vhdx_bitmap_entry(const vhdx_params *p, uint64_t e, ii_vhdx_result *out)
+{
+    const unsigned state = (unsigned)(e & VHDX_STATE_MASK);
+    int reason = II_OK;
+    if (state == VHDX_NOT_PRESENT)
+        out->bitmaps_absent++;
+    else if (state != VHDX_BITMAP_PRESENT)
+        reason = II_BAD_STATE;
+    else if ((reason = vhdx_place(p, e >> 20, MIB)) == II_OK)
+        out->bitmaps_present++;
+    return reason;
+}
+
+/* The counter of a payload state that places no block in the file (0 to 3). */
+static uint64_t *vhdx_absent_counter(ii_vhdx_result *out, unsigned state)
+{
+    switch (state) {
+    case VHDX_NOT_PRESENT:
+        return &out->not_present;
+    case VHDX_UNDEFINED:
+        return &out->undefined;
+    case VHDX_ZERO:
+        return &out->zero;
+    default:
+        return &out->unmapped;
+    }
+}
+
+static int vhdx_payload_entry(const vhdx_params *p, uint64_t e, ii_vhdx_result *out)
+{
+    const unsigned state = (unsigned)(e & VHDX_STATE_MASK);
+    int reason = II_OK;
+    switch (state) {
+    case VHDX_NOT_PRESENT:
+    case VHDX_UNDEFINED:
+    case VHDX_ZERO:
+    case VHDX_UNMAPPED:
+        (*vhdx_absent_counter(out, state))++;
+        break;
+    case VHDX_FULLY_PRESENT:
+    case VHDX_PARTIALLY_PRESENT:
+        if (state == VHDX_PARTIALLY_PRESENT && !p->has_parent)
+            return II_BAD_STATE;
+        reason = vhdx_place(p, e >> 20, p->block_size);
+        if (reason != II_OK)
+            break;
+        if (state == VHDX_FULLY_PRESENT)
+            out->fully_present++;
+        else
+            out->partially_present++;
+        out->allocated_bytes += p->block_size;
+        break;
+    default:
+        reason = II_BAD_STATE;
+    }
+    return reason;
 }
 
 int ii_vhdx_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64_t block_size,
@@ -729,62 +826,38 @@ int ii_vhdx_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint6
         (logical_sector_size != 512 && logical_sector_size != 4096) ||
         file_size > OFFSET_LIMIT || first_index > INDEX_LIMIT || nbytes % 8 != 0)
         return -1;
-    const claim_map map = {claimed, claimed_bits};
-    /* 2^23 sectors are covered by one sector-bitmap block */
+    const vhdx_params p = {{claimed, claimed_bits}, block_size, file_size, has_parent != 0};
+    /* 2^23 sectors are covered by one sector-bitmap block; each chunk's payload entries
+       are followed by its sector-bitmap entry */
     const uint64_t chunk_ratio = (((uint64_t)1 << 23) * logical_sector_size) / block_size;
     const uint64_t n = nbytes / 8;
+    uint64_t position = first_index % (chunk_ratio + 1); /* of entry i in its chunk */
     memset(out, 0, sizeof(*out));
     verdict_init(&out->v, n);
 
-    for (uint64_t i = 0; i < n; i++) {
+    for (uint64_t i = 0; i < n;) {
         const uint64_t e = get_le64(table + i * 8);
-        const unsigned state = (unsigned)(e & VHDX_STATE_MASK);
-        const uint64_t offset_mb = e >> 20;
-        const int is_bitmap = (first_index + i) % (chunk_ratio + 1) == chunk_ratio;
-        int reason = II_OK;
+        if (position != chunk_ratio && e <= VHDX_UNMAPPED) {
+            /* payload blocks not in the file (no offset, no reserved bits): the bulk of a
+               sparse BAT, in runs as long as a chunk's payload entries */
+            const uint64_t chunk_left = chunk_ratio - position;
+            const uint64_t run = same_run(table, i, n - i > chunk_left ? i + chunk_left : n, 8);
+            *vhdx_absent_counter(out, (unsigned)e) += run;
+            position += run;
+            i += run;
+            continue;
+        }
+        int reason;
         if (e & VHDX_RESERVED_MASK)
             reason = II_RESERVED_BITS;
-        else if (is_bitmap) {
-            if (state == VHDX_NOT_PRESENT)
-                out->bitmaps_absent++;
-            else if (state != VHDX_BITMAP_PRESENT)
-                reason = II_BAD_STATE;
-            else if ((reason = vhdx_place(&map, offset_mb, MIB, file_size)) == II_OK)
-                out->bitmaps_present++;
-        } else {
-            switch (state) {
-            case VHDX_NOT_PRESENT:
-                out->not_present++;
-                break;
-            case VHDX_UNDEFINED:
-                out->undefined++;
-                break;
-            case VHDX_ZERO:
-                out->zero++;
-                break;
-            case VHDX_UNMAPPED:
-                out->unmapped++;
-                break;
-            case VHDX_FULLY_PRESENT:
-            case VHDX_PARTIALLY_PRESENT:
-                if (state == VHDX_PARTIALLY_PRESENT && !has_parent)
-                    reason = II_BAD_STATE;
-                else
-                    reason = vhdx_place(&map, offset_mb, block_size, file_size);
-                if (reason != II_OK)
-                    break;
-                if (state == VHDX_FULLY_PRESENT)
-                    out->fully_present++;
-                else
-                    out->partially_present++;
-                out->allocated_bytes += block_size;
-                break;
-            default:
-                reason = II_BAD_STATE;
-            }
-        }
+        else if (position == chunk_ratio)
+            reason = vhdx_bitmap_entry(&p, e, out);
+        else
+            reason = vhdx_payload_entry(&p, e, out);
         if (reason != II_OK)
             note_bad(&out->v, first_index + i, e, reason);
+        position = position == chunk_ratio ? 0 : position + 1;
+        i++;
     }
     return 0;
 }
@@ -815,7 +888,9 @@ int ii_vdi_blockmap(const uint8_t *table, size_t nbytes, uint64_t first_index,
         const uint32_t block = get_le32(table + i * 4);
         int reason;
         if (block == VDI_FREE) {
-            out->unallocated++;
+            const uint64_t run = same_run(table, i, n, 4);
+            out->unallocated += run;
+            i += run - 1;
             continue;
         }
         if (block == VDI_ZERO) {
