@@ -937,3 +937,20 @@ def test_mutated_structures_never_escape(seed_images: list[bytes], data: st.Data
         except ImageIntrospectError:
             continue
         json.dumps(md.to_dict())
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(min_size=32, max_size=32))
+def test_entry_structs_decode_as_the_schemas(raw: bytes) -> None:
+    """The struct formats that decode whole region and metadata tables give the fields of
+    the construct schemas that document the layout, in order."""
+    from imageintrospect.formats import vhdx
+
+    for schema, fields in (
+        (vhdx.REGION_ENTRY, vhdx.REGION_ENTRY_FIELDS),
+        (vhdx.METADATA_ENTRY, vhdx.METADATA_ENTRY_FIELDS),
+    ):
+        parsed = schema.parse(raw)
+        expected = tuple(parsed[sub.name] for sub in schema.subcons)
+        assert fields.unpack(raw) == expected
+        assert fields.size == schema.sizeof()

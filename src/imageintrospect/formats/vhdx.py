@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import struct
 import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -160,6 +161,10 @@ METADATA_ENTRY = c.Struct(
     "reserved" / c.Int32ul,
 )
 METADATA_ENTRY_SIZE = 32
+# REGION_ENTRY and METADATA_ENTRY as struct formats: a table's entries decoded in one call
+# (construct costs about 10 µs an entry). tests/test_vhdx.py checks that both decode alike.
+REGION_ENTRY_FIELDS = struct.Struct("<16sQII")
+METADATA_ENTRY_FIELDS = struct.Struct("<16sIIII")
 
 FILE_PARAMETERS_ITEM = c.Struct("block_size" / c.Int32ul, "flags" / c.Int32ul)
 PARENT_LOCATOR_HEADER = c.Struct(
@@ -726,19 +731,19 @@ def _region_entries(problems: _Problems, raw: bytes) -> tuple[RegionEntry, ...]:
     if count > MAX_TABLE_ENTRIES:
         problems.add(BAD_REGION_TABLE, f"{count} region table entries (at most 2047)")
         return ()
+    # a valid table is 64 KiB, which holds 2047 entries after its header
     end = REGION_TABLE_HEADER_SIZE + count * REGION_ENTRY_SIZE
-    entries = parse_struct(
-        c.Array(count, REGION_ENTRY), raw[REGION_TABLE_HEADER_SIZE:end], "vhdx region table"
-    )
     return tuple(
         RegionEntry(
-            guid=str(_guid(entry.guid)),
-            name=REGION_NAMES.get(_guid(entry.guid)),
-            file_offset=entry.file_offset,
-            length=entry.length,
-            required=bool(entry.flags & REGION_REQUIRED),
+            guid=str(_guid(guid)),
+            name=REGION_NAMES.get(_guid(guid)),
+            file_offset=file_offset,
+            length=length,
+            required=bool(flags & REGION_REQUIRED),
         )
-        for entry in entries
+        for guid, file_offset, length, flags in REGION_ENTRY_FIELDS.iter_unpack(
+            raw[REGION_TABLE_HEADER_SIZE:end]
+        )
     )
 
 
@@ -828,29 +833,27 @@ def _read_metadata_region(ctx: Context, problems: _Problems, region: RegionEntry
     if table.entry_count > MAX_TABLE_ENTRIES:
         problems.add(BAD_METADATA, f"{table.entry_count} metadata entries (at most 2047)")
         return _Metadata()
+    # the 64 KiB table holds 2047 entries after its header
     end = METADATA_TABLE_HEADER_SIZE + table.entry_count * METADATA_ENTRY_SIZE
-    entries = parse_struct(
-        c.Array(table.entry_count, METADATA_ENTRY),
-        raw[METADATA_TABLE_HEADER_SIZE:end],
-        "vhdx metadata table",
-    )
-    items = tuple(_metadata_item(entry) for entry in entries)
+    entries = METADATA_ENTRY_FIELDS.iter_unpack(raw[METADATA_TABLE_HEADER_SIZE:end])
+    items = tuple(_metadata_item(*entry) for entry in entries)
     known = _check_items(problems, items, region)
     meta = _Metadata(items=items, present=frozenset(known))
     _read_item_values(ctx, problems, region, known, meta)
     return meta
 
 
-def _metadata_item(entry: Any) -> MetadataItem:
-    item_id = _guid(entry.item_id)
+def _metadata_item(raw_id: bytes, offset: int, length: int, flags: int, _: int) -> MetadataItem:
+    """One METADATA_ENTRY, from its fields in order."""
+    item_id = _guid(raw_id)
     return MetadataItem(
         item_id=str(item_id),
         name=METADATA_NAMES.get(item_id),
-        offset=entry.offset,
-        length=entry.length,
-        is_user=bool(entry.flags & METADATA_IS_USER),
-        is_virtual_disk=bool(entry.flags & METADATA_IS_VIRTUAL_DISK),
-        is_required=bool(entry.flags & METADATA_IS_REQUIRED),
+        offset=offset,
+        length=length,
+        is_user=bool(flags & METADATA_IS_USER),
+        is_virtual_disk=bool(flags & METADATA_IS_VIRTUAL_DISK),
+        is_required=bool(flags & METADATA_IS_REQUIRED),
     )
 
 
