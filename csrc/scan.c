@@ -33,6 +33,22 @@
 /* Decoding and small helpers                                          */
 /* ------------------------------------------------------------------ */
 
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* One unaligned load and a byte swap: the hot loops decode millions of entries. */
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return __builtin_bswap64(v);
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+#else
 static uint64_t get_be64(const uint8_t *p)
 {
     uint64_t v = 0;
@@ -48,6 +64,7 @@ static uint64_t get_le64(const uint8_t *p)
         v = (v << 8) | p[i];
     return v;
 }
+#endif
 
 static uint32_t get_be32(const uint8_t *p)
 {
@@ -87,6 +104,36 @@ static void verdict_init(ii_verdict *v, uint64_t count)
     v->bad_reason = II_OK;
 }
 
+/* How many entries of `width` bytes (4 or 8) from entry i on, up to entry `stop`, repeat
+   entry i's bytes; compared eight bytes at a time. A sparse image's table is mostly long
+   runs of its "unused" value. */
+static uint64_t same_run(const uint8_t *table, uint64_t i, uint64_t stop, size_t width)
+{
+    uint8_t twice[8]; /* entry i, twice when entries are 4 bytes */
+    memcpy(twice, table + i * width, width);
+    memcpy(twice + 8 - width, table + i * width, width);
+    uint64_t pattern;
+    memcpy(&pattern, twice, 8);
+    const uint64_t step = 8 / width;
+    uint64_t next = i + 1;
+    while (stop - next >= 4 * step) { /* 32 bytes per test while they match */
+        uint64_t words[4];
+        memcpy(words, table + next * width, sizeof(words));
+        if (((words[0] ^ pattern) | (words[1] ^ pattern) | (words[2] ^ pattern) |
+             (words[3] ^ pattern)) != 0)
+            break;
+        next += 4 * step;
+    }
+    while (stop - next >= step) {
+        uint64_t value;
+        memcpy(&value, table + next * width, 8);
+        if (value != pattern)
+            break;
+        next += step;
+    }
+    return next - i;
+}
+
 /* ------------------------------------------------------------------ */
 /* Claim bitmap                                                        */
 /* ------------------------------------------------------------------ */
@@ -98,15 +145,18 @@ typedef struct {
 
 static int any_bit_set(const uint8_t *bits, uint64_t first, uint64_t end)
 {
-    while (first < end && (first & 7u) != 0) {
+    while (first < end && (first & 63u) != 0) {
         if (bits[first >> 3] & (1u << (first & 7u)))
             return 1;
         first++;
     }
-    while (end - first >= 8) {
-        if (bits[first >> 3] != 0)
+    /* whole 64-bit words: only "any bit set" matters, so byte order does not */
+    while (end - first >= 64) {
+        uint64_t word;
+        memcpy(&word, bits + (first >> 3), 8);
+        if (word != 0)
             return 1;
-        first += 8;
+        first += 64;
     }
     while (first < end) {
         if (bits[first >> 3] & (1u << (first & 7u)))
@@ -142,6 +192,14 @@ static int claim(const claim_map *map, uint64_t first, uint64_t n)
         return II_OK;
     if (!range_fits(first, n, map->nbits))
         return II_OUT_OF_RANGE;
+    if (n == 1) { /* one cluster or block: the usual case */
+        uint8_t *byte = map->bits + (first >> 3);
+        const uint8_t mask = (uint8_t)(1u << (first & 7u));
+        if (*byte & mask)
+            return II_DOUBLE_CLAIM;
+        *byte = (uint8_t)(*byte | mask);
+        return II_OK;
+    }
     if (any_bit_set(map->bits, first, first + n))
         return II_DOUBLE_CLAIM;
     set_bits(map->bits, first, first + n);
@@ -346,6 +404,82 @@ static int l2_standard(const l2_params *p, uint64_t e, uint64_t bitmap, ii_l2_re
     return II_OK;
 }
 
+/* One entry (with its subcluster bitmap when extended), every rule applied. */
+static void l2_entry(const l2_params *p, uint64_t e, uint64_t bitmap, uint64_t index,
+                     ii_l2_result *out)
+{
+    int reason;
+    if (e == 0 && bitmap == 0) { /* the common case in sparse images */
+        out->unallocated++;
+        return;
+    }
+    if (e & L2_COMPRESSED)
+        reason = l2_compressed(p, e, bitmap, out);
+    else
+        reason = l2_standard(p, e, bitmap, out);
+    if (reason != II_OK)
+        note_bad(&out->v, index, e, reason);
+}
+
+/* Caps a run so that its span of host offsets (count * cluster) stays far below 2^64. */
+#define L2_RUN_MAX ((uint64_t)1 << 30)
+
+/* How many 8-byte entries from entry i on go up by one cluster each (raw values, so flags
+   equal too unless a carry left the offset field, which l2_run_clean rules out). A
+   preallocated image's tables are such runs, thousands of entries long. */
+static uint64_t l2_run_length(const uint8_t *table, uint64_t i, uint64_t n, uint64_t cluster)
+{
+    const uint64_t stop = n - i > L2_RUN_MAX ? i + L2_RUN_MAX : n;
+    uint64_t expect = get_be64(table + i * 8) + cluster;
+    uint64_t next = i + 1;
+    while (next < stop && get_be64(table + next * 8) == expect) {
+        expect += cluster;
+        next++;
+    }
+    return next - i;
+}
+
+/* A run of `count` standard entries from `first` to `last`, counted and claimed at once.
+   Without a wrap (last >= first) and with bits 56-63 equal at both ends, every entry in
+   between has the same flags as the first, and bits 0-8 never change (the cluster is a
+   multiple of 512): so l2_standard would accept every entry exactly when it accepts the
+   first, the last is inside the file and no cluster of the run is claimed yet. Returns 0,
+   having changed nothing, when the entries must go one by one instead. */
+static int l2_run_clean(const l2_params *p, uint64_t first, uint64_t last, uint64_t count,
+                        ii_l2_result *out)
+{
+    const uint64_t refused =
+        L2_COMPRESSED | L2_STD_RESERVED | (p->version < 3 ? L2_ZERO : 0);
+    const uint64_t offset = first & L2_STD_OFFSET;
+    if ((first & refused) || offset == 0 || (offset & (p->cluster - 1)) || last < first ||
+        ((first ^ last) >> 56) != 0)
+        return 0;
+    if (!p->has_data_file && ((last & L2_STD_OFFSET) >= p->file_size ||
+                              claim(&p->map, offset >> p->cluster_bits, count) != II_OK))
+        return 0; /* claim() marks nothing when it fails */
+    out->allocated += count;
+    out->allocated_bytes += count * p->cluster;
+    return 1;
+}
+
+/* Standard (8-byte) entries from entry i on: a run at once when it is clean, else the run's
+   entries one by one. Returns how many entries were handled. */
+static uint64_t l2_plain_entries(const l2_params *p, const uint8_t *table, uint64_t i,
+                                 uint64_t n, uint64_t first_index, ii_l2_result *out)
+{
+    const uint64_t e = get_be64(table + i * 8);
+    if (e == 0) {
+        out->unallocated++;
+        return 1;
+    }
+    const uint64_t count = l2_run_length(table, i, n, p->cluster);
+    if (l2_run_clean(p, e, get_be64(table + (i + count - 1) * 8), count, out))
+        return count;
+    for (uint64_t j = i; j < i + count; j++)
+        l2_entry(p, get_be64(table + j * 8), 0, first_index + j, out);
+    return count;
+}
+
 int ii_qcow2_l2(const uint8_t *table, size_t nbytes, uint64_t first_index, uint32_t cluster_bits,
                 int extended_l2, uint32_t version, uint64_t file_size, int has_data_file,
                 uint8_t *claimed, uint64_t claimed_bits, ii_l2_result *out)
@@ -362,21 +496,14 @@ int ii_qcow2_l2(const uint8_t *table, size_t nbytes, uint64_t first_index, uint3
     memset(out, 0, sizeof(*out));
     verdict_init(&out->v, n);
 
+    if (!p.extended) {
+        for (uint64_t i = 0; i < n;)
+            i += l2_plain_entries(&p, table, i, n, first_index, out);
+        return 0;
+    }
     for (uint64_t i = 0; i < n; i++) {
         const uint8_t *at = table + i * entry;
-        const uint64_t e = get_be64(at);
-        const uint64_t bitmap = p.extended ? get_be64(at + 8) : 0;
-        int reason;
-        if (e == 0 && bitmap == 0) { /* the common case in sparse images */
-            out->unallocated++;
-            continue;
-        }
-        if (e & L2_COMPRESSED)
-            reason = l2_compressed(&p, e, bitmap, out);
-        else
-            reason = l2_standard(&p, e, bitmap, out);
-        if (reason != II_OK)
-            note_bad(&out->v, first_index + i, e, reason);
+        l2_entry(&p, get_be64(at), get_be64(at + 8), first_index + i, out);
     }
     return 0;
 }
@@ -580,7 +707,9 @@ int ii_vhd_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64
         const uint64_t start = (uint64_t)sector * SECTOR;
         int reason;
         if (sector == VHD_UNUSED) {
-            out->unallocated++;
+            const uint64_t run = same_run(table, i, n, 4);
+            out->unallocated += run;
+            i += run - 1;
             continue;
         }
         if (start < data_start)
@@ -613,15 +742,80 @@ int ii_vhd_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64
 #define VHDX_PARTIALLY_PRESENT 7
 #define VHDX_BITMAP_PRESENT 6
 
+typedef struct {
+    claim_map map;
+    uint64_t block_size;
+    uint64_t file_size;
+    int has_parent;
+} vhdx_params;
+
 /* A present block of len bytes at offset_mb MiB: outside the 1 MiB header
    section, inside the file, claiming 1 MiB units. */
-static int vhdx_place(const claim_map *map, uint64_t offset_mb, uint64_t len, uint64_t file_size)
+static int vhdx_place(const vhdx_params *p, uint64_t offset_mb, uint64_t len)
 {
     if (offset_mb == 0)
         return II_IN_METADATA;
-    if (!range_fits(offset_mb << 20, len, file_size)) /* offset_mb < 2^44 */
+    if (!range_fits(offset_mb << 20, len, p->file_size)) /* offset_mb < 2^44 */
         return II_OUT_OF_RANGE;
-    return claim(map, offset_mb, len / MIB);
+    return claim(&p->map, offset_mb, len / MIB);
+}
+
+static int vhdx_bitmap_entry(const vhdx_params *p, uint64_t e, ii_vhdx_result *out)
+{
+    const unsigned state = (unsigned)(e & VHDX_STATE_MASK);
+    int reason = II_OK;
+    if (state == VHDX_NOT_PRESENT)
+        out->bitmaps_absent++;
+    else if (state != VHDX_BITMAP_PRESENT)
+        reason = II_BAD_STATE;
+    else if ((reason = vhdx_place(p, e >> 20, MIB)) == II_OK)
+        out->bitmaps_present++;
+    return reason;
+}
+
+/* The counter of a payload state that places no block in the file (0 to 3). */
+static uint64_t *vhdx_absent_counter(ii_vhdx_result *out, unsigned state)
+{
+    switch (state) {
+    case VHDX_NOT_PRESENT:
+        return &out->not_present;
+    case VHDX_UNDEFINED:
+        return &out->undefined;
+    case VHDX_ZERO:
+        return &out->zero;
+    default:
+        return &out->unmapped;
+    }
+}
+
+static int vhdx_payload_entry(const vhdx_params *p, uint64_t e, ii_vhdx_result *out)
+{
+    const unsigned state = (unsigned)(e & VHDX_STATE_MASK);
+    int reason = II_OK;
+    switch (state) {
+    case VHDX_NOT_PRESENT:
+    case VHDX_UNDEFINED:
+    case VHDX_ZERO:
+    case VHDX_UNMAPPED:
+        (*vhdx_absent_counter(out, state))++;
+        break;
+    case VHDX_FULLY_PRESENT:
+    case VHDX_PARTIALLY_PRESENT:
+        if (state == VHDX_PARTIALLY_PRESENT && !p->has_parent)
+            return II_BAD_STATE;
+        reason = vhdx_place(p, e >> 20, p->block_size);
+        if (reason != II_OK)
+            break;
+        if (state == VHDX_FULLY_PRESENT)
+            out->fully_present++;
+        else
+            out->partially_present++;
+        out->allocated_bytes += p->block_size;
+        break;
+    default:
+        reason = II_BAD_STATE;
+    }
+    return reason;
 }
 
 int ii_vhdx_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64_t block_size,
@@ -632,62 +826,38 @@ int ii_vhdx_bat(const uint8_t *table, size_t nbytes, uint64_t first_index, uint6
         (logical_sector_size != 512 && logical_sector_size != 4096) ||
         file_size > OFFSET_LIMIT || first_index > INDEX_LIMIT || nbytes % 8 != 0)
         return -1;
-    const claim_map map = {claimed, claimed_bits};
-    /* 2^23 sectors are covered by one sector-bitmap block */
+    const vhdx_params p = {{claimed, claimed_bits}, block_size, file_size, has_parent != 0};
+    /* 2^23 sectors are covered by one sector-bitmap block; each chunk's payload entries
+       are followed by its sector-bitmap entry */
     const uint64_t chunk_ratio = (((uint64_t)1 << 23) * logical_sector_size) / block_size;
     const uint64_t n = nbytes / 8;
+    uint64_t position = first_index % (chunk_ratio + 1); /* of entry i in its chunk */
     memset(out, 0, sizeof(*out));
     verdict_init(&out->v, n);
 
-    for (uint64_t i = 0; i < n; i++) {
+    for (uint64_t i = 0; i < n;) {
         const uint64_t e = get_le64(table + i * 8);
-        const unsigned state = (unsigned)(e & VHDX_STATE_MASK);
-        const uint64_t offset_mb = e >> 20;
-        const int is_bitmap = (first_index + i) % (chunk_ratio + 1) == chunk_ratio;
-        int reason = II_OK;
+        if (position != chunk_ratio && e <= VHDX_UNMAPPED) {
+            /* payload blocks not in the file (no offset, no reserved bits): the bulk of a
+               sparse BAT, in runs as long as a chunk's payload entries */
+            const uint64_t chunk_left = chunk_ratio - position;
+            const uint64_t run = same_run(table, i, n - i > chunk_left ? i + chunk_left : n, 8);
+            *vhdx_absent_counter(out, (unsigned)e) += run;
+            position += run;
+            i += run;
+            continue;
+        }
+        int reason;
         if (e & VHDX_RESERVED_MASK)
             reason = II_RESERVED_BITS;
-        else if (is_bitmap) {
-            if (state == VHDX_NOT_PRESENT)
-                out->bitmaps_absent++;
-            else if (state != VHDX_BITMAP_PRESENT)
-                reason = II_BAD_STATE;
-            else if ((reason = vhdx_place(&map, offset_mb, MIB, file_size)) == II_OK)
-                out->bitmaps_present++;
-        } else {
-            switch (state) {
-            case VHDX_NOT_PRESENT:
-                out->not_present++;
-                break;
-            case VHDX_UNDEFINED:
-                out->undefined++;
-                break;
-            case VHDX_ZERO:
-                out->zero++;
-                break;
-            case VHDX_UNMAPPED:
-                out->unmapped++;
-                break;
-            case VHDX_FULLY_PRESENT:
-            case VHDX_PARTIALLY_PRESENT:
-                if (state == VHDX_PARTIALLY_PRESENT && !has_parent)
-                    reason = II_BAD_STATE;
-                else
-                    reason = vhdx_place(&map, offset_mb, block_size, file_size);
-                if (reason != II_OK)
-                    break;
-                if (state == VHDX_FULLY_PRESENT)
-                    out->fully_present++;
-                else
-                    out->partially_present++;
-                out->allocated_bytes += block_size;
-                break;
-            default:
-                reason = II_BAD_STATE;
-            }
-        }
+        else if (position == chunk_ratio)
+            reason = vhdx_bitmap_entry(&p, e, out);
+        else
+            reason = vhdx_payload_entry(&p, e, out);
         if (reason != II_OK)
             note_bad(&out->v, first_index + i, e, reason);
+        position = position == chunk_ratio ? 0 : position + 1;
+        i++;
     }
     return 0;
 }
@@ -718,7 +888,9 @@ int ii_vdi_blockmap(const uint8_t *table, size_t nbytes, uint64_t first_index,
         const uint32_t block = get_le32(table + i * 4);
         int reason;
         if (block == VDI_FREE) {
-            out->unallocated++;
+            const uint64_t run = same_run(table, i, n, 4);
+            out->unallocated += run;
+            i += run - 1;
             continue;
         }
         if (block == VDI_ZERO) {

@@ -413,6 +413,22 @@ def test_hostile_disk_findings_are_lifted(tmp_path: Path, make_image: MakeImage)
     assert md.glance_properties()["disk_format"] == "qcow2"
 
 
+def test_qcow2_member_deep_walk_as_alone(tmp_path: Path, make_image: MakeImage) -> None:
+    """A member's L2 tables are read in place (through the archive) into the walker's
+    batch: the member's deep answer is the answer for the file alone."""
+    path = make_image("qcow2", "64M", "-o", "cluster_size=4096,preallocation=metadata")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 7 1M 2M", path)
+    disk = path.read_bytes()
+    ovf = VMWARE_OVF.format(disk="disk1.vmdk", size=len(disk), capacity_gib=1,
+                            controller="buslogic")  # fmt: skip
+    md = introspect(build_ova(tmp_path / "p.ova", [("a.ovf", ovf.encode()), ("disk1.vmdk", disk)]))
+    assert md.ova is not None
+    member = md.ova.disks[0].image
+    alone = introspect(path).to_dict()
+    assert member is not None and alone["allocated_size"] == 64 * 1024 * 1024
+    assert {key: member[key] for key in alone} == alone
+
+
 def test_nested_ova_is_not_followed(tmp_path: Path, stream_vmdk: bytes) -> None:
     inner = vmware_ova(tmp_path, stream_vmdk).read_bytes()
     ovf = VMWARE_OVF.format(disk="disk1.vmdk", size=len(inner), capacity_gib=1,

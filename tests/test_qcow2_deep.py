@@ -8,6 +8,7 @@ import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -224,6 +225,37 @@ def test_streamed_deep_walk_agrees(make_image: MakeImage, chunk: int) -> None:
     streamed = streamed_answer(data, chunk)
     assert streamed.to_dict() == introspect(path).to_dict()
     assert streamed.allocated_size == qemu_check(path)["allocated-clusters"] * 4096
+
+
+class SeekOnly:
+    """A seekable file object with ``read`` but no ``readinto``: the source must copy."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+        self.seek, self.tell, self.read = self._buf.seek, self._buf.tell, self._buf.read
+
+    def seekable(self) -> bool:
+        return True
+
+
+class ShortReadinto(io.BytesIO):
+    """``readinto`` hands out at most 1000 bytes per call, as a slow device may."""
+
+    def readinto(self, buffer: Any) -> int:
+        return super().readinto(memoryview(buffer)[:1000])
+
+
+def test_seekable_file_objects_agree(make_image: MakeImage) -> None:
+    """L2 tables read into the walker's batch (readinto, short reads, no readinto at all,
+    a file handed over mid-way) give the path's answer."""
+    path = make_image("qcow2", "256M", "-o", "cluster_size=4096,preallocation=metadata")
+    io_write(path, "write -P 1 0 3M")
+    expected = introspect(path).to_dict()
+    data = path.read_bytes()
+    shifted = io.BytesIO(b"x" * 1000 + data)
+    shifted.seek(1000)
+    for fileobj in (SeekOnly(data), ShortReadinto(data), shifted):
+        assert introspect(fileobj).to_dict() == expected
 
 
 @pytest.fixture(scope="module")

@@ -73,20 +73,38 @@ class Source:
         """Keep the bytes at offset 0 that detection read, so parsers do not read them twice."""
         self._head = head
 
-    def read_at(self, offset: int, length: int) -> bytes:
-        """Return up to ``length`` bytes at ``offset``; shorter only at the end of the image."""
+    def _clipped_length(self, offset: int, length: int) -> int:
+        """``length`` cut to the end of the image, once negative and oversized reads are
+        refused."""
         if offset < 0 or length < 0:
             raise InvalidImage(f"negative read ({offset}, {length})")
         if length > MAX_READ:
             raise InvalidImage(f"refusing to read {length} bytes at once")
-        if offset >= self.size or length == 0:
+        return max(0, min(length, self.size - offset))
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Return up to ``length`` bytes at ``offset``; shorter only at the end of the image."""
+        length = self._clipped_length(offset, length)
+        if length == 0:
             return b""
-        length = min(length, self.size - offset)
         if offset + length <= len(self._head):
             return self._head[offset : offset + length]
         data = self._read(offset, length)
         self.bytes_read += len(data)
         return data
+
+    def read_into(self, offset: int, buffer: memoryview) -> int:
+        """Fill ``buffer`` with the bytes at ``offset`` like :meth:`read_at`, and return how
+        many there were.  A caller that reuses one buffer for many tables saves a bytes
+        object and a copy per read (a seekable file reads straight into it)."""
+        length = self._clipped_length(offset, len(buffer))
+        if offset < len(self._head):  # rare and small: served from memory by read_at
+            data = self.read_at(offset, length)
+            buffer[: len(data)] = data
+            return len(data)
+        done = self._read_into(offset, buffer[:length]) if length else 0
+        self.bytes_read += done
+        return done
 
     def read_exact(self, offset: int, length: int, what: str) -> bytes:
         """Like :meth:`read_at`, but a short read is an :class:`InvalidImage` naming ``what``."""
@@ -127,6 +145,11 @@ class Source:
     def _read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
 
+    def _read_into(self, offset: int, buffer: memoryview) -> int:
+        data = self._read(offset, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
 
 class SeekableSource(Source):
     """A seekable file object; offsets are relative to its position when it was handed over."""
@@ -139,6 +162,23 @@ class SeekableSource(Source):
         except (OSError, ValueError) as exc:
             raise InvalidImage(f"cannot seek in the source: {exc}") from exc
         super().__init__(max(0, end - self._base))
+        # a caller's file object may lack readinto: read_into then copies from read()
+        self._readinto = getattr(fileobj, "readinto", None)
+
+    def _read_into(self, offset: int, buffer: memoryview) -> int:
+        if self._readinto is None:
+            return super()._read_into(offset, buffer)
+        done = 0
+        try:
+            self._file.seek(self._base + offset)
+            while done < len(buffer):
+                part = self._readinto(buffer[done:])
+                if not part:
+                    break
+                done += part
+        except OSError as exc:
+            raise InvalidImage(f"read failed at offset {offset}: {exc}") from exc
+        return done
 
     def _read(self, offset: int, length: int) -> bytes:
         try:
@@ -168,6 +208,9 @@ class SliceSource(Source):
 
     def _read(self, offset: int, length: int) -> bytes:
         return self._parent.read_at(self._offset + offset, length)
+
+    def _read_into(self, offset: int, buffer: memoryview) -> int:
+        return self._parent.read_into(self._offset + offset, buffer)
 
     def prefetch(self, ranges: Sequence[Range]) -> None:
         self._parent.prefetch([(self._offset + o, n) for o, n in self._clip(ranges)])

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imageintrospect.errors import InvalidImage
-from imageintrospect.formats import luks, partitions, qcow2, vhd
+from imageintrospect.formats import luks, partitions, qcow2, vhd, vhdx
 from imageintrospect.structs import EntryTable
 
 from .seeds import ALL
@@ -29,6 +29,8 @@ TABLES: dict[str, tuple[EntryTable, str, str]] = {
     "vhd-locator": (vhd.LOCATOR_TABLE, "vhd", "locators["),
     "mbr-entry": (partitions.MBR_ENTRY_TABLE, "partitions", "mbr["),
     "gpt-entry": (partitions.GPT_ENTRY_TABLE, "partitions", "part["),
+    "vhdx-region": (vhdx.REGION_TABLE, "vhdx", "regions["),
+    "vhdx-metadata": (vhdx.METADATA_TABLE, "vhdx", "metadata["),
 }
 
 

@@ -19,7 +19,7 @@ import construct as c
 from .. import findings as F
 from .. import scan
 from ..errors import InvalidImage
-from ..source import MAX_READ, StreamGap
+from ..source import MAX_READ, Source, StreamGap
 from ..structs import EntryTable, cstring, parse_struct
 from . import luks
 from .base import Context, FormatSpec, Parsed, Probe, Section
@@ -894,12 +894,15 @@ def _walk_tables(ctx: Context, hdr: Any, section: Qcow2Section) -> Allocation | 
     if refcounts is None or l1 is None:
         return None
     tables = sorted(set(l1.offsets))
+    make_walker = functools.partial(_L2Walker, section, bits, src.size, claimed, src.is_stream)
     try:
-        walker = src.scan(
-            ("qcow2-l2", hdr.l1_table_offset, len(tables)),
-            _runs(tables, cluster),
-            functools.partial(_L2Walker, section, bits, src.size, claimed, src.is_stream),
-        )
+        if src.is_stream:
+            walker = src.scan(
+                ("qcow2-l2", hdr.l1_table_offset, len(tables)), _runs(tables, cluster), make_walker
+            )
+        else:  # read straight into the walker's batch: no bytes object, no copy per table
+            walker = make_walker()
+            walker.read_tables(src, _runs(tables, cluster))
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "L2 tables went by before the L1 table named them")
         return None
@@ -1023,40 +1026,67 @@ class _L2Walker:
         self._entry = 16 if self._extended else 8
         self._data_file = "external-data-file" in section.incompatible_features
         self.per_table = self._cluster // self._entry
-        self._batch = bytearray()
+        # One batch buffer, filled in place and checked whenever full.
+        self._batch = memoryview(bytearray(L2_BATCH))
+        self._filled = 0
         self._pieces: list[tuple[int, int]] = []  # (position in the batch, file offset)
         self.allocated = self.compressed = self.zero = self.unallocated = self.bad_count = 0
         self._first_bad: tuple[int, int] | None = None  # (file offset of the entry, value)
         self._first_reason = scan.Reason.OK
 
     def feed(self, offset: int, data: bytes) -> None:
-        if self._pieces and self._batch_end_offset() == offset:
-            pass  # continues the previous piece: no new boundary to remember
-        else:
-            self._pieces.append((len(self._batch), offset))
-        self._batch += data
-        if len(self._batch) >= L2_BATCH:
+        """Take a piece of the tables as a scan hands it over (a stream's path)."""
+        piece = memoryview(data)
+        while piece:
+            space = self._space(offset)
+            taken = min(len(space), len(piece))
+            space[:taken] = piece[:taken]
+            self._advance(taken)
+            offset += taken
+            piece = piece[taken:]
+
+    def read_tables(self, src: Source, runs: list[tuple[int, int]]) -> None:
+        """Read the tables of ``runs`` straight into the batch (a seekable file's path)."""
+        for offset, length in runs:
+            end = min(offset + length, src.size)
+            while offset < end:
+                got = src.read_into(offset, self._space(offset)[: end - offset])
+                if not got:
+                    break
+                self._advance(got)
+                offset += got
+
+    def _space(self, offset: int) -> memoryview:
+        """The free part of the batch, for bytes from file ``offset`` on."""
+        if not self._pieces or self._batch_end_offset() != offset:
+            self._pieces.append((self._filled, offset))  # a new piece starts here
+        return self._batch[self._filled :]
+
+    def _advance(self, count: int) -> None:
+        self._filled += count
+        if self._filled == len(self._batch):
             self._flush()
 
     def _batch_end_offset(self) -> int:
         position, offset = self._pieces[-1]
-        return offset + len(self._batch) - position
+        return offset + self._filled - position
 
     def _flush(self) -> None:
-        whole = len(self._batch) - len(self._batch) % self._entry
+        whole = self._filled - self._filled % self._entry
         if whole and self._deferred and self._held_bytes + whole <= L2_STREAM_KEEP:
             self._held.append((bytes(self._batch[:whole]), list(self._pieces)))
             self._held_bytes += whole
         elif whole:
             if self._deferred:  # over the budget: checked now, without the true size
                 self.unchecked_entries += whole // self._entry
-            self._check(bytes(self._batch[:whole]))
-        rest = bytes(self._batch[whole:])
+            self._check(self._batch[:whole])
+        rest = self._filled - whole  # part of an entry: kept for the next batch
         end = self._batch_end_offset() if self._pieces else 0
-        self._batch = bytearray(rest)
-        self._pieces = [(0, end - len(rest))] if rest else []
+        self._batch[:rest] = self._batch[whole : self._filled]
+        self._filled = rest
+        self._pieces = [(0, end - rest)] if rest else []
 
-    def _check(self, entries: bytes) -> None:
+    def _check(self, entries: bytes | memoryview) -> None:
         result = scan.qcow2_l2(
             entries,
             cluster_bits=self._bits,

@@ -31,7 +31,7 @@ from .. import scan
 from ..errors import InvalidImage
 from ..scan import crc32c  # C when built, else the shared pure-Python one
 from ..source import StreamGap
-from ..structs import parse_struct
+from ..structs import EntryTable, parse_struct
 from . import blocktables
 from .base import Context, FormatSpec, Parsed, Probe, Section
 from .blocktables import TableSummary
@@ -160,6 +160,9 @@ METADATA_ENTRY = c.Struct(
     "reserved" / c.Int32ul,
 )
 METADATA_ENTRY_SIZE = 32
+# A table's entries decoded by struct (construct costs about 10 µs an entry).
+REGION_TABLE = EntryTable(REGION_ENTRY, "RegionEntry", "VHDX region table entry")
+METADATA_TABLE = EntryTable(METADATA_ENTRY, "MetadataEntry", "VHDX metadata table entry")
 
 FILE_PARAMETERS_ITEM = c.Struct("block_size" / c.Int32ul, "flags" / c.Int32ul)
 PARENT_LOCATOR_HEADER = c.Struct(
@@ -726,19 +729,19 @@ def _region_entries(problems: _Problems, raw: bytes) -> tuple[RegionEntry, ...]:
     if count > MAX_TABLE_ENTRIES:
         problems.add(BAD_REGION_TABLE, f"{count} region table entries (at most 2047)")
         return ()
+    # a valid table is 64 KiB, which holds 2047 entries after its header
     end = REGION_TABLE_HEADER_SIZE + count * REGION_ENTRY_SIZE
-    entries = parse_struct(
-        c.Array(count, REGION_ENTRY), raw[REGION_TABLE_HEADER_SIZE:end], "vhdx region table"
-    )
     return tuple(
         RegionEntry(
-            guid=str(_guid(entry.guid)),
-            name=REGION_NAMES.get(_guid(entry.guid)),
-            file_offset=entry.file_offset,
-            length=entry.length,
-            required=bool(entry.flags & REGION_REQUIRED),
+            guid=str(_guid(guid)),
+            name=REGION_NAMES.get(_guid(guid)),
+            file_offset=file_offset,
+            length=length,
+            required=bool(flags & REGION_REQUIRED),
         )
-        for entry in entries
+        for guid, file_offset, length, flags in REGION_TABLE.decode_all(
+            raw[REGION_TABLE_HEADER_SIZE:end]
+        )
     )
 
 
@@ -828,29 +831,27 @@ def _read_metadata_region(ctx: Context, problems: _Problems, region: RegionEntry
     if table.entry_count > MAX_TABLE_ENTRIES:
         problems.add(BAD_METADATA, f"{table.entry_count} metadata entries (at most 2047)")
         return _Metadata()
+    # the 64 KiB table holds 2047 entries after its header
     end = METADATA_TABLE_HEADER_SIZE + table.entry_count * METADATA_ENTRY_SIZE
-    entries = parse_struct(
-        c.Array(table.entry_count, METADATA_ENTRY),
-        raw[METADATA_TABLE_HEADER_SIZE:end],
-        "vhdx metadata table",
-    )
-    items = tuple(_metadata_item(entry) for entry in entries)
+    entries = METADATA_TABLE.decode_all(raw[METADATA_TABLE_HEADER_SIZE:end])
+    items = tuple(_metadata_item(*entry) for entry in entries)
     known = _check_items(problems, items, region)
     meta = _Metadata(items=items, present=frozenset(known))
     _read_item_values(ctx, problems, region, known, meta)
     return meta
 
 
-def _metadata_item(entry: Any) -> MetadataItem:
-    item_id = _guid(entry.item_id)
+def _metadata_item(raw_id: bytes, offset: int, length: int, flags: int, _: int) -> MetadataItem:
+    """One METADATA_ENTRY, from its fields in order."""
+    item_id = _guid(raw_id)
     return MetadataItem(
         item_id=str(item_id),
         name=METADATA_NAMES.get(item_id),
-        offset=entry.offset,
-        length=entry.length,
-        is_user=bool(entry.flags & METADATA_IS_USER),
-        is_virtual_disk=bool(entry.flags & METADATA_IS_VIRTUAL_DISK),
-        is_required=bool(entry.flags & METADATA_IS_REQUIRED),
+        offset=offset,
+        length=length,
+        is_user=bool(flags & METADATA_IS_USER),
+        is_virtual_disk=bool(flags & METADATA_IS_VIRTUAL_DISK),
+        is_required=bool(flags & METADATA_IS_REQUIRED),
     )
 
 
