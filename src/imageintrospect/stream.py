@@ -52,7 +52,7 @@ class _Keep:
         self.buffer += data
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class _Scan:
     """A consumer and the ranges (ascending, disjoint) it is fed, byte by byte, once."""
 
@@ -60,39 +60,51 @@ class _Scan:
     ranges: list[Range]
     index: int = 0  # the range being fed
     fed: int = 0  # the next offset the consumer expects
+    stop: int = 0  # the end of the range being fed
     lost: bool = False  # some of its bytes went by unfed
+    take: Callable[[int, bytes], None] = field(init=False)  # the consumer's feed
 
     def __post_init__(self) -> None:
-        self.fed = self.ranges[0][0] if self.ranges else 0
+        self.take = self.consumer.feed
+        self._enter(0)
+
+    def _enter(self, index: int) -> None:
+        self.index = index
+        if index < len(self.ranges):
+            self.fed, length = self.ranges[index]
+            self.stop = self.fed + length
 
     @property
     def done(self) -> bool:
         return self.index >= len(self.ranges)
 
+    @property
+    def active(self) -> bool:
+        """Still to be fed: neither done nor lost."""
+        return not self.lost and self.index < len(self.ranges)
+
     def feed(self, start: int, chunk: bytes | bytearray) -> None:
-        """Feed the part of ``chunk`` (which begins at ``start``) that the ranges cover."""
+        """Feed the part of ``chunk`` (which begins at ``start``) that the ranges cover;
+        consumers are always handed ``bytes``."""
         end = start + len(chunk)
-        while not self.done and not self.lost:
+        while self.active:
             if end <= self.fed:
                 return  # the chunk lies wholly before the next byte wanted
             if start > self.fed:
                 self.lost = True  # the bytes before this chunk went by unfed
                 return
-            offset, length = self.ranges[self.index]
-            hi = min(offset + length, end)
-            whole = self.fed == start and hi == end
-            self.consumer.feed(
-                self.fed, chunk if whole else bytes(chunk[self.fed - start : hi - start])
-            )
+            hi = min(self.stop, end)
+            if self.fed == start and hi == end and isinstance(chunk, bytes):
+                self.take(start, chunk)
+            else:
+                self.take(self.fed, bytes(chunk[self.fed - start : hi - start]))
             self.fed = hi
-            if hi < offset + length:
+            if hi < self.stop:
                 return
-            self.index += 1
-            if not self.done:
-                self.fed = self.ranges[self.index][0]
+            self._enter(self.index + 1)
 
 
-@dataclass
+@dataclass(slots=True)
 class Collector:
     """What a single forward pass keeps: head, rolling tail, asked-for ranges, scans."""
 
@@ -100,37 +112,71 @@ class Collector:
     head: bytearray = field(default_factory=bytearray)
     scans: dict[Hashable, _Scan] = field(default_factory=dict)
     kept_bytes: int = 0
-    # The rolling tail is the last chunks themselves (no copy on the upload path), joined
-    # only when a parse asks for it.
-    _recent: collections.deque[bytes] = field(default_factory=collections.deque)
-    _recent_bytes: int = 0
-    _joined: bytes | None = None
+    # The scans still being fed, and the lowest offset any of them waits for: a chunk
+    # ending at or before it is not shown to the scans at all.
+    _active: list[_Scan] = field(default_factory=list)
+    _wanted: int = UNKNOWN_SIZE
+    # The rolling tail is the last chunks themselves (no copy on the upload path): the
+    # latest, and the ones before it still needed to cover TAIL_KEEP (none when the latest
+    # does); joined only when a parse asks for it.
+    _latest: bytes = b""
+    _older: collections.deque[bytes] = field(default_factory=collections.deque)
+    _older_bytes: int = 0
+    _joined: bytes = b""
+    _joined_at: int = 0  # the position at which _joined was made
 
     def feed(self, chunk: bytes) -> None:
+        # The upload hot path: a few operations per chunk once the head is complete.
         start = self.position
-        self.position = start + len(chunk)
+        size = len(chunk)
+        end = self.position = start + size
         if start < HEAD_KEEP:
             self.head += chunk[: HEAD_KEEP - start]
-        recent = self._recent
-        recent.append(chunk)
-        self._recent_bytes += len(chunk)
-        while self._recent_bytes - len(recent[0]) >= TAIL_KEEP:
-            self._recent_bytes -= len(recent.popleft())
-        self._joined = None
-        if self.scans:
-            for scan in self.scans.values():
-                if not scan.done and not scan.lost:
-                    scan.feed(start, chunk)
+        if size < TAIL_KEEP:
+            self._hold_older(size)
+        elif self._older:
+            self._older.clear()
+            self._older_bytes = 0
+        self._latest = chunk
+        if end > self._wanted:
+            self._feed_scans(start, end, chunk)
+
+    def _hold_older(self, incoming: int) -> None:
+        """Keep the latest chunk among the older ones, as many as the tail still needs
+        once ``incoming`` more bytes have arrived."""
+        older = self._older
+        older.append(self._latest)
+        self._older_bytes += len(self._latest)
+        while older and self._older_bytes + incoming - len(older[0]) >= TAIL_KEEP:
+            self._older_bytes -= len(older.popleft())
+
+    def _feed_scans(self, start: int, end: int, chunk: bytes) -> None:
+        wanted = UNKNOWN_SIZE
+        finished = False
+        for scan in self._active:
+            if scan.fed == start and end < scan.stop:  # inside its range: the whole chunk
+                scan.take(start, chunk)
+                scan.fed = end
+            else:
+                scan.feed(start, chunk)
+                finished = finished or not scan.active
+            if scan.fed < wanted:
+                wanted = scan.fed
+        if finished:
+            self._active = [scan for scan in self._active if scan.active]
+            wanted = min((scan.fed for scan in self._active), default=UNKNOWN_SIZE)
+        self._wanted = wanted
 
     @property
     def tail(self) -> bytes:
-        if self._joined is None:
-            self._joined = b"".join(self._recent)
+        if self._joined_at != self.position:
+            self._joined = b"".join([*self._older, self._latest])
+            self._joined_at = self.position
         return self._joined
 
     @property
     def tail_start(self) -> int:
-        return self.position - self._recent_bytes
+        return self.position - self._older_bytes - len(self._latest)
 
     def start_scan(self, key: Hashable, ranges: Sequence[Range], make: Callable[[], Any]) -> _Scan:
         """Begin a scan once per key; what already passed is fed from the head and the tail
@@ -146,17 +192,16 @@ class Collector:
                 return scan
             self.kept_bytes += scan.consumer.length
         scan.feed(0, self.head)
-        if not scan.lost and scan.fed < self.position:
+        if scan.active and scan.fed < self.position:
             scan.feed(self.tail_start, self.tail)
+        if scan.active:
+            self._active.append(scan)
+            self._wanted = min(self._wanted, scan.fed)
         return scan
 
     def next_arrival(self) -> int | None:
         """The stream position at which the nearest pending range will be complete."""
-        ends = [
-            scan.ranges[-1][0] + scan.ranges[-1][1]
-            for scan in self.scans.values()
-            if not scan.done and not scan.lost and scan.ranges
-        ]
+        ends = [scan.ranges[-1][0] + scan.ranges[-1][1] for scan in self._active]
         return min(ends) if ends else None
 
     def kept(self, offset: int, length: int, *, persist: bool = False) -> bytes | None:
@@ -282,24 +327,36 @@ class StreamInspector:
         self.collector = Collector()
         self._next_run: int | None = 0  # where something asked for will have arrived
         self._runs = 0
+        # The position from which feed() has more to do than collect: a parse to run or the
+        # head to hand over (one comparison per chunk on the upload path).
+        self._attention = 0
 
     def feed(self, chunk: bytes) -> None:
-        if self._next_run is None or len(chunk) <= PIECE:
-            self._feed_piece(chunk)
+        collector = self.collector
+        if len(chunk) > PIECE and self._attention < collector.position + len(chunk):
+            self._feed_pieces(chunk)
             return
-        # Large chunks are fed in pieces no larger than the kept tail, so that a range the
-        # parser learns of right after the one it waited for is still held when it asks.
+        collector.feed(chunk)
+        if collector.position >= self._attention:
+            self._attend()
+
+    def _attend(self) -> None:
+        position = self.collector.position
+        if self._next_run is not None and position >= self._next_run:
+            self._speculate()
+        if self._on_head is not None and position >= self._head_size:
+            self._call_on_head()
+        next_run = UNKNOWN_SIZE if self._next_run is None else self._next_run
+        self._attention = next_run if self._on_head is None else min(next_run, self._head_size)
+
+    def _feed_pieces(self, chunk: bytes) -> None:
+        """A large chunk in which something awaited arrives (a range the parser asked for,
+        the end of the head): fed in pieces no larger than the kept tail, so that a range
+        the parser learns of right after the one it waited for is still held when it asks.
+        Any other chunk is fed whole, without a copy."""
         view = memoryview(chunk)
         for start in range(0, len(chunk), PIECE):
-            self._feed_piece(bytes(view[start : start + PIECE]))
-
-    def _feed_piece(self, piece: bytes) -> None:
-        collector = self.collector
-        collector.feed(piece)
-        if self._next_run is not None and collector.position >= self._next_run:
-            self._speculate()
-        if self._on_head is not None and collector.position >= self._head_size:
-            self._call_on_head()
+            self.feed(bytes(view[start : start + PIECE]))
 
     def _call_on_head(self) -> None:
         on_head, self._on_head = self._on_head, None
