@@ -124,12 +124,20 @@ class Collector:
     _older_bytes: int = 0
     _joined: bytes = b""
     _joined_at: int = 0  # the position at which _joined was made
+    # The owner is called once the stream reaches ``alarm`` (it then sets the next one).
+    alarm: int = UNKNOWN_SIZE
+    on_alarm: Callable[[], None] = lambda: None
 
     def feed(self, chunk: bytes) -> None:
-        # The upload hot path: a few operations per chunk once the head is complete.
+        # The upload hot path, a few operations per chunk once the head is complete: it is
+        # the StreamInspector's feed too, to spare every chunk one more call.
         start = self.position
         size = len(chunk)
-        end = self.position = start + size
+        end = start + size
+        if size > PIECE and self.alarm < end:
+            self._feed_pieces(chunk)
+            return
+        self.position = end
         if start < HEAD_KEEP:
             self.head += chunk[: HEAD_KEEP - start]
         if size < TAIL_KEEP:
@@ -138,8 +146,32 @@ class Collector:
             self._older.clear()
             self._older_bytes = 0
         self._latest = chunk
-        if end > self._wanted:
-            self._feed_scans(start, end, chunk)
+        if end > self._wanted:  # (not a method of its own: one call less per chunk)
+            wanted = UNKNOWN_SIZE
+            finished = False
+            for scan in self._active:
+                if scan.fed == start and end < scan.stop:  # inside its range: the whole chunk
+                    scan.take(start, chunk)
+                    scan.fed = end
+                else:
+                    scan.feed(start, chunk)
+                    finished = finished or not scan.active
+                if scan.fed < wanted:
+                    wanted = scan.fed
+            self._wanted = wanted
+            if finished:
+                self._drop_finished()
+        if end >= self.alarm:
+            self.on_alarm()
+
+    def _feed_pieces(self, chunk: bytes) -> None:
+        """A large chunk in which the alarm goes off (a range the parser waits for arrives,
+        or the end of the head): fed in pieces no larger than the kept tail, so that a
+        range the parser learns of right after the one it waited for is still held when it
+        asks.  Any other chunk is fed whole, without a copy."""
+        view = memoryview(chunk)
+        for start in range(0, len(chunk), PIECE):
+            self.feed(bytes(view[start : start + PIECE]))
 
     def _hold_older(self, incoming: int) -> None:
         """Keep the latest chunk among the older ones, as many as the tail still needs
@@ -150,22 +182,9 @@ class Collector:
         while older and self._older_bytes + incoming - len(older[0]) >= TAIL_KEEP:
             self._older_bytes -= len(older.popleft())
 
-    def _feed_scans(self, start: int, end: int, chunk: bytes) -> None:
-        wanted = UNKNOWN_SIZE
-        finished = False
-        for scan in self._active:
-            if scan.fed == start and end < scan.stop:  # inside its range: the whole chunk
-                scan.take(start, chunk)
-                scan.fed = end
-            else:
-                scan.feed(start, chunk)
-                finished = finished or not scan.active
-            if scan.fed < wanted:
-                wanted = scan.fed
-        if finished:
-            self._active = [scan for scan in self._active if scan.active]
-            wanted = min((scan.fed for scan in self._active), default=UNKNOWN_SIZE)
-        self._wanted = wanted
+    def _drop_finished(self) -> None:
+        self._active = [scan for scan in self._active if scan.active]
+        self._wanted = min((scan.fed for scan in self._active), default=UNKNOWN_SIZE)
 
     @property
     def tail(self) -> bytes:
@@ -324,39 +343,23 @@ class StreamInspector:
         self._parse = parse
         self._on_head = on_head
         self._head_size = head_size
-        self.collector = Collector()
+        self.collector = collector = Collector()
         self._next_run: int | None = 0  # where something asked for will have arrived
         self._runs = 0
-        # The position from which feed() has more to do than collect: a parse to run or the
-        # head to hand over (one comparison per chunk on the upload path).
-        self._attention = 0
-
-    def feed(self, chunk: bytes) -> None:
-        collector = self.collector
-        if len(chunk) > PIECE and self._attention < collector.position + len(chunk):
-            self._feed_pieces(chunk)
-            return
-        collector.feed(chunk)
-        if collector.position >= self._attention:
-            self._attend()
+        # The upload path goes straight to the collector, which calls back at its alarm:
+        # where a parse is to run or the head is to be handed over.
+        collector.alarm = 0
+        collector.on_alarm = self._attend
+        self.feed: Callable[[bytes], None] = collector.feed
 
     def _attend(self) -> None:
-        position = self.collector.position
-        if self._next_run is not None and position >= self._next_run:
+        collector = self.collector
+        if self._next_run is not None and collector.position >= self._next_run:
             self._speculate()
-        if self._on_head is not None and position >= self._head_size:
+        if self._on_head is not None and collector.position >= self._head_size:
             self._call_on_head()
         next_run = UNKNOWN_SIZE if self._next_run is None else self._next_run
-        self._attention = next_run if self._on_head is None else min(next_run, self._head_size)
-
-    def _feed_pieces(self, chunk: bytes) -> None:
-        """A large chunk in which something awaited arrives (a range the parser asked for,
-        the end of the head): fed in pieces no larger than the kept tail, so that a range
-        the parser learns of right after the one it waited for is still held when it asks.
-        Any other chunk is fed whole, without a copy."""
-        view = memoryview(chunk)
-        for start in range(0, len(chunk), PIECE):
-            self.feed(bytes(view[start : start + PIECE]))
+        collector.alarm = next_run if self._on_head is None else min(next_run, self._head_size)
 
     def _call_on_head(self) -> None:
         on_head, self._on_head = self._on_head, None

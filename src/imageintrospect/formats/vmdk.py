@@ -1518,6 +1518,17 @@ class _MarkerWalk:
     its counts are kept.  Held between pieces: the payload being collected, nothing else.
     """
 
+    __slots__ = (
+        "_payloads",
+        "_walk",
+        "_walker",
+        "capacity",
+        "grain_bytes",
+        "grain_sectors",
+        "start",
+        "tables",
+    )
+
     def __init__(
         self, start: int, capacity: int, grain_sectors: int, tables: tuple[int, int, int, bool]
     ) -> None:
