@@ -116,6 +116,9 @@ class Collector:
     # ending at or before it is not shown to the scans at all.
     _active: list[_Scan] = field(default_factory=list)
     _wanted: int = UNKNOWN_SIZE
+    # The consumers of scans that take every byte from here to the end of the stream (a
+    # VMDK's marker walk): handed each chunk with no bookkeeping at all.
+    _taps: list[Callable[[int, bytes], None]] = field(default_factory=list)
     # The rolling tail is the last chunks themselves (no copy on the upload path): the
     # latest, and the ones before it still needed to cover TAIL_KEEP (none when the latest
     # does); joined only when a parse asks for it.
@@ -146,21 +149,10 @@ class Collector:
             self._older.clear()
             self._older_bytes = 0
         self._latest = chunk
-        if end > self._wanted:  # (not a method of its own: one call less per chunk)
-            wanted = UNKNOWN_SIZE
-            finished = False
-            for scan in self._active:
-                if scan.fed == start and end < scan.stop:  # inside its range: the whole chunk
-                    scan.take(start, chunk)
-                    scan.fed = end
-                else:
-                    scan.feed(start, chunk)
-                    finished = finished or not scan.active
-                if scan.fed < wanted:
-                    wanted = scan.fed
-            self._wanted = wanted
-            if finished:
-                self._drop_finished()
+        for take in self._taps:  # before the scans, which may make new taps of themselves
+            take(start, chunk)
+        if end > self._wanted:
+            self._feed_scans(start, end, chunk)
         if end >= self.alarm:
             self.on_alarm()
 
@@ -182,9 +174,31 @@ class Collector:
         while older and self._older_bytes + incoming - len(older[0]) >= TAIL_KEEP:
             self._older_bytes -= len(older.popleft())
 
-    def _drop_finished(self) -> None:
-        self._active = [scan for scan in self._active if scan.active]
+    def _feed_scans(self, start: int, end: int, chunk: bytes) -> None:
+        wanted = UNKNOWN_SIZE
+        changed = False
+        for scan in self._active:
+            scan.feed(start, chunk)
+            if not scan.active or self._takes_the_rest(scan):
+                changed = True
+            elif scan.fed < wanted:
+                wanted = scan.fed
+        if changed:
+            self._sort_scans()
+        else:
+            self._wanted = wanted
+
+    def _sort_scans(self) -> None:
+        """Drop the scans done or lost, make taps of those that take the rest of the stream
+        from here on, and note the lowest offset the others wait for."""
+        active = [scan for scan in self._active if scan.active]
+        self._taps += [scan.take for scan in active if self._takes_the_rest(scan)]
+        self._active = [scan for scan in active if not self._takes_the_rest(scan)]
         self._wanted = min((scan.fed for scan in self._active), default=UNKNOWN_SIZE)
+
+    def _takes_the_rest(self, scan: _Scan) -> bool:
+        last = scan.index == len(scan.ranges) - 1
+        return last and scan.fed == self.position and scan.stop >= UNKNOWN_SIZE - TAIL_KEEP
 
     @property
     def tail(self) -> bytes:
@@ -215,7 +229,7 @@ class Collector:
             scan.feed(self.tail_start, self.tail)
         if scan.active:
             self._active.append(scan)
-            self._wanted = min(self._wanted, scan.fed)
+            self._sort_scans()
         return scan
 
     def next_arrival(self) -> int | None:

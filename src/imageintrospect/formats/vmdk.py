@@ -1545,10 +1545,12 @@ class _MarkerWalk:
         self._payloads: collections.deque[_Payload] = collections.deque()
 
     def feed(self, offset: int, data: bytes) -> None:
-        # The upload hot path: one call into the walker per piece.
+        # The upload hot path: one call into the walker per piece (read into a local first:
+        # a method-style call of a callable held in a slot is not specialised, and costs).
         if self._payloads:
             self._collect(offset, data)
-        status = self._walk(offset, data, len(data), 0)
+        walk = self._walk
+        status = walk(offset, data, len(data), 0)
         if status:
             self._after_table_marker(offset, data, status)
 
