@@ -39,6 +39,9 @@ UNKNOWN_SIZE = 1 << 62
 #: After this many speculative runs the parser is left alone until the end of the stream.
 MAX_SPECULATIVE_RUNS = 512
 
+#: A consumer's fast way in: ``tap(offset, chunk, size) -> status`` (see Collector._taps).
+Tap = Callable[[int, bytes, int], int]
+
 
 class _Keep:
     """A consumer that holds its range's bytes."""
@@ -116,9 +119,10 @@ class Collector:
     # ending at or before it is not shown to the scans at all.
     _active: list[_Scan] = field(default_factory=list)
     _wanted: int = UNKNOWN_SIZE
-    # The consumers of scans that take every byte from here to the end of the stream (a
-    # VMDK's marker walk): handed each chunk with no bookkeeping at all.
-    _taps: list[Callable[[int, bytes], None]] = field(default_factory=list)
+    # The consumers of scans that take every byte from here to the end of the stream and
+    # offer a tap (a VMDK's marker walk): each chunk goes to ``tap(offset, chunk, size)``
+    # with no bookkeeping at all, and on a non-zero status to ``after(offset, chunk, status)``.
+    _taps: list[tuple[Tap, Callable[[int, bytes, int], None]]] = field(default_factory=list)
     # The rolling tail is the last chunks themselves (no copy on the upload path): the
     # latest, and the ones before it still needed to cover TAIL_KEEP (none when the latest
     # does); joined only when a parse asks for it.
@@ -149,8 +153,10 @@ class Collector:
             self._older.clear()
             self._older_bytes = 0
         self._latest = chunk
-        for take in self._taps:  # before the scans, which may make new taps of themselves
-            take(start, chunk)
+        for tap, after in self._taps:  # before the scans, which may become taps
+            status = tap(start, chunk, size)
+            if status:
+                after(start, chunk, status)
         if end > self._wanted:
             self._feed_scans(start, end, chunk)
         if end >= self.alarm:
@@ -192,11 +198,14 @@ class Collector:
         """Drop the scans done or lost, make taps of those that take the rest of the stream
         from here on, and note the lowest offset the others wait for."""
         active = [scan for scan in self._active if scan.active]
-        self._taps += [scan.take for scan in active if self._takes_the_rest(scan)]
-        self._active = [scan for scan in active if not self._takes_the_rest(scan)]
+        taps = [scan.consumer for scan in active if self._takes_the_rest(scan)]
+        self._taps += [(consumer.tap, consumer.after) for consumer in taps]
+        self._active = [scan for scan in active if scan.consumer not in taps]
         self._wanted = min((scan.fed for scan in self._active), default=UNKNOWN_SIZE)
 
     def _takes_the_rest(self, scan: _Scan) -> bool:
+        if not hasattr(scan.consumer, "tap"):
+            return False
         last = scan.index == len(scan.ranges) - 1
         return last and scan.fed == self.position and scan.stop >= UNKNOWN_SIZE - TAIL_KEEP
 
