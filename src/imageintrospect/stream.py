@@ -15,6 +15,11 @@ Speculative runs see a size of :data:`UNKNOWN_SIZE` (a footer cannot be known be
 end) and their findings and errors are discarded: they only decide what to keep.
 Memory: the first :data:`HEAD_KEEP` bytes, a rolling :data:`TAIL_KEEP`, and what the parser
 asked to keep, at most :data:`KEEP_BUDGET` bytes in all; scans hold only their consumers.
+
+The upload path is :meth:`Collector.feed`, a few operations per chunk in the steady state: a
+scan waiting far ahead costs one comparison, and a consumer that takes every byte to the end
+(a VMDK's marker walk) may offer ``tap(offset, chunk, size) -> status``, called for every
+chunk with no bookkeeping (``after(offset, chunk, status)`` on a non-zero status).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from .source import C, Consumer, Range, Source, StreamGap
 HEAD_KEEP = 960 * 1024
 TAIL_KEEP = 64 * 1024
 KEEP_BUDGET = 48 * 1024 * 1024
-#: Incoming chunks are fed in pieces of at most this size while the parser still waits.
+#: A large chunk inside which something awaited arrives is fed in pieces of this size.
 PIECE = TAIL_KEEP
 #: The size a speculative parse sees; reads within TAIL_KEEP of it return zeros.
 UNKNOWN_SIZE = 1 << 62
