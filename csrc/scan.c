@@ -571,13 +571,14 @@ static void stream_stop(ii_stream_state *s, uint64_t offset, uint64_t value, int
     s->stopped = 1;
 }
 
-/* After end-of-stream only zero padding may follow. next_offset stays sector-aligned
-   (windows start on sectors): a few bytes may be checked twice, which is harmless. */
-static void stream_trailing(const uint8_t *window, size_t nbytes, uint64_t base,
+/* After end-of-stream only zero padding may follow: the bytes from `from` to the window's
+   end are checked. next_offset stays sector-aligned (windows start on sectors): a few bytes
+   may be checked twice, which is harmless. */
+static void stream_trailing(const uint8_t *window, size_t nbytes, uint64_t base, uint64_t from,
                             ii_stream_state *s)
 {
     const uint64_t end = base + nbytes;
-    for (uint64_t pos = s->next_offset; pos < end; pos++) {
+    for (uint64_t pos = from; pos < end; pos++) {
         const uint8_t byte = window[pos - base];
         if (byte != 0) {
             s->next_offset = pos & ~(uint64_t)(SECTOR - 1);
@@ -663,7 +664,7 @@ int ii_vmdk_stream(const uint8_t *window, size_t nbytes, uint64_t base_offset,
     const uint64_t end = base_offset + nbytes;
     while (!s->stopped) {
         if (s->eos_offset != UINT64_MAX) {
-            stream_trailing(window, nbytes, base_offset, s);
+            stream_trailing(window, nbytes, base_offset, s->next_offset, s);
             break;
         }
         const uint64_t pos = s->next_offset;
@@ -676,6 +677,95 @@ int ii_vmdk_stream(const uint8_t *window, size_t nbytes, uint64_t base_offset,
         }
         stream_marker(window + (pos - base_offset), capacity_sectors, grain_sectors, s);
     }
+    return 0;
+}
+
+/* Chunk by chunk: the same walk, each chunk read where it lies. A marker is read once its
+   whole first sector has passed (as ii_vmdk_stream wants it in the window), from the 16
+   bytes carried in w->header. */
+
+#define MARKER_HEADER 16u
+
+int ii_vmdk_stream_init(ii_stream_walk *w, uint64_t start, uint64_t capacity_sectors,
+                        uint64_t grain_sectors)
+{
+    if (grain_sectors == 0 || grain_sectors > SIZE32_LIMIT || start > OFFSET_LIMIT ||
+        start % SECTOR != 0)
+        return -1;
+    memset(w, 0, sizeof(*w));
+    w->s.next_offset = start;
+    w->s.marker_offset = start;
+    w->s.eos_offset = UINT64_MAX;
+    w->capacity_sectors = capacity_sectors;
+    w->grain_sectors = grain_sectors;
+    w->position = start;
+    return 0;
+}
+
+/* Take the bytes [pos, stop) of the first sector of the marker at s.next_offset; read the
+   marker once the sector is complete. Returns 1 when that marker was a GT or GD marker. */
+static int stream_sector(ii_stream_walk *w, const uint8_t *data, uint64_t base, uint64_t pos,
+                         uint64_t stop)
+{
+    ii_stream_state *s = &w->s;
+    const uint64_t marker = s->next_offset;
+    if (pos < marker + MARKER_HEADER) {
+        const uint64_t upto = stop < marker + MARKER_HEADER ? stop : marker + MARKER_HEADER;
+        memcpy(w->header + (pos - marker), data + (pos - base), upto - pos);
+    }
+    w->position = stop;
+    if (stop < marker + SECTOR)
+        return 0;
+    const uint64_t tables = s->gt_markers + s->gd_markers;
+    stream_marker(w->header, w->capacity_sectors, w->grain_sectors, s);
+    if (s->stopped || s->gt_markers + s->gd_markers == tables)
+        return 0;
+    w->table_end = s->next_offset;
+    return 1;
+}
+
+int ii_vmdk_stream_feed(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n)
+{
+    return ii_vmdk_stream_resume(w, offset, data, n, 0);
+}
+
+int ii_vmdk_stream_resume(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n,
+                          size_t from)
+{
+    if (from > n || offset > OFFSET_LIMIT || n > OFFSET_LIMIT - offset)
+        return -1;
+    ii_stream_state *s = &w->s;
+    const uint64_t end = offset + n;
+    if (offset + from != w->position)
+        w->lost = 1; /* the walk cannot go on over a gap */
+    while (!w->lost && !s->stopped && w->position < end) {
+        const uint64_t pos = w->position;
+        if (s->eos_offset != UINT64_MAX) {
+            stream_trailing(data, n, offset, pos, s);
+            break;
+        }
+        if (pos < s->next_offset) { /* grain data or a payload: skipped unread */
+            w->position = s->next_offset < end ? s->next_offset : end;
+            continue;
+        }
+        const uint64_t sector_end = s->next_offset + SECTOR;
+        if (stream_sector(w, data, offset, pos, sector_end < end ? sector_end : end))
+            return 1; /* a table's payload begins at w->position */
+    }
+    w->position = end;
+    return offset + from < w->table_end ? 2 : 0;
+}
+
+int ii_vmdk_stream_end(const ii_stream_walk *w, uint64_t size, ii_stream_state *out)
+{
+    *out = w->s;
+    if (out->stopped || w->lost || w->position != size || out->eos_offset != UINT64_MAX)
+        return 0;
+    const uint64_t pos = out->next_offset;
+    if (pos > size) /* the last marker's data runs past the end */
+        stream_stop(out, out->marker_offset, pos, II_TRUNCATED);
+    else if (pos < size) /* a partial sector where a marker should be */
+        stream_stop(out, pos, size - pos, II_TRUNCATED);
     return 0;
 }
 

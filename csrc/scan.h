@@ -135,6 +135,36 @@ int ii_vmdk_stream(const uint8_t *window, size_t nbytes, uint64_t base_offset,
                    uint64_t capacity_sectors, uint64_t grain_sectors, int final,
                    ii_stream_state *state);
 
+/* A streamOptimized walk fed the stream chunk by chunk, each chunk read in place:
+   the first sector of a marker may straddle chunks (its first 16 bytes are carried in
+   header), grain data and payloads are skipped unread. */
+typedef struct {
+    ii_stream_state s;         /* the walk, as ii_vmdk_stream leaves it */
+    uint64_t capacity_sectors;
+    uint64_t grain_sectors;
+    uint64_t position;         /* stream offset of the next byte expected */
+    uint64_t table_end;        /* end of the payload of the last GT or GD marker read */
+    uint8_t header[16];        /* first bytes of the marker at s.next_offset, then the last read */
+    int32_t lost;              /* a chunk did not start where the previous one ended */
+} ii_stream_walk;
+
+int ii_vmdk_stream_init(ii_stream_walk *w, uint64_t start, uint64_t capacity_sectors,
+                        uint64_t grain_sectors);
+
+/* Walk data[0:n], the stream bytes from offset on. Returns 0 once the chunk is walked; 1
+   right after a GT or GD marker, whose payload begins at w->position (the caller collects
+   what it wants of it and goes on with ii_vmdk_stream_resume from there); 2 once the chunk
+   is walked, if it began inside the payload of the last GT or GD marker (the caller may
+   still be collecting it); -1 on bad parameters. */
+int ii_vmdk_stream_feed(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n);
+
+/* The same for data[from:n], after a 1. */
+int ii_vmdk_stream_resume(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n,
+                          size_t from);
+
+/* The walk's state judged as if the stream ended at size (w is left as it is). */
+int ii_vmdk_stream_end(const ii_stream_walk *w, uint64_t size, ii_stream_state *out);
+
 int ii_vhd_bat(const uint8_t *table, size_t nbytes, uint64_t first_index,
                uint64_t block_size, uint64_t data_start, uint64_t file_size,
                uint8_t *claimed, uint64_t claimed_bits, ii_block_result *out);

@@ -488,6 +488,62 @@ def test_stream_state_must_not_be_behind_the_window(impl: ModuleType) -> None:
         stream(impl, EOS, base_offset=state.next_offset + 512, state=state)
 
 
+def walk_in_chunks(
+    module: ModuleType, data: bytes, cuts: list[int], base: int = 0
+) -> tuple[scan.StreamResult, bytes, list[int], bool, list[int]]:
+    """Feed ``data`` (the stream from ``base``) chunk by chunk, each ending at the next cut:
+    the final state, the last marker's header, where table payloads began, ``lost``, and
+    the chunks that began inside a table payload (status 2)."""
+    walker = module.StreamWalker(base, CAPACITY, GRAIN)
+    payloads, inside = [], []
+    begin = 0
+    for cut in [*sorted(set(cuts)), len(data)]:
+        if cut < begin:
+            continue
+        chunk, offset = data[begin:cut], base + begin
+        status = walker.feed(offset, chunk, len(chunk))
+        while status == 1:
+            payloads.append(walker.position)
+            status = walker.resume(offset, chunk, len(chunk), walker.position - offset)
+        if status == 2:
+            inside.append(offset)
+        begin = cut
+    state = walker.finish(base + len(data))
+    return state, bytes(walker.header), payloads, walker.lost, inside
+
+
+def test_stream_walker_in_chunks_equals_one_pass(impl: ModuleType) -> None:
+    data = vmware_stream() + bytes(2048)
+    whole = stream(impl, data)
+    eos = len(data) - 2048 - 512
+    # payloads: the GT's 4 sectors after its marker, then the GD's (footer, EOS follow)
+    tables = [eos - 8 * 512, eos - 3 * 512]
+    for size in (1, 17, 512, 700, 4096, 65536):
+        cuts = list(range(size, len(data), size))
+        state, _, payloads, lost, inside = walk_in_chunks(impl, data, cuts)
+        assert (state, payloads, lost) == (whole, tables, False)
+        # every chunk that began inside the GT's or the GD's payload says so
+        payloads_at = [(tables[0], tables[0] + 4 * 512), (tables[1], tables[1] + 512)]
+        began_inside = [c for c in [0, *cuts] for t, e in payloads_at if t <= c < e]
+        assert set(began_inside) <= set(inside) and inside == sorted(inside)
+
+
+def test_stream_walker_keeps_the_header_it_stopped_on(impl: ModuleType) -> None:
+    bad = meta_marker(7)
+    for size in (1, 5, 512):
+        data = grain_marker(0, b"a") + bad
+        state, header, *_ = walk_in_chunks(impl, data, list(range(size, len(data), size)))
+        assert (state.stopped, state.next_offset, header) == (True, 512, bad[:16])
+
+
+def test_stream_walker_notes_a_gap(impl: ModuleType) -> None:
+    walker = scan.vmdk_stream_walker(start=0, capacity_sectors=CAPACITY, grain_sectors=GRAIN)
+    assert walker.feed(0, b"\0" * 100, 100) == 0
+    walker.feed(200, b"\0" * 100, 100)
+    assert walker.lost and walker.position == 300
+    assert walker.resume(0, b"", 0, 1) == -1  # start past the chunk
+
+
 # ---------------------------------------------------------------------------------------
 # VHD, VHDX, VDI
 
@@ -1277,6 +1333,24 @@ def test_c_equals_python_stream(case: tuple[bytes, list[int]]) -> None:
             return walk_in_windows(module, data, cuts)
 
     assert walk(_python) == walk(_c)
+
+
+@DIFF
+@given(case=streams())
+def test_stream_walker_equals_one_pass(case: tuple[bytes, list[int]]) -> None:
+    """Any split of the stream, fed chunk by chunk, ends where one window walked ends."""
+    data, cuts = case
+    whole = _python.vmdk_stream(data, 0, CAPACITY, GRAIN, True, scan.stream_start(0))
+    assert walk_in_chunks(_python, data, cuts)[0] == whole
+
+
+@needs_c
+@DIFF
+@given(case=streams(), base=st.sampled_from([0, 512 * 7, ((1 << 63) - 1) // 512 * 512 - 8192]))
+def test_c_equals_python_stream_walker(case: tuple[bytes, list[int]], base: int) -> None:
+    data, cuts = case
+    base = min(base, ((1 << 63) - 1 - len(data)) // 512 * 512)
+    assert walk_in_chunks(_python, data, cuts, base) == walk_in_chunks(_c, data, cuts, base)
 
 
 @needs_c

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from imageintrospect import FormatMismatch, InspectingReader, Metadata, introspect
+from imageintrospect import FormatMismatch, InspectingReader, Metadata, introspect, stream
 from imageintrospect.stream import HEAD_KEEP, TAIL_KEEP
 
 from conftest import OnlyRead, needs_qemu, qemu_img, run
@@ -147,6 +147,25 @@ def test_stream_memory_is_bounded(images: dict[str, Path], kind: str) -> None:
     # Head and tail (1 MiB), the tables asked for, the read buffer, and interpreter noise.
     assert MiB >= HEAD_KEEP + TAIL_KEEP
     assert peak < 8 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+def test_large_chunks_are_cut_only_where_something_awaited_arrives(
+    images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1 MiB chunk goes through whole (no 64 KiB copies) unless the parser waits for a
+    range that ends inside it, or for the end of the head."""
+    data = images["stream.vmdk"].read_bytes() + bytes(32 * MiB)  # grain data follows
+    cut: list[int] = []
+    feed_pieces = stream.Collector._feed_pieces
+
+    def counted(collector: stream.Collector, chunk: bytes) -> None:
+        cut.append(collector.position)
+        feed_pieces(collector, chunk)
+
+    monkeypatch.setattr(stream.Collector, "_feed_pieces", counted)
+    reader = InspectingReader(chunks(data, MiB))
+    assert b"".join(reader) == data
+    assert cut == [0]  # the head and the first parses; the grain data after them goes whole
 
 
 def chunks(data: bytes, size: int) -> Iterator[bytes]:

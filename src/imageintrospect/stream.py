@@ -15,6 +15,11 @@ Speculative runs see a size of :data:`UNKNOWN_SIZE` (a footer cannot be known be
 end) and their findings and errors are discarded: they only decide what to keep.
 Memory: the first :data:`HEAD_KEEP` bytes, a rolling :data:`TAIL_KEEP`, and what the parser
 asked to keep, at most :data:`KEEP_BUDGET` bytes in all; scans hold only their consumers.
+
+The upload path is :meth:`Collector.feed`, a few operations per chunk in the steady state: a
+scan waiting far ahead costs one comparison, and a consumer that takes every byte to the end
+(a VMDK's marker walk) may offer ``tap(offset, chunk, size) -> status``, called for every
+chunk with no bookkeeping (``after(offset, chunk, status)`` on a non-zero status).
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ from .source import C, Consumer, Range, Source, StreamGap
 HEAD_KEEP = 960 * 1024
 TAIL_KEEP = 64 * 1024
 KEEP_BUDGET = 48 * 1024 * 1024
-#: Incoming chunks are fed in pieces of at most this size while the parser still waits.
+#: A large chunk inside which something awaited arrives is fed in pieces of this size.
 PIECE = TAIL_KEEP
 #: The size a speculative parse sees; reads within TAIL_KEEP of it return zeros.
 UNKNOWN_SIZE = 1 << 62
 #: After this many speculative runs the parser is left alone until the end of the stream.
 MAX_SPECULATIVE_RUNS = 512
+
+#: A consumer's fast way in: ``tap(offset, chunk, size) -> status`` (see Collector._taps).
+Tap = Callable[[int, bytes, int], int]
 
 
 class _Keep:
@@ -52,7 +60,7 @@ class _Keep:
         self.buffer += data
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class _Scan:
     """A consumer and the ranges (ascending, disjoint) it is fed, byte by byte, once."""
 
@@ -60,39 +68,51 @@ class _Scan:
     ranges: list[Range]
     index: int = 0  # the range being fed
     fed: int = 0  # the next offset the consumer expects
+    stop: int = 0  # the end of the range being fed
     lost: bool = False  # some of its bytes went by unfed
+    take: Callable[[int, bytes], None] = field(init=False)  # the consumer's feed
 
     def __post_init__(self) -> None:
-        self.fed = self.ranges[0][0] if self.ranges else 0
+        self.take = self.consumer.feed
+        self._enter(0)
+
+    def _enter(self, index: int) -> None:
+        self.index = index
+        if index < len(self.ranges):
+            self.fed, length = self.ranges[index]
+            self.stop = self.fed + length
 
     @property
     def done(self) -> bool:
         return self.index >= len(self.ranges)
 
+    @property
+    def active(self) -> bool:
+        """Still to be fed: neither done nor lost."""
+        return not self.lost and self.index < len(self.ranges)
+
     def feed(self, start: int, chunk: bytes | bytearray) -> None:
-        """Feed the part of ``chunk`` (which begins at ``start``) that the ranges cover."""
+        """Feed the part of ``chunk`` (which begins at ``start``) that the ranges cover;
+        consumers are always handed ``bytes``."""
         end = start + len(chunk)
-        while not self.done and not self.lost:
+        while self.active:
             if end <= self.fed:
                 return  # the chunk lies wholly before the next byte wanted
             if start > self.fed:
                 self.lost = True  # the bytes before this chunk went by unfed
                 return
-            offset, length = self.ranges[self.index]
-            hi = min(offset + length, end)
-            whole = self.fed == start and hi == end
-            self.consumer.feed(
-                self.fed, chunk if whole else bytes(chunk[self.fed - start : hi - start])
-            )
+            hi = min(self.stop, end)
+            if self.fed == start and hi == end and isinstance(chunk, bytes):
+                self.take(start, chunk)
+            else:
+                self.take(self.fed, bytes(chunk[self.fed - start : hi - start]))
             self.fed = hi
-            if hi < offset + length:
+            if hi < self.stop:
                 return
-            self.index += 1
-            if not self.done:
-                self.fed = self.ranges[self.index][0]
+            self._enter(self.index + 1)
 
 
-@dataclass
+@dataclass(slots=True)
 class Collector:
     """What a single forward pass keeps: head, rolling tail, asked-for ranges, scans."""
 
@@ -100,37 +120,110 @@ class Collector:
     head: bytearray = field(default_factory=bytearray)
     scans: dict[Hashable, _Scan] = field(default_factory=dict)
     kept_bytes: int = 0
-    # The rolling tail is the last chunks themselves (no copy on the upload path), joined
-    # only when a parse asks for it.
-    _recent: collections.deque[bytes] = field(default_factory=collections.deque)
-    _recent_bytes: int = 0
-    _joined: bytes | None = None
+    # The scans still being fed, and the lowest offset any of them waits for: a chunk
+    # ending at or before it is not shown to the scans at all.
+    _active: list[_Scan] = field(default_factory=list)
+    _wanted: int = UNKNOWN_SIZE
+    # The consumers of scans that take every byte from here to the end of the stream and
+    # offer a tap (a VMDK's marker walk): each chunk goes to ``tap(offset, chunk, size)``
+    # with no bookkeeping at all, and on a non-zero status to ``after(offset, chunk, status)``.
+    _taps: list[tuple[Tap, Callable[[int, bytes, int], None]]] = field(default_factory=list)
+    # The rolling tail is the last chunks themselves (no copy on the upload path): the
+    # latest, and the ones before it still needed to cover TAIL_KEEP (none when the latest
+    # does); joined only when a parse asks for it.
+    _latest: bytes = b""
+    _older: collections.deque[bytes] = field(default_factory=collections.deque)
+    _older_bytes: int = 0
+    _joined: bytes = b""
+    _joined_at: int = 0  # the position at which _joined was made
+    # The owner is called once the stream reaches ``alarm`` (it then sets the next one).
+    alarm: int = UNKNOWN_SIZE
+    on_alarm: Callable[[], None] = lambda: None
 
     def feed(self, chunk: bytes) -> None:
+        # The upload hot path, a few operations per chunk once the head is complete: it is
+        # the StreamInspector's feed too, to spare every chunk one more call.
         start = self.position
-        self.position = start + len(chunk)
+        size = len(chunk)
+        end = start + size
+        if size > PIECE and self.alarm < end:
+            self._feed_pieces(chunk)
+            return
+        self.position = end
         if start < HEAD_KEEP:
             self.head += chunk[: HEAD_KEEP - start]
-        recent = self._recent
-        recent.append(chunk)
-        self._recent_bytes += len(chunk)
-        while self._recent_bytes - len(recent[0]) >= TAIL_KEEP:
-            self._recent_bytes -= len(recent.popleft())
-        self._joined = None
-        if self.scans:
-            for scan in self.scans.values():
-                if not scan.done and not scan.lost:
-                    scan.feed(start, chunk)
+        if size < TAIL_KEEP:
+            self._hold_older(size)
+        elif self._older:
+            self._older.clear()
+            self._older_bytes = 0
+        self._latest = chunk
+        for tap, after in self._taps:  # before the scans, which may become taps
+            status = tap(start, chunk, size)
+            if status:
+                after(start, chunk, status)
+        if end > self._wanted:
+            self._feed_scans(start, end, chunk)
+        if end >= self.alarm:
+            self.on_alarm()
+
+    def _feed_pieces(self, chunk: bytes) -> None:
+        """A large chunk in which the alarm goes off (a range the parser waits for arrives,
+        or the end of the head): fed in pieces no larger than the kept tail, so that a
+        range the parser learns of right after the one it waited for is still held when it
+        asks.  Any other chunk is fed whole, without a copy."""
+        view = memoryview(chunk)
+        for start in range(0, len(chunk), PIECE):
+            self.feed(bytes(view[start : start + PIECE]))
+
+    def _hold_older(self, incoming: int) -> None:
+        """Keep the latest chunk among the older ones, as many as the tail still needs
+        once ``incoming`` more bytes have arrived."""
+        older = self._older
+        older.append(self._latest)
+        self._older_bytes += len(self._latest)
+        while older and self._older_bytes + incoming - len(older[0]) >= TAIL_KEEP:
+            self._older_bytes -= len(older.popleft())
+
+    def _feed_scans(self, start: int, end: int, chunk: bytes) -> None:
+        wanted = UNKNOWN_SIZE
+        changed = False
+        for scan in self._active:
+            scan.feed(start, chunk)
+            if not scan.active or self._takes_the_rest(scan):
+                changed = True
+            elif scan.fed < wanted:
+                wanted = scan.fed
+        if changed:
+            self._sort_scans()
+        else:
+            self._wanted = wanted
+
+    def _sort_scans(self) -> None:
+        """Drop the scans done or lost, make taps of those that take the rest of the stream
+        from here on, and note the lowest offset the others wait for."""
+        active = [scan for scan in self._active if scan.active]
+        taps = [scan.consumer for scan in active if self._takes_the_rest(scan)]
+        self._taps += [(consumer.tap, consumer.after) for consumer in taps]
+        self._active = [scan for scan in active if scan.consumer not in taps]
+        self._wanted = min((scan.fed for scan in self._active), default=UNKNOWN_SIZE)
+
+    def _takes_the_rest(self, scan: _Scan) -> bool:
+        if not hasattr(scan.consumer, "tap"):
+            return False
+        last = scan.index == len(scan.ranges) - 1
+        return last and scan.fed == self.position and scan.stop >= UNKNOWN_SIZE - TAIL_KEEP
 
     @property
     def tail(self) -> bytes:
-        if self._joined is None:
-            self._joined = b"".join(self._recent)
+        if self._joined_at != self.position:
+            self._joined = b"".join([*self._older, self._latest])
+            self._joined_at = self.position
         return self._joined
 
     @property
     def tail_start(self) -> int:
-        return self.position - self._recent_bytes
+        return self.position - self._older_bytes - len(self._latest)
 
     def start_scan(self, key: Hashable, ranges: Sequence[Range], make: Callable[[], Any]) -> _Scan:
         """Begin a scan once per key; what already passed is fed from the head and the tail
@@ -146,17 +239,16 @@ class Collector:
                 return scan
             self.kept_bytes += scan.consumer.length
         scan.feed(0, self.head)
-        if not scan.lost and scan.fed < self.position:
+        if scan.active and scan.fed < self.position:
             scan.feed(self.tail_start, self.tail)
+        if scan.active:
+            self._active.append(scan)
+            self._sort_scans()
         return scan
 
     def next_arrival(self) -> int | None:
         """The stream position at which the nearest pending range will be complete."""
-        ends = [
-            scan.ranges[-1][0] + scan.ranges[-1][1]
-            for scan in self.scans.values()
-            if not scan.done and not scan.lost and scan.ranges
-        ]
+        ends = [scan.ranges[-1][0] + scan.ranges[-1][1] for scan in self._active]
         return min(ends) if ends else None
 
     def kept(self, offset: int, length: int, *, persist: bool = False) -> bytes | None:
@@ -279,27 +371,23 @@ class StreamInspector:
         self._parse = parse
         self._on_head = on_head
         self._head_size = head_size
-        self.collector = Collector()
+        self.collector = collector = Collector()
         self._next_run: int | None = 0  # where something asked for will have arrived
         self._runs = 0
+        # The upload path goes straight to the collector, which calls back at its alarm:
+        # where a parse is to run or the head is to be handed over.
+        collector.alarm = 0
+        collector.on_alarm = self._attend
+        self.feed: Callable[[bytes], None] = collector.feed
 
-    def feed(self, chunk: bytes) -> None:
-        if self._next_run is None or len(chunk) <= PIECE:
-            self._feed_piece(chunk)
-            return
-        # Large chunks are fed in pieces no larger than the kept tail, so that a range the
-        # parser learns of right after the one it waited for is still held when it asks.
-        view = memoryview(chunk)
-        for start in range(0, len(chunk), PIECE):
-            self._feed_piece(bytes(view[start : start + PIECE]))
-
-    def _feed_piece(self, piece: bytes) -> None:
+    def _attend(self) -> None:
         collector = self.collector
-        collector.feed(piece)
         if self._next_run is not None and collector.position >= self._next_run:
             self._speculate()
         if self._on_head is not None and collector.position >= self._head_size:
             self._call_on_head()
+        next_run = UNKNOWN_SIZE if self._next_run is None else self._next_run
+        collector.alarm = next_run if self._on_head is None else min(next_run, self._head_size)
 
     def _call_on_head(self) -> None:
         on_head, self._on_head = self._on_head, None

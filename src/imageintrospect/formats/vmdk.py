@@ -1399,8 +1399,6 @@ MAX_PREFETCH_RUNS = 256
 #: A grain directory met in a GD marker is kept up to this size (MAX_GRAIN_TABLES entries).
 MAX_GD_PAYLOAD = 4 * MAX_GRAIN_TABLES
 _MARKER_FIELDS = struct.Struct("<QII")
-#: The stream walker is handed windows of at least this size (fewer calls, each ~15 µs).
-WALK_WINDOW = 1024 * 1024
 
 
 class _Deep(NamedTuple):
@@ -1507,7 +1505,7 @@ class _Payload:
 
 class _WalkEnd(NamedTuple):
     """How a marker walk ends: the walker's state, whether bytes were missing, and the
-    first bytes at the offset it stopped on."""
+    first bytes of the marker it stopped on."""
 
     state: scan.StreamResult
     lost: bool
@@ -1517,146 +1515,80 @@ class _WalkEnd(NamedTuple):
 class _MarkerWalk:
     """Scan consumer: walks a stream's markers as its bytes pass, in pieces of any size.
 
-    The walker (``scan.vmdk_stream``) reads a marker once its first sector is in the window
-    it is handed and skips grain data unread.  Each call costs some microseconds whatever
-    the window's size, so small pieces are gathered into windows of :data:`WALK_WINDOW`
-    (a copy at memory speed) and large ones handed over as they are; bytes that lie wholly
-    inside a grain's data are not kept at all.  Held between pieces: that window, and the
-    payload of a GT or GD marker being collected.  VMware's layout keeps its grain tables
-    in GT markers that pass long before the directory at the end names them, so each table
-    is checked as it arrives (:class:`_MarkerTables`) and only its counts are kept.
+    The walker (``scan.vmdk_stream_walker``) reads each piece where it lies, carrying a
+    marker's first bytes across pieces and skipping grain data unread; it hands control
+    back only after a GT or GD marker, whose payload is collected here.  VMware's layout
+    keeps its grain tables in GT markers that pass long before the directory at the end
+    names them, so each table is checked as it arrives (:class:`_MarkerTables`) and only
+    its counts are kept.  Held between pieces: the payload being collected, nothing else.
     """
+
+    __slots__ = (
+        "_payloads",
+        "_resume",
+        "_walker",
+        "capacity",
+        "grain_bytes",
+        "grain_sectors",
+        "start",
+        "tables",
+        "tap",
+    )
 
     def __init__(
         self, start: int, capacity: int, grain_sectors: int, tables: tuple[int, int, int, bool]
     ) -> None:
         self.start = start
         self.capacity = capacity
-        self.grain_sectors = grain_sectors
         self.grain_bytes = grain_sectors * SECTOR
-        self.state = scan.stream_start(start)
+        self.grain_sectors = grain_sectors
+        self._walker = scan.vmdk_stream_walker(
+            start=start, capacity_sectors=capacity, grain_sectors=grain_sectors
+        )
+        # tap(offset, data, size) -> status, straight into the walker: a stream's collector
+        # calls it for every chunk, with no Python frame of ours, and ``after`` on a status.
+        self.tap = self._walker.feed
+        self._resume = self._walker.resume
         gt_bytes, limit, overhead_sectors, zeroed_ok = tables
         self.tables = _MarkerTables(gt_bytes, limit, grain_sectors, overhead_sectors, zeroed_ok)
-        self.stop_marker = b""  # the first 16 bytes at the offset the walk stopped on
-        self.lost = False  # a piece did not follow the previous one (cannot happen via scan)
-        # bytes from state.next_offset on, not walked yet, in a buffer sized once (fresh
-        # megabytes for every window would cost a page fault per 4 KiB)
-        self._buffer = bytearray()
-        self._gathered = 0
         self._payloads: collections.deque[_Payload] = collections.deque()
 
     def feed(self, offset: int, data: bytes) -> None:
-        # The upload hot path: most pieces are appended to the window below.
-        gathered = self._gathered
-        end = gathered + len(data)
-        if gathered and end <= len(self._buffer):
-            self._buffer[gathered:end] = data
-            self._gathered = end
-            if end >= WALK_WINDOW:
-                self._walk_window()
-        elif self.state.stopped or self.lost:
-            return
-        elif gathered:
-            self._gather(data)
-        elif offset + len(data) > self.state.next_offset:
-            at = self.state.next_offset - offset
-            if at < 0:
-                self.lost = True
-                return
-            piece = memoryview(data)[at:]
-            if len(piece) >= WALK_WINDOW:
-                self._walk(piece, self.state.next_offset)
-            else:
-                self._gather(piece)
-        if self._payloads:
+        tap = self.tap  # (a method-style call of a callable held in a slot is not specialised)
+        status = tap(offset, data, len(data))
+        if status:
+            self.after(offset, data, status)
+
+    def after(self, offset: int, data: bytes, status: int) -> None:
+        """The walker wants Python for this piece: it paused after a GT or GD marker (1), or
+        the piece began inside a table's payload (2).  Note the payload, collect what of it
+        the piece holds, and walk on, until the piece is walked."""
+        walker = self._walker
+        while status:
+            if status < 0:
+                raise ValueError(f"the marker walk rejected the piece at byte {offset}")
+            payload_at = walker.position
+            if status == 1:
+                value, _, kind = _MARKER_FIELDS.unpack_from(walker.header)
+                wanted = self.tables.wanted(kind, value * SECTOR)
+                if wanted:
+                    self._payloads.append(_Payload(kind, payload_at, wanted))
             self._collect(offset, data)
+            if status == 2:
+                return
+            status = self._resume(offset, data, len(data), payload_at - offset)
 
     def result(self, size: int) -> _WalkEnd:
-        """The walk as it ends at ``size``, the end of the stream.  Only the gathered bytes
-        are walked on; the end itself is judged on a copy of the state (on a stream inside
-        an archive this also runs before the end, on what has arrived)."""
-        self._walk_window()  # walked as it would be later anyway
-        state = self.state
-        if state.stopped or self.lost:
-            return _WalkEnd(state, self.lost, self.stop_marker)
-        window = bytes(self._buffer[: self._gathered])
-        if window:
-            base = state.next_offset
-            complete = base + len(window) == size
-        else:  # every byte was walked past: only a truncation is left to see
-            base = size - size % SECTOR
-            complete = base <= state.next_offset
-            window = bytes(size - base)
-        if not complete:
-            return _WalkEnd(state, True, b"")  # bytes up to ``size`` were not all fed
-        final = scan.vmdk_stream(
-            window,
-            base_offset=base,
-            capacity_sectors=self.capacity,
-            grain_sectors=self.grain_sectors,
-            state=state,
-            final=True,
-        )
-        stop_marker = window[final.next_offset - base :][:METADATA_MARKER_SIZE]
-        return _WalkEnd(final, False, stop_marker if final.stopped else b"")
+        """The walk as it ends at ``size``, the end of the stream, judged on a copy of the
+        state (on a stream inside an archive this also runs before the end, on what has
+        arrived)."""
+        walker = self._walker
+        state = walker.finish(size)
+        lost = walker.lost or (not state.stopped and walker.position != size)
+        stop_marker = bytes(walker.header) if state.stopped and not lost else b""
+        return _WalkEnd(state, lost, stop_marker)
 
-    def _gather(self, data: bytes | memoryview) -> None:
-        end = self._gathered + len(data)
-        if end > len(self._buffer):
-            if end > 2 * WALK_WINDOW:  # a large piece after a few bytes: one copy, walked
-                window = bytes(self._buffer[: self._gathered]) + bytes(data)
-                self._gathered = 0
-                self._walk(window, self.state.next_offset)
-                return
-            self._buffer.extend(bytes(2 * WALK_WINDOW - len(self._buffer)))
-        self._buffer[self._gathered : end] = data
-        self._gathered = end
-        if end >= WALK_WINDOW:
-            self._walk_window()
-
-    def _walk_window(self) -> None:
-        if self._gathered and not self.state.stopped:
-            gathered, self._gathered = self._gathered, 0
-            self._walk(memoryview(self._buffer)[:gathered], self.state.next_offset)
-
-    def _walk(self, window: bytes | memoryview, base: int) -> None:
-        before = self.state
-        after = scan.vmdk_stream(
-            window,
-            base_offset=base,
-            capacity_sectors=self.capacity,
-            grain_sectors=self.grain_sectors,
-            state=before,
-        )
-        self.state = after
-        if after.gt_markers != before.gt_markers or after.gd_markers != before.gd_markers:
-            self._find_payloads(window, base, before.next_offset, after.next_offset)
-            self._collect(base, window)
-        at = after.next_offset - base
-        if after.stopped:
-            self.stop_marker = bytes(window[at : at + METADATA_MARKER_SIZE]) if at >= 0 else b""
-        if not after.stopped and at < len(window):
-            rest = bytes(window[at:])  # under a sector
-            self._buffer[: len(rest)] = rest
-            self._gathered = len(rest)
-
-    def _find_payloads(self, window: bytes | memoryview, base: int, start: int, stop: int) -> None:
-        """Follow the markers the walker just read, to note where GT and GD payloads are."""
-        pos = start
-        last = base + len(window) - METADATA_MARKER_SIZE
-        while pos < stop and pos <= last:
-            value, size, kind = _MARKER_FIELDS.unpack_from(window, pos - base)
-            if size:
-                pos = -(-(pos + 12 + size) // SECTOR) * SECTOR
-                continue
-            if kind == MARKER_EOS:
-                return
-            payload = self.tables.wanted(kind, value * SECTOR)
-            if payload:
-                self._payloads.append(_Payload(kind, pos + SECTOR, payload))
-            pos += SECTOR + value * SECTOR
-
-    def _collect(self, offset: int, data: bytes | memoryview) -> None:
+    def _collect(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
         while self._payloads:
             payload = self._payloads[0]

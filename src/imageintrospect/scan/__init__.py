@@ -31,6 +31,7 @@ from ._types import (
     PointerTableResult,
     Reason,
     StreamResult,
+    StreamWalker,
     Verdict,
     VhdxBatResult,
     stream_start,
@@ -300,6 +301,20 @@ def vmdk_stream(
     return result
 
 
+def vmdk_stream_walker(*, start: int, capacity_sectors: int, grain_sectors: int) -> StreamWalker:
+    """The walk of :func:`vmdk_stream` fed chunk by chunk, each chunk read where it lies (no
+    window to gather into): the upload path.  Feeding any split of the stream from
+    ``start`` and then ``finish(size)`` gives what ``vmdk_stream`` gives on the whole with
+    ``final=True``; see :class:`StreamWalker` for the calls."""
+    _in_range("start", start, 0, OFFSET_LIMIT)
+    _in_range("capacity_sectors", capacity_sectors, 0, U64_MAX)
+    _in_range("grain_sectors", grain_sectors, 1, SIZE32_LIMIT)
+    if start % SECTOR:
+        raise ValueError(f"start={start} is not sector-aligned")
+    walker: StreamWalker = _impl.StreamWalker(start, capacity_sectors, grain_sectors)
+    return walker
+
+
 def walk_vmdk_stream(
     read: Callable[[int, int], bytes],
     *,
@@ -446,6 +461,7 @@ __all__ = [
     "PointerTableResult",
     "Reason",
     "StreamResult",
+    "StreamWalker",
     "Verdict",
     "VhdxBatResult",
     "backend",
@@ -463,5 +479,6 @@ __all__ = [
     "vmdk_gd",
     "vmdk_gt",
     "vmdk_stream",
+    "vmdk_stream_walker",
     "walk_vmdk_stream",
 ]

@@ -8,6 +8,7 @@ releases the GIL during each call.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from array import array
 from typing import Any
@@ -307,6 +308,10 @@ def vmdk_stream(
         _table(window), len(window), base_offset, capacity_sectors, grain_sectors, int(final), s
     )
     _check(status, "vmdk_stream")
+    return _stream_result(s)
+
+
+def _stream_result(s: Any) -> StreamResult:
     return StreamResult(
         **_verdict(s.v),
         next_offset=s.next_offset,
@@ -320,6 +325,43 @@ def vmdk_stream(
         eos_offset=NOT_SEEN if s.eos_offset == U64_MAX else s.eos_offset,
         stopped=bool(s.stopped),
     )
+
+
+class StreamWalker:
+    """The marker walk fed chunk by chunk, each chunk read in place (``ii_stream_walk``)."""
+
+    def __init__(self, start: int, capacity_sectors: int, grain_sectors: int) -> None:
+        self._w = ffi.new("ii_stream_walk *")
+        _check(
+            lib.ii_vmdk_stream_init(self._w, start, capacity_sectors, grain_sectors),
+            "vmdk_stream_init",
+        )
+        # feed(offset, data, n) and resume(offset, data, n, start) -> status: the upload's
+        # hot path, so C partials, no Python frame per chunk.  ``data`` must be bytes (cffi
+        # hands a bytes object's buffer to C without a copy).
+        self.feed = functools.partial(lib.ii_vmdk_stream_feed, self._w)
+        self.resume = functools.partial(lib.ii_vmdk_stream_resume, self._w)
+
+    @property
+    def position(self) -> int:
+        position: int = self._w.position
+        return position
+
+    @property
+    def lost(self) -> bool:
+        return bool(self._w.lost)
+
+    @property
+    def header(self) -> bytes:
+        return bytes(ffi.buffer(self._w.header))
+
+    def state(self) -> StreamResult:
+        return _stream_result(self._w.s)
+
+    def finish(self, size: int) -> StreamResult:
+        out = ffi.new("ii_stream_state *")
+        _check(lib.ii_vmdk_stream_end(self._w, size, out), "vmdk_stream_end")
+        return _stream_result(out)
 
 
 def crc32c(data: Buffer, crc: int) -> int:

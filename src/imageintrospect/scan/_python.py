@@ -27,6 +27,7 @@ from ._types import (
     Reason,
     StreamResult,
     VhdxBatResult,
+    stream_start,
 )
 
 SECTOR = 512
@@ -452,11 +453,12 @@ class _Walk:
             stopped=self.stopped,
         )
 
-    def trailing(self, window: memoryview, base: int) -> None:
-        """After end-of-stream only zero padding may follow. next_offset stays
-        sector-aligned (windows start on sectors): a few bytes may be checked twice."""
+    def trailing(self, window: memoryview, base: int, start: int) -> None:
+        """After end-of-stream only zero padding may follow: the bytes from ``start`` to the
+        window's end are checked. next_offset stays sector-aligned (windows start on
+        sectors): a few bytes may be checked twice."""
         end = base + len(window)
-        rest = bytes(window[self.next_offset - base :])
+        rest = bytes(window[start - base :])
         nonzero = rest.lstrip(b"\0")
         if nonzero:
             offending = end - len(nonzero)
@@ -520,7 +522,7 @@ def vmdk_stream(
     walk = _Walk(state)
     while not walk.stopped:
         if walk.eos_offset != NOT_SEEN:
-            walk.trailing(view, base_offset)
+            walk.trailing(view, base_offset, walk.next_offset)
             break
         pos = walk.next_offset
         if pos >= end or end - pos < SECTOR:
@@ -531,6 +533,82 @@ def vmdk_stream(
             break
         walk.marker(view, pos - base_offset, capacity_sectors, grain_sectors)
     return walk.result()
+
+
+_MARKER_HEADER = 16
+
+
+class StreamWalker:
+    """The same walk fed chunk by chunk (twin of ``ii_stream_walk``): a marker is read once
+    its whole first sector has passed, from the 16 bytes carried in :attr:`header`."""
+
+    def __init__(self, start: int, capacity_sectors: int, grain_sectors: int) -> None:
+        self._walk = _Walk(stream_start(start))
+        self._capacity = capacity_sectors
+        self._grain_sectors = grain_sectors
+        self.position = start
+        self.header = bytearray(_MARKER_HEADER)
+        self.lost = False
+        self._table_end = 0  # end of the payload of the last GT or GD marker read
+
+    def feed(self, offset: int, data: bytes, n: int) -> int:
+        return self.resume(offset, data, n, 0)
+
+    def resume(self, offset: int, data: bytes, n: int, start: int) -> int:
+        """Walk ``data[start:n]``: 0 once walked, 1 right after a GT or GD marker, whose
+        payload begins at :attr:`position`, 2 once walked if it began inside the payload of
+        the last GT or GD marker."""
+        if start > n or offset > OFFSET_LIMIT or n > OFFSET_LIMIT - offset:
+            return -1
+        walk = self._walk
+        end = offset + n
+        if offset + start != self.position:
+            self.lost = True  # the walk cannot go on over a gap
+        while not self.lost and not walk.stopped and self.position < end:
+            pos = self.position
+            if walk.eos_offset != NOT_SEEN:
+                walk.trailing(memoryview(data)[:n], offset, pos)
+                break
+            if pos < walk.next_offset:  # grain data or a payload: skipped unread
+                self.position = min(walk.next_offset, end)
+                continue
+            if self._sector(data, offset, pos, min(walk.next_offset + SECTOR, end)):
+                return 1  # a table's payload begins at self.position
+        self.position = end
+        return 2 if offset + start < self._table_end else 0
+
+    def _sector(self, data: bytes, base: int, pos: int, stop: int) -> bool:
+        """Take bytes [pos, stop) of the marker's first sector; read the marker once the
+        sector is complete. True when that marker was a GT or GD marker."""
+        walk = self._walk
+        marker = walk.next_offset
+        if pos < marker + _MARKER_HEADER:
+            upto = min(stop, marker + _MARKER_HEADER)
+            self.header[pos - marker : upto - marker] = data[pos - base : upto - base]
+        self.position = stop
+        if stop < marker + SECTOR:
+            return False
+        tables = walk.gt_markers + walk.gd_markers
+        walk.marker(memoryview(self.header), 0, self._capacity, self._grain_sectors)
+        if walk.stopped or walk.gt_markers + walk.gd_markers == tables:
+            return False
+        self._table_end = walk.next_offset
+        return True
+
+    def state(self) -> StreamResult:
+        return self._walk.result()
+
+    def finish(self, size: int) -> StreamResult:
+        """The state judged as if the stream ended at ``size``; the walker is left as is."""
+        walk = _Walk(self._walk.result())
+        if walk.stopped or self.lost or self.position != size or walk.eos_offset != NOT_SEEN:
+            return walk.result()
+        pos = walk.next_offset
+        if pos > size:  # the last marker's data runs past the end
+            walk.stop(walk.marker_offset, pos, Reason.TRUNCATED)
+        elif pos < size:  # a partial sector where a marker should be
+            walk.stop(pos, size - pos, Reason.TRUNCATED)
+        return walk.result()
 
 
 # ---------------------------------------------------------------------------------------
@@ -690,6 +768,7 @@ def crc32c(data: Buffer, crc: int) -> int:
 
 
 __all__ = [
+    "StreamWalker",
     "crc32c",
     "qcow2_l1",
     "qcow2_l2",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from array import array
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 #: What the scanners read: anything exposing the buffer protocol as bytes.
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -153,3 +153,30 @@ def stream_start(offset: int) -> StreamResult:
         eos_offset=NOT_SEEN,
         stopped=False,
     )
+
+
+class StreamWalker(Protocol):
+    """A streamOptimized marker walk fed the stream chunk by chunk (both backends).
+
+    ``feed(offset, data, n)`` walks ``data[:n]`` (``data`` is ``bytes``, the stream from
+    ``offset`` on) and returns 0 once walked; 1 right after a GT or GD marker whose payload
+    begins at :attr:`position` (collect what is wanted of it, then go on with
+    ``resume(offset, data, n, position - offset)``); 2 once walked, if the chunk began inside
+    the payload of the last GT or GD marker (a payload may still be being collected).
+    """
+
+    position: int  # the stream offset of the next byte expected
+    lost: bool  # a chunk did not start where the previous one ended: the walk stopped there
+
+    def feed(self, offset: int, data: bytes, n: int, /) -> int: ...
+
+    def resume(self, offset: int, data: bytes, n: int, start: int, /) -> int: ...
+
+    @property
+    def header(self) -> bytes | bytearray:
+        """The first 16 bytes of the last marker read (the marker a stopped walk stopped on)."""
+
+    def state(self) -> StreamResult: ...
+
+    def finish(self, size: int) -> StreamResult:
+        """The state judged as if the stream ended at ``size`` (the walker is left as is)."""
