@@ -340,6 +340,8 @@ class StreamWalker:
         # parameters: the upload's hot path, so a C partial, no Python frame per chunk.
         # ``data`` must be bytes (cffi hands a bytes object's buffer to C without a copy).
         self.feed = functools.partial(lib.ii_vmdk_stream_feed, self._w)
+        # skip(limit) -> position: once per marker on a seekable file, a C partial too.
+        self.skip = functools.partial(lib.ii_vmdk_stream_skip, self._w)
 
     @property
     def position(self) -> int:

@@ -587,6 +587,15 @@ class StreamWalker:
         walk.marker(memoryview(self.header), 0, self._capacity, self._grain_sectors)
         return not walk.stopped and walk.gt_markers + walk.gd_markers != tables
 
+    def skip(self, limit: int) -> int:
+        """Jump over bytes the walk would skip unread, up to the next marker or ``limit``;
+        where the walk then expects its next chunk (unchanged when it cannot jump)."""
+        walk = self._walk
+        if self.lost or walk.stopped or walk.eos_offset != NOT_SEEN:
+            return self.position
+        self.position = max(self.position, min(walk.next_offset, limit))
+        return self.position
+
     def state(self) -> StreamResult:
         return self._walk.result()
 
