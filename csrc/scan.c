@@ -591,11 +591,19 @@ static int stream_sector(ii_stream_walk *w, const uint8_t *data, uint64_t base, 
         return 0;
     const uint64_t tables = s->gt_markers + s->gd_markers;
     stream_marker(w->header, w->capacity_sectors, w->grain_sectors, s);
-    return !s->stopped && s->gt_markers + s->gd_markers != tables;
+    if (s->stopped || s->gt_markers + s->gd_markers == tables)
+        return 0;
+    w->table_end = s->next_offset;
+    return 1;
 }
 
-int ii_vmdk_stream_feed(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n,
-                        size_t from)
+int ii_vmdk_stream_feed(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n)
+{
+    return ii_vmdk_stream_resume(w, offset, data, n, 0);
+}
+
+int ii_vmdk_stream_resume(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n,
+                          size_t from)
 {
     if (from > n || offset > OFFSET_LIMIT || n > OFFSET_LIMIT - offset)
         return -1;
@@ -618,7 +626,7 @@ int ii_vmdk_stream_feed(ii_stream_walk *w, uint64_t offset, const uint8_t *data,
             return 1; /* a table's payload begins at w->position */
     }
     w->position = end;
-    return 0;
+    return offset + from < w->table_end ? 2 : 0;
 }
 
 uint64_t ii_vmdk_stream_skip(ii_stream_walk *w, uint64_t limit)

@@ -143,6 +143,7 @@ typedef struct {
     uint64_t capacity_sectors;
     uint64_t grain_sectors;
     uint64_t position;         /* stream offset of the next byte expected */
+    uint64_t table_end;        /* end of the payload of the last GT or GD marker read */
     uint8_t header[16];        /* first bytes of the marker at s.next_offset, then the last read */
     int32_t lost;              /* a chunk did not start where the previous one ended */
 } ii_stream_walk;
@@ -150,11 +151,16 @@ typedef struct {
 int ii_vmdk_stream_init(ii_stream_walk *w, uint64_t start, uint64_t capacity_sectors,
                         uint64_t grain_sectors);
 
-/* Walk data[from:n], the stream bytes from offset + from on. Returns 0 once the chunk is
-   walked, 1 right after a GT or GD marker, whose payload begins at w->position (the caller
-   collects it and calls again from there), -1 on bad parameters. */
-int ii_vmdk_stream_feed(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n,
-                        size_t from);
+/* Walk data[0:n], the stream bytes from offset on. Returns 0 once the chunk is walked; 1
+   right after a GT or GD marker, whose payload begins at w->position (the caller collects
+   what it wants of it and goes on with ii_vmdk_stream_resume from there); 2 once the chunk
+   is walked, if it began inside the payload of the last GT or GD marker (the caller may
+   still be collecting it); -1 on bad parameters. */
+int ii_vmdk_stream_feed(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n);
+
+/* The same for data[from:n], after a 1. */
+int ii_vmdk_stream_resume(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n,
+                          size_t from);
 
 /* On a seekable file: jump over the bytes the walk would skip unread (grain data, a payload
    the caller does not collect) up to the next marker, or to limit if that comes first.

@@ -490,22 +490,26 @@ def test_stream_state_must_not_be_behind_the_window(impl: ModuleType) -> None:
 
 def walk_in_chunks(
     module: ModuleType, data: bytes, cuts: list[int], base: int = 0
-) -> tuple[scan.StreamResult, bytes, list[int], bool]:
+) -> tuple[scan.StreamResult, bytes, list[int], bool, list[int]]:
     """Feed ``data`` (the stream from ``base``) chunk by chunk, each ending at the next cut:
-    the final state, the last marker's header, where table payloads began, and ``lost``."""
+    the final state, the last marker's header, where table payloads began, ``lost``, and
+    the chunks that began inside a table payload (status 2)."""
     walker = module.StreamWalker(base, CAPACITY, GRAIN)
-    payloads = []
+    payloads, inside = [], []
     begin = 0
     for cut in [*sorted(set(cuts)), len(data)]:
         if cut < begin:
             continue
-        chunk, offset, start = data[begin:cut], base + begin, 0
-        while walker.feed(offset, chunk, len(chunk), start) == 1:
+        chunk, offset = data[begin:cut], base + begin
+        status = walker.feed(offset, chunk, len(chunk))
+        while status == 1:
             payloads.append(walker.position)
-            start = walker.position - offset
+            status = walker.resume(offset, chunk, len(chunk), walker.position - offset)
+        if status == 2:
+            inside.append(offset)
         begin = cut
     state = walker.finish(base + len(data))
-    return state, bytes(walker.header), payloads, walker.lost
+    return state, bytes(walker.header), payloads, walker.lost, inside
 
 
 def test_stream_walker_in_chunks_equals_one_pass(impl: ModuleType) -> None:
@@ -515,15 +519,20 @@ def test_stream_walker_in_chunks_equals_one_pass(impl: ModuleType) -> None:
     # payloads: the GT's 4 sectors after its marker, then the GD's (footer, EOS follow)
     tables = [eos - 8 * 512, eos - 3 * 512]
     for size in (1, 17, 512, 700, 4096, 65536):
-        state, _, payloads, lost = walk_in_chunks(impl, data, list(range(size, len(data), size)))
+        cuts = list(range(size, len(data), size))
+        state, _, payloads, lost, inside = walk_in_chunks(impl, data, cuts)
         assert (state, payloads, lost) == (whole, tables, False)
+        # every chunk that began inside the GT's or the GD's payload says so
+        payloads_at = [(tables[0], tables[0] + 4 * 512), (tables[1], tables[1] + 512)]
+        began_inside = [c for c in [0, *cuts] for t, e in payloads_at if t <= c < e]
+        assert set(began_inside) <= set(inside) and inside == sorted(inside)
 
 
 def test_stream_walker_keeps_the_header_it_stopped_on(impl: ModuleType) -> None:
     bad = meta_marker(7)
     for size in (1, 5, 512):
         data = grain_marker(0, b"a") + bad
-        state, header, _, _ = walk_in_chunks(impl, data, list(range(size, len(data), size)))
+        state, header, *_ = walk_in_chunks(impl, data, list(range(size, len(data), size)))
         assert (state.stopped, state.next_offset, header) == (True, 512, bad[:16])
 
 
@@ -531,21 +540,18 @@ def walk_hopping(
     module: ModuleType, data: bytes, reads: list[int], base: int = 0
 ) -> tuple[scan.StreamResult, bytes, list[int], bool]:
     """Walk ``data`` as a seekable file: read the next of ``reads`` (sizes, in turn) where
-    the walk stands, then let it jump to its next marker (never past the end); what
-    :func:`walk_in_chunks` gives, and the offsets read."""
+    the walk stands, then let it jump to its next marker (never past the end).  Gives what
+    :func:`walk_in_chunks` gives but the chunks that began inside a payload."""
     walker = module.StreamWalker(base, CAPACITY, GRAIN)
     payloads: list[int] = []
     position, turn = 0, 0
     while position < len(data):
-        chunk, offset, start = (
-            data[position : position + reads[turn % len(reads)]],
-            base + position,
-            0,
-        )
+        chunk, offset = data[position : position + reads[turn % len(reads)]], base + position
         turn += 1
-        while walker.feed(offset, chunk, len(chunk), start) == 1:
+        status = walker.feed(offset, chunk, len(chunk))
+        while status == 1:
             payloads.append(walker.position)
-            start = walker.position - offset
+            status = walker.resume(offset, chunk, len(chunk), walker.position - offset)
         position = walker.skip(base + len(data)) - base
     state = walker.finish(base + len(data))
     return state, bytes(walker.header), payloads, walker.lost
@@ -554,11 +560,11 @@ def walk_hopping(
 def test_stream_walker_hops_over_grains(impl: ModuleType) -> None:
     data = vmware_stream() + bytes(2048)
     for size in (1, 16, 512, 4096):
-        assert walk_hopping(impl, data, [size]) == walk_in_chunks(impl, data, [])
+        assert walk_hopping(impl, data, [size]) == walk_in_chunks(impl, data, [])[:4]
     walker = scan.vmdk_stream_walker(start=0, capacity_sectors=CAPACITY, grain_sectors=GRAIN)
-    walker.feed(0, data[:512], 512, 0)  # the first grain marker: 700 bytes after its head
+    walker.feed(0, data[:512], 512)  # the first grain marker: 700 bytes after its head
     assert walker.skip(10_000) == 1024 and walker.skip(600) == 1024  # never backwards
-    walker.feed(1024, data[1024:1100], 76, 0)  # inside a marker's first sector: stays
+    walker.feed(1024, data[1024:1100], 76)  # inside a marker's first sector: stays
     assert walker.skip(10_000) == 1100
 
 
@@ -566,16 +572,16 @@ def test_stream_walker_does_not_hop_after_the_end(impl: ModuleType) -> None:
     """Past end-of-stream every byte is checked; a stopped walk stays where it stopped."""
     for data in (EOS + bytes(4096), meta_marker(7) + bytes(4096)):
         walker = scan.vmdk_stream_walker(start=0, capacity_sectors=CAPACITY, grain_sectors=GRAIN)
-        walker.feed(0, data[:512], 512, 0)
+        walker.feed(0, data[:512], 512)
         assert walker.skip(len(data)) == 512
 
 
 def test_stream_walker_notes_a_gap(impl: ModuleType) -> None:
     walker = scan.vmdk_stream_walker(start=0, capacity_sectors=CAPACITY, grain_sectors=GRAIN)
-    assert walker.feed(0, b"\0" * 100, 100, 0) == 0
-    walker.feed(200, b"\0" * 100, 100, 0)
+    assert walker.feed(0, b"\0" * 100, 100) == 0
+    walker.feed(200, b"\0" * 100, 100)
     assert walker.lost and walker.position == 300
-    assert walker.feed(0, b"", 0, 1) == -1  # start past the chunk
+    assert walker.resume(0, b"", 0, 1) == -1  # start past the chunk
 
 
 # ---------------------------------------------------------------------------------------
@@ -1354,7 +1360,7 @@ def test_stream_walker_hopping_equals_reading_everything(
 ) -> None:
     """Jumping over what the walk skips unread gives what feeding every byte gives."""
     data, _ = case
-    assert walk_hopping(_python, data, reads) == walk_in_chunks(_python, data, [])
+    assert walk_hopping(_python, data, reads) == walk_in_chunks(_python, data, [])[:4]
 
 
 @needs_c

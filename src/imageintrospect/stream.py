@@ -15,6 +15,11 @@ Speculative runs see a size of :data:`UNKNOWN_SIZE` (a footer cannot be known be
 end) and their findings and errors are discarded: they only decide what to keep.
 Memory: the first :data:`HEAD_KEEP` bytes, a rolling :data:`TAIL_KEEP`, and what the parser
 asked to keep, at most :data:`KEEP_BUDGET` bytes in all; scans hold only their consumers.
+
+The upload path is :meth:`Collector.feed`, a few operations per chunk in the steady state: a
+scan waiting far ahead costs one comparison, and a consumer that takes every byte to the end
+(a VMDK's marker walk) may offer ``tap(offset, chunk, size) -> status``, called for every
+chunk with no bookkeeping (``after(offset, chunk, status)`` on a non-zero status).
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ from .source import C, Consumer, Range, Source, StreamGap
 HEAD_KEEP = 960 * 1024
 TAIL_KEEP = 64 * 1024
 KEEP_BUDGET = 48 * 1024 * 1024
-#: Incoming chunks are fed in pieces of at most this size while the parser still waits.
+#: A large chunk inside which something awaited arrives is fed in pieces of this size.
 PIECE = TAIL_KEEP
 #: The size a speculative parse sees; reads within TAIL_KEEP of it return zeros.
 UNKNOWN_SIZE = 1 << 62
 #: After this many speculative runs the parser is left alone until the end of the stream.
 MAX_SPECULATIVE_RUNS = 512
+
+#: A consumer's fast way in: ``tap(offset, chunk, size) -> status`` (see Collector._taps).
+Tap = Callable[[int, bytes, int], int]
 
 
 class _Keep:
@@ -116,9 +124,10 @@ class Collector:
     # ending at or before it is not shown to the scans at all.
     _active: list[_Scan] = field(default_factory=list)
     _wanted: int = UNKNOWN_SIZE
-    # The consumers of scans that take every byte from here to the end of the stream (a
-    # VMDK's marker walk): handed each chunk with no bookkeeping at all.
-    _taps: list[Callable[[int, bytes], None]] = field(default_factory=list)
+    # The consumers of scans that take every byte from here to the end of the stream and
+    # offer a tap (a VMDK's marker walk): each chunk goes to ``tap(offset, chunk, size)``
+    # with no bookkeeping at all, and on a non-zero status to ``after(offset, chunk, status)``.
+    _taps: list[tuple[Tap, Callable[[int, bytes, int], None]]] = field(default_factory=list)
     # The rolling tail is the last chunks themselves (no copy on the upload path): the
     # latest, and the ones before it still needed to cover TAIL_KEEP (none when the latest
     # does); joined only when a parse asks for it.
@@ -149,8 +158,10 @@ class Collector:
             self._older.clear()
             self._older_bytes = 0
         self._latest = chunk
-        for take in self._taps:  # before the scans, which may make new taps of themselves
-            take(start, chunk)
+        for tap, after in self._taps:  # before the scans, which may become taps
+            status = tap(start, chunk, size)
+            if status:
+                after(start, chunk, status)
         if end > self._wanted:
             self._feed_scans(start, end, chunk)
         if end >= self.alarm:
@@ -192,11 +203,14 @@ class Collector:
         """Drop the scans done or lost, make taps of those that take the rest of the stream
         from here on, and note the lowest offset the others wait for."""
         active = [scan for scan in self._active if scan.active]
-        self._taps += [scan.take for scan in active if self._takes_the_rest(scan)]
-        self._active = [scan for scan in active if not self._takes_the_rest(scan)]
+        taps = [scan.consumer for scan in active if self._takes_the_rest(scan)]
+        self._taps += [(consumer.tap, consumer.after) for consumer in taps]
+        self._active = [scan for scan in active if scan.consumer not in taps]
         self._wanted = min((scan.fed for scan in self._active), default=UNKNOWN_SIZE)
 
     def _takes_the_rest(self, scan: _Scan) -> bool:
+        if not hasattr(scan.consumer, "tap"):
+            return False
         last = scan.index == len(scan.ranges) - 1
         return last and scan.fed == self.position and scan.stop >= UNKNOWN_SIZE - TAIL_KEEP
 

@@ -1524,13 +1524,14 @@ class _MarkerWalk:
 
     __slots__ = (
         "_payloads",
-        "_walk",
+        "_resume",
         "_walker",
         "capacity",
         "grain_bytes",
         "grain_sectors",
         "start",
         "tables",
+        "tap",
     )
 
     def __init__(
@@ -1538,40 +1539,43 @@ class _MarkerWalk:
     ) -> None:
         self.start = start
         self.capacity = capacity
-        self.grain_sectors = grain_sectors
         self.grain_bytes = grain_sectors * SECTOR
+        self.grain_sectors = grain_sectors
         self._walker = scan.vmdk_stream_walker(
             start=start, capacity_sectors=capacity, grain_sectors=grain_sectors
         )
-        self._walk = self._walker.feed
+        # tap(offset, data, size) -> status, straight into the walker: a stream's collector
+        # calls it for every chunk, with no Python frame of ours, and ``after`` on a status.
+        self.tap = self._walker.feed
+        self._resume = self._walker.resume
         gt_bytes, limit, overhead_sectors, zeroed_ok = tables
         self.tables = _MarkerTables(gt_bytes, limit, grain_sectors, overhead_sectors, zeroed_ok)
         self._payloads: collections.deque[_Payload] = collections.deque()
 
     def feed(self, offset: int, data: bytes) -> None:
-        # The upload hot path: one call into the walker per piece (read into a local first:
-        # a method-style call of a callable held in a slot is not specialised, and costs).
-        if self._payloads:
-            self._collect(offset, data)
-        walk = self._walk
-        status = walk(offset, data, len(data), 0)
+        tap = self.tap  # (a method-style call of a callable held in a slot is not specialised)
+        status = tap(offset, data, len(data))
         if status:
-            self._after_table_marker(offset, data, status)
+            self.after(offset, data, status)
 
-    def _after_table_marker(self, offset: int, data: bytes, status: int) -> None:
-        """The walker paused after a GT or GD marker: note its payload, collect what of it
-        this piece holds, and walk on, until the piece is walked."""
+    def after(self, offset: int, data: bytes, status: int) -> None:
+        """The walker wants Python for this piece: it paused after a GT or GD marker (1), or
+        the piece began inside a table's payload (2).  Note the payload, collect what of it
+        the piece holds, and walk on, until the piece is walked."""
         walker = self._walker
         while status:
             if status < 0:
                 raise ValueError(f"the marker walk rejected the piece at byte {offset}")
             payload_at = walker.position
-            value, _, kind = _MARKER_FIELDS.unpack_from(walker.header)
-            wanted = self.tables.wanted(kind, value * SECTOR)
-            if wanted:
-                self._payloads.append(_Payload(kind, payload_at, wanted))
-                self._collect(offset, data)
-            status = self._walk(offset, data, len(data), payload_at - offset)
+            if status == 1:
+                value, _, kind = _MARKER_FIELDS.unpack_from(walker.header)
+                wanted = self.tables.wanted(kind, value * SECTOR)
+                if wanted:
+                    self._payloads.append(_Payload(kind, payload_at, wanted))
+            self._collect(offset, data)
+            if status == 2:
+                return
+            status = self._resume(offset, data, len(data), payload_at - offset)
 
     def result(self, size: int) -> _WalkEnd:
         """The walk as it ends at ``size``, the end of the stream, judged on a copy of the

@@ -336,10 +336,11 @@ class StreamWalker:
             lib.ii_vmdk_stream_init(self._w, start, capacity_sectors, grain_sectors),
             "vmdk_stream_init",
         )
-        # feed(offset, data, n, start) -> 0 walked, 1 after a GT/GD marker, -1 bad
-        # parameters: the upload's hot path, so a C partial, no Python frame per chunk.
-        # ``data`` must be bytes (cffi hands a bytes object's buffer to C without a copy).
+        # feed(offset, data, n) and resume(offset, data, n, start) -> status: the upload's
+        # hot path, so C partials, no Python frame per chunk.  ``data`` must be bytes (cffi
+        # hands a bytes object's buffer to C without a copy).
         self.feed = functools.partial(lib.ii_vmdk_stream_feed, self._w)
+        self.resume = functools.partial(lib.ii_vmdk_stream_resume, self._w)
         # skip(limit) -> position: once per marker on a seekable file, a C partial too.
         self.skip = functools.partial(lib.ii_vmdk_stream_skip, self._w)
 

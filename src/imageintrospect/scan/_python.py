@@ -549,10 +549,15 @@ class StreamWalker:
         self.position = start
         self.header = bytearray(_MARKER_HEADER)
         self.lost = False
+        self._table_end = 0  # end of the payload of the last GT or GD marker read
 
-    def feed(self, offset: int, data: bytes, n: int, start: int) -> int:
+    def feed(self, offset: int, data: bytes, n: int) -> int:
+        return self.resume(offset, data, n, 0)
+
+    def resume(self, offset: int, data: bytes, n: int, start: int) -> int:
         """Walk ``data[start:n]``: 0 once walked, 1 right after a GT or GD marker, whose
-        payload begins at :attr:`position`."""
+        payload begins at :attr:`position`, 2 once walked if it began inside the payload of
+        the last GT or GD marker."""
         if start > n or offset > OFFSET_LIMIT or n > OFFSET_LIMIT - offset:
             return -1
         walk = self._walk
@@ -570,7 +575,7 @@ class StreamWalker:
             if self._sector(data, offset, pos, min(walk.next_offset + SECTOR, end)):
                 return 1  # a table's payload begins at self.position
         self.position = end
-        return 0
+        return 2 if offset + start < self._table_end else 0
 
     def _sector(self, data: bytes, base: int, pos: int, stop: int) -> bool:
         """Take bytes [pos, stop) of the marker's first sector; read the marker once the
@@ -585,7 +590,10 @@ class StreamWalker:
             return False
         tables = walk.gt_markers + walk.gd_markers
         walk.marker(memoryview(self.header), 0, self._capacity, self._grain_sectors)
-        return not walk.stopped and walk.gt_markers + walk.gd_markers != tables
+        if walk.stopped or walk.gt_markers + walk.gd_markers == tables:
+            return False
+        self._table_end = walk.next_offset
+        return True
 
     def skip(self, limit: int) -> int:
         """Jump over bytes the walk would skip unread, up to the next marker or ``limit``;

@@ -158,15 +158,19 @@ def stream_start(offset: int) -> StreamResult:
 class StreamWalker(Protocol):
     """A streamOptimized marker walk fed the stream chunk by chunk (both backends).
 
-    ``feed(offset, data, n, start)`` walks ``data[start:n]`` (``data`` is ``bytes``, the
-    stream from ``offset`` on) and returns 0 once walked, or 1 right after a GT or GD marker
-    whose payload begins at :attr:`position`: collect it, then call again from there.
+    ``feed(offset, data, n)`` walks ``data[:n]`` (``data`` is ``bytes``, the stream from
+    ``offset`` on) and returns 0 once walked; 1 right after a GT or GD marker whose payload
+    begins at :attr:`position` (collect what is wanted of it, then go on with
+    ``resume(offset, data, n, position - offset)``); 2 once walked, if the chunk began inside
+    the payload of the last GT or GD marker (a payload may still be being collected).
     """
 
     position: int  # the stream offset of the next byte expected
     lost: bool  # a chunk did not start where the previous one ended: the walk stopped there
 
-    def feed(self, offset: int, data: bytes, n: int, start: int, /) -> int: ...
+    def feed(self, offset: int, data: bytes, n: int, /) -> int: ...
+
+    def resume(self, offset: int, data: bytes, n: int, start: int, /) -> int: ...
 
     @property
     def header(self) -> bytes | bytearray:
