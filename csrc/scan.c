@@ -756,6 +756,17 @@ int ii_vmdk_stream_resume(ii_stream_walk *w, uint64_t offset, const uint8_t *dat
     return offset + from < w->table_end ? 2 : 0;
 }
 
+uint64_t ii_vmdk_stream_skip(ii_stream_walk *w, uint64_t limit)
+{
+    const ii_stream_state *s = &w->s;
+    if (w->lost || s->stopped || s->eos_offset != UINT64_MAX)
+        return w->position;
+    const uint64_t to = s->next_offset < limit ? s->next_offset : limit;
+    if (to > w->position)
+        w->position = to;
+    return w->position;
+}
+
 int ii_vmdk_stream_end(const ii_stream_walk *w, uint64_t size, ii_stream_state *out)
 {
     *out = w->s;

@@ -162,6 +162,13 @@ int ii_vmdk_stream_feed(ii_stream_walk *w, uint64_t offset, const uint8_t *data,
 int ii_vmdk_stream_resume(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n,
                           size_t from);
 
+/* On a seekable file: jump over the bytes the walk would skip unread (grain data, a payload
+   the caller does not collect) up to the next marker, or to limit if that comes first.
+   Returns where the walk then expects its next chunk; unchanged when it cannot jump (the
+   walk stopped or lost its place, stands inside a marker's first sector, or is past the
+   end-of-stream marker, where every byte must be read). */
+uint64_t ii_vmdk_stream_skip(ii_stream_walk *w, uint64_t limit);
+
 /* The walk's state judged as if the stream ended at size (w is left as it is). */
 int ii_vmdk_stream_end(const ii_stream_walk *w, uint64_t size, ii_stream_state *out);
 

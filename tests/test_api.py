@@ -174,6 +174,11 @@ def _every_kind_of_source(path: Path) -> Iterator[tuple[str, Any]]:
     yield "read() only", ReadOnly(data)
     with open(path, "rb", buffering=0) as f:
         yield "unbuffered file", f
+    prefixed = path.with_name(path.name + ".prefixed")  # the image starts where f stands
+    prefixed.write_bytes(b"\xff" * 4096 + data)
+    with open(prefixed, "rb") as f:
+        f.seek(4096)
+        yield "open file at an offset", f
 
 
 @needs_qemu

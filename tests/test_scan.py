@@ -536,6 +536,46 @@ def test_stream_walker_keeps_the_header_it_stopped_on(impl: ModuleType) -> None:
         assert (state.stopped, state.next_offset, header) == (True, 512, bad[:16])
 
 
+def walk_hopping(
+    module: ModuleType, data: bytes, reads: list[int], base: int = 0
+) -> tuple[scan.StreamResult, bytes, list[int], bool]:
+    """Walk ``data`` as a seekable file: read the next of ``reads`` (sizes, in turn) where
+    the walk stands, then let it jump to its next marker (never past the end).  Gives what
+    :func:`walk_in_chunks` gives but the chunks that began inside a payload."""
+    walker = module.StreamWalker(base, CAPACITY, GRAIN)
+    payloads: list[int] = []
+    position, turn = 0, 0
+    while position < len(data):
+        chunk, offset = data[position : position + reads[turn % len(reads)]], base + position
+        turn += 1
+        status = walker.feed(offset, chunk, len(chunk))
+        while status == 1:
+            payloads.append(walker.position)
+            status = walker.resume(offset, chunk, len(chunk), walker.position - offset)
+        position = walker.skip(base + len(data)) - base
+    state = walker.finish(base + len(data))
+    return state, bytes(walker.header), payloads, walker.lost
+
+
+def test_stream_walker_hops_over_grains(impl: ModuleType) -> None:
+    data = vmware_stream() + bytes(2048)
+    for size in (1, 16, 512, 4096):
+        assert walk_hopping(impl, data, [size]) == walk_in_chunks(impl, data, [])[:4]
+    walker = scan.vmdk_stream_walker(start=0, capacity_sectors=CAPACITY, grain_sectors=GRAIN)
+    walker.feed(0, data[:512], 512)  # the first grain marker: 700 bytes after its head
+    assert walker.skip(10_000) == 1024 and walker.skip(600) == 1024  # never backwards
+    walker.feed(1024, data[1024:1100], 76)  # inside a marker's first sector: stays
+    assert walker.skip(10_000) == 1100
+
+
+def test_stream_walker_does_not_hop_after_the_end(impl: ModuleType) -> None:
+    """Past end-of-stream every byte is checked; a stopped walk stays where it stopped."""
+    for data in (EOS + bytes(4096), meta_marker(7) + bytes(4096)):
+        walker = scan.vmdk_stream_walker(start=0, capacity_sectors=CAPACITY, grain_sectors=GRAIN)
+        walker.feed(0, data[:512], 512)
+        assert walker.skip(len(data)) == 512
+
+
 def test_stream_walker_notes_a_gap(impl: ModuleType) -> None:
     walker = scan.vmdk_stream_walker(start=0, capacity_sectors=CAPACITY, grain_sectors=GRAIN)
     assert walker.feed(0, b"\0" * 100, 100) == 0
@@ -1351,6 +1391,31 @@ def test_c_equals_python_stream_walker(case: tuple[bytes, list[int]], base: int)
     data, cuts = case
     base = min(base, ((1 << 63) - 1 - len(data)) // 512 * 512)
     assert walk_in_chunks(_python, data, cuts, base) == walk_in_chunks(_c, data, cuts, base)
+
+
+@DIFF
+@given(case=streams(), reads=st.lists(st.integers(1, 2000), min_size=1, max_size=4))
+def test_stream_walker_hopping_equals_reading_everything(
+    case: tuple[bytes, list[int]], reads: list[int]
+) -> None:
+    """Jumping over what the walk skips unread gives what feeding every byte gives."""
+    data, _ = case
+    assert walk_hopping(_python, data, reads) == walk_in_chunks(_python, data, [])[:4]
+
+
+@needs_c
+@DIFF
+@given(
+    case=streams(),
+    reads=st.lists(st.integers(1, 2000), min_size=1, max_size=4),
+    base=st.sampled_from([0, 512 * 7, ((1 << 63) - 1) // 512 * 512 - 8192]),
+)
+def test_c_equals_python_stream_walker_hopping(
+    case: tuple[bytes, list[int]], reads: list[int], base: int
+) -> None:
+    data, _ = case
+    base = min(base, ((1 << 63) - 1 - len(data)) // 512 * 512)
+    assert walk_hopping(_python, data, reads, base) == walk_hopping(_c, data, reads, base)
 
 
 @needs_c

@@ -222,6 +222,40 @@ def test_converted_stream_of_random_data(make_image: MakeImage, tmp_path: Path) 
     assert md.vmdk.markers.compressed_bytes == sum(m.size for m in grain_markers(path.read_bytes()))
 
 
+class _CountingFile(io.BytesIO):
+    """A seekable file object that counts the bytes read from it."""
+
+    bytes_read = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+@pytest.mark.parametrize("layout", ["qemu", "vmware"])
+def test_seekable_stream_walk_reads_markers_not_grains(
+    make_image: MakeImage, tmp_path: Path, layout: str
+) -> None:
+    """On a seekable file the walk jumps over grain data it need not read (here 128
+    incompressible 64 KiB grains); the answer is the one a pass over every byte gives."""
+    path = tmp_path / "random.vmdk"
+    if layout == "qemu":
+        raw = write(tmp_path / "raw.img", os.urandom(8 * MIB))
+        options = "subformat=streamOptimized"
+        qemu_img("convert", "-f", "raw", "-O", "vmdk", "-o", options, raw, path)
+    else:
+        grains = {i: os.urandom(GRAIN) for i in range(128)}
+        write(path, vs.build_stream(8 * MIB // SECTOR, grains).data)
+    data = path.read_bytes()
+    counting = _CountingFile(data)
+    md = introspect(counting)
+    assert md.to_dict() == deep(path).to_dict() == streamed(data, 1 << 20).to_dict()
+    assert md.vmdk is not None and md.vmdk.markers is not None
+    assert md.vmdk.markers.grains == 128 and md.allocated_size == 8 * MIB
+    assert counting.bytes_read < len(data) // 16
+
+
 def test_two_gb_extents_add_up_to_the_map(make_image: MakeImage) -> None:
     path = make_image("vmdk", "5G", "-o", "subformat=twoGbMaxExtentSparse")
     qemu_io(path, "write -P 1 0 128k", "write -P 2 3G 64k", "write -P 3 4G 4k")

@@ -38,7 +38,7 @@ import construct as c
 from .. import findings as F
 from .. import scan
 from ..errors import InvalidImage
-from ..source import StreamGap
+from ..source import SCAN_WINDOW, Source, StreamGap
 from ..stream import UNKNOWN_SIZE
 from ..structs import cstring, parse_struct
 from .base import Context, FormatSpec, Parsed, Probe, Section
@@ -1482,6 +1482,10 @@ def _start_marker_walk(ctx: Context, header: SparseHeader) -> _MarkerWalk | None
     limit = min(MAX_GRAIN_TABLES, _gd_entries(header) or 0)
     zeroed = bool(header.flags & FLAG_ZEROED_GRAIN)
     tables = (gt_bytes, limit, header.overhead, zeroed)
+    if not ctx.source.is_stream:
+        walk = _HoppingMarkerWalk(start, header.capacity, grain, tables)
+        walk.walk_file(ctx.source, size)
+        return walk
     make = functools.partial(_MarkerWalk, start, header.capacity, grain, tables)
     key = ("vmdk-markers", start, header.capacity, grain, tables)
     try:
@@ -1604,6 +1608,48 @@ class _MarkerWalk:
                 return
             self._payloads.popleft()
             self.tables.arrived(payload.kind, payload.offset, bytes(payload.buffer))
+
+
+#: On a seekable file the marker walk reads a marker's first sector where it lands ...
+HOP_READ = SECTOR
+#: ... a jump over this many bytes or more starts the reads small again ...
+HOP_GAP = 32 * 1024
+#: ... and a read that lands near the next marker doubles, up to this size.
+HOP_READ_MAX = SCAN_WINDOW
+
+
+class _HoppingMarkerWalk(_MarkerWalk):
+    """The marker walk on a seekable file: it reads where markers are and jumps the rest.
+
+    Markers chain by their sizes, so once a marker is read the walk knows where the next one
+    begins, and the grain data between (or a payload not collected) need not be read at
+    all.  Random data (grains of about 64 KiB) costs one small read per marker; markers
+    close together (compressible data) are read through in reads that double while no long
+    jump comes.  The walker sees exactly the bytes it would read in a pass over the whole
+    file (each marker's first sector, the payloads collected, every byte after the
+    end-of-stream marker), so the answer is the same.
+    """
+
+    __slots__ = ()
+
+    def walk_file(self, source: Source, size: int) -> None:
+        walker = self._walker
+        position = self.start
+        read = HOP_READ
+        while position < size:
+            data = source.read_at(position, min(read, size - position))
+            if not data:
+                return  # the file shrank under us: result() reports the walk lost here
+            self.feed(position, data)
+            position += len(data)
+            landing = position if self._payloads else walker.skip(size)
+            if landing - position >= HOP_GAP:
+                read = HOP_READ
+            elif landing == position and walker.state().stopped:
+                return  # nothing after a broken marker changes the answer
+            else:
+                read = min(2 * read, HOP_READ_MAX)
+            position = landing
 
 
 class _MarkerTables:

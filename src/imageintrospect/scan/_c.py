@@ -341,6 +341,8 @@ class StreamWalker:
         # hands a bytes object's buffer to C without a copy).
         self.feed = functools.partial(lib.ii_vmdk_stream_feed, self._w)
         self.resume = functools.partial(lib.ii_vmdk_stream_resume, self._w)
+        # skip(limit) -> position: once per marker on a seekable file, a C partial too.
+        self.skip = functools.partial(lib.ii_vmdk_stream_skip, self._w)
 
     @property
     def position(self) -> int:

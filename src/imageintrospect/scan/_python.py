@@ -595,6 +595,15 @@ class StreamWalker:
         self._table_end = walk.next_offset
         return True
 
+    def skip(self, limit: int) -> int:
+        """Jump over bytes the walk would skip unread, up to the next marker or ``limit``;
+        where the walk then expects its next chunk (unchanged when it cannot jump)."""
+        walk = self._walk
+        if self.lost or walk.stopped or walk.eos_offset != NOT_SEEN:
+            return self.position
+        self.position = max(self.position, min(walk.next_offset, limit))
+        return self.position
+
     def state(self) -> StreamResult:
         return self._walk.result()
 

@@ -176,6 +176,13 @@ class StreamWalker(Protocol):
     def header(self) -> bytes | bytearray:
         """The first 16 bytes of the last marker read (the marker a stopped walk stopped on)."""
 
+    def skip(self, limit: int, /) -> int:
+        """On a seekable file: jump over the bytes the walk would skip unread (grain data, a
+        payload not collected) up to the next marker or ``limit``, whichever is first, and
+        return where the walk then expects its next chunk.  Unchanged when it cannot jump:
+        stopped, lost, inside a marker's first sector, or past end-of-stream (trailing bytes
+        must all be read)."""
+
     def state(self) -> StreamResult: ...
 
     def finish(self, size: int) -> StreamResult:
