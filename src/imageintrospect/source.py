@@ -167,15 +167,34 @@ class SeekableSource(Source):
         self._readinto = getattr(fileobj, "readinto", None)
 
     def _read_into(self, offset: int, buffer: memoryview) -> int:
-        if self._fd is not None:
-            return self._pread_into(self._fd, offset, buffer)
-        if self._readinto is None:
+        fd, readinto = self._fd, self._readinto
+        if fd is not None:
+            # a plain file: one preadv where seek-and-readinto takes two system calls (the
+            # qcow2 walk reads thousands of L2 tables this way)
+            position = self._base + offset
+            return self._fill(
+                offset, buffer, lambda part, done: os.preadv(fd, [part], position + done)
+            )
+        if readinto is None:
             return super()._read_into(offset, buffer)
+        return self._fill(offset, buffer, lambda part, done: readinto(part), seek=True)
+
+    def _fill(
+        self,
+        offset: int,
+        buffer: memoryview,
+        read_part: Callable[[memoryview, int], int | None],
+        *,
+        seek: bool = False,
+    ) -> int:
+        """Fill ``buffer`` from ``offset`` by ``read_part(rest, done)`` calls until it is
+        full or the end is reached; the bytes filled."""
         done = 0
         try:
-            self._file.seek(self._base + offset)
+            if seek:
+                self._file.seek(self._base + offset)
             while done < len(buffer):
-                part = self._readinto(buffer[done:])
+                part = read_part(buffer[done:], done)
                 if not part:
                     break
                 done += part
@@ -199,20 +218,6 @@ class SeekableSource(Source):
         except OSError as exc:
             raise InvalidImage(f"read failed at offset {offset}: {exc}") from exc
         return b"".join(parts)
-
-    def _pread_into(self, fd: int, offset: int, buffer: memoryview) -> int:
-        """``_read_into`` for a plain file: one ``preadv`` where seek-and-readinto takes two
-        system calls (the qcow2 walk reads thousands of L2 tables this way)."""
-        done = 0
-        try:
-            while done < len(buffer):
-                part = os.preadv(fd, [buffer[done:]], self._base + offset + done)
-                if not part:
-                    break
-                done += part
-        except OSError as exc:
-            raise InvalidImage(f"read failed at offset {offset}: {exc}") from exc
-        return done
 
     def _pread(self, fd: int, offset: int, length: int) -> bytes:
         """One system call where seek-and-read takes two: a streamOptimized VMDK's marker
