@@ -233,11 +233,11 @@ class SeekableSource(Source):
 
 def _plain_file_fd(fileobj: IO[bytes]) -> int | None:
     """The descriptor of a plain read-only file (``open(path, "rb")`` and its unbuffered
-    form), read with ``os.pread``; None for anything else, which is read through its own
-    ``seek`` and ``read`` (a wrapper may count or change what it reads, a file open for
-    writing may hold bytes not yet written)."""
+    form), read with ``os.pread`` and ``os.preadv`` where the platform has both; None for
+    anything else, which is read through its own ``seek`` and ``read`` (a wrapper may count
+    or change what it reads, a file open for writing may hold bytes not yet written)."""
     raw = fileobj.raw if type(fileobj) is io.BufferedReader else fileobj
-    if type(raw) is not io.FileIO or not hasattr(os, "pread"):
+    if type(raw) is not io.FileIO or not (hasattr(os, "pread") and hasattr(os, "preadv")):
         return None
     try:
         return fileobj.fileno()

@@ -83,12 +83,13 @@ class _Scan:
             self.stop = self.fed + length
 
     @property
-    def done(self) -> bool:
-        return self.index >= len(self.ranges)
+    def complete(self) -> bool:
+        """Every byte of its ranges was fed."""
+        return not self.lost and self.index >= len(self.ranges)
 
     @property
     def active(self) -> bool:
-        """Still to be fed: neither done nor lost."""
+        """Still to be fed: some ranges left, none of their bytes missed."""
         return not self.lost and self.index < len(self.ranges)
 
     def feed(self, start: int, chunk: bytes | bytearray) -> None:
@@ -261,7 +262,7 @@ class Collector:
         if end <= len(self.head):
             return bytes(self.head[offset:end])
         exact = self.scans.get(("keep", offset, length))
-        if exact is not None and exact.done and not exact.lost:
+        if exact is not None and exact.complete:
             return bytes(exact.consumer.buffer)
         if offset >= self.tail_start and end <= self.position:
             start = offset - self.tail_start
@@ -272,7 +273,7 @@ class Collector:
             return data
         for scan in self.scans.values():
             keep = scan.consumer
-            held = isinstance(keep, _Keep) and scan.done and not scan.lost
+            held = isinstance(keep, _Keep) and scan.complete
             if held and keep.offset <= offset and end <= keep.offset + len(keep.buffer):
                 start = offset - keep.offset
                 return bytes(keep.buffer[start : start + length])

@@ -112,7 +112,7 @@ def luks1_block(raw: bytes) -> bytes:
 
 
 def assert_luks1_same(block: bytes) -> None:
-    fast = luks._parse_luks1_block(block)
+    fast = luks._parse_luks1_header(block)
     assert as_dict(fast) == as_dict(luks.HEADER_V1.parse(block))
 
 

@@ -252,18 +252,15 @@ def _parse_v1(ctx: Context, head: bytes) -> LuksSection | None:
     return section
 
 
-def _parse_luks1_struct(header: bytes) -> Any:
+def _parse_luks1_header(header: bytes) -> Any:
+    """The parsed 592-byte header (``header`` may run on): the fixed fields by construct,
+    the key slots by struct."""
     if len(header) < HEADER_V1_SIZE:
         raise InvalidImage(f"LUKS1 header: {len(header)} of {HEADER_V1_SIZE} bytes")
-    return _parse_luks1_block(bytes(header[:HEADER_V1_SIZE]))
-
-
-def _parse_luks1_block(block: bytes) -> Any:
-    """The parsed 592-byte header: the fixed fields by construct, the key slots by struct."""
-    hdr = parse_struct(HEADER_V1_FIELDS, block[:KEY_SLOTS_V1_AT], "LUKS1 header")
+    hdr = parse_struct(HEADER_V1_FIELDS, header[:KEY_SLOTS_V1_AT], "LUKS1 header")
     if hdr.version != 1:
         raise InvalidImage(f"LUKS header version {hdr.version}, not 1")
-    hdr.key_slots = tuple(KEY_SLOT_TABLE.decode_all(block[KEY_SLOTS_V1_AT:]))
+    hdr.key_slots = tuple(KEY_SLOT_TABLE.decode_all(header[KEY_SLOTS_V1_AT:HEADER_V1_SIZE]))
     return hdr
 
 
@@ -275,13 +272,13 @@ def read_luks1(header: bytes, image_size: int | None = None) -> tuple[LuksSectio
         embedded in another format (qcow2), where the payload is elsewhere.
     :raises InvalidImage: not a LUKS1 header at all.
     """
-    hdr = _parse_luks1_struct(header)
+    hdr = _parse_luks1_header(header)
     return _v1_section(hdr, image_size), _v1_problems(hdr)
 
 
 def decode_luks1(header: bytes, image_size: int | None = None) -> LuksSection:
     """The section for a LUKS1 header (see :func:`read_luks1`)."""
-    return _v1_section(_parse_luks1_struct(header), image_size)
+    return _v1_section(_parse_luks1_header(header), image_size)
 
 
 def _v1_section(hdr: Any, image_size: int | None) -> LuksSection:
