@@ -4,7 +4,8 @@ Like pyelftools' ``struct_parse``, every construct error becomes an :class:`Inva
 naming the structure that failed, so no construct exception reaches a caller.  Schemas are
 used interpreted (never ``.compile()``d): the input is hostile and the interpreter is the
 better-reviewed path.  Headers are parsed that way; the entries of a table, repeated tens of
-times, go through :class:`EntryTable`, a plain ``struct`` layout derived from the schema.
+times, go through :class:`EntryTable`, a plain ``struct`` layout derived from the schema, and a
+header that holds such a table goes through :class:`TableHeader`.
 """
 
 from __future__ import annotations
@@ -77,3 +78,38 @@ def _struct_code(table: str, field: construct.Construct) -> str:
     if isinstance(field, construct.Bytes) and isinstance(field.length, int):
         return f"{field.length}s"
     raise TypeError(f"{table}: {field!r} has no fixed struct layout")
+
+
+class TableHeader:
+    """A header schema that holds a table of fixed-size entries (a ``construct.Array`` of a
+    flat Struct): construct parses the fields before the table, :class:`EntryTable` the
+    table, and fields after the table (reserved padding) are not decoded.
+
+    The result reads like the schema's own Container, the table as a tuple of named tuples
+    under its field name.  ``tests/fuzz/test_entry_tables.py`` checks it against the whole
+    schema on real and random bytes.
+    """
+
+    def __init__(
+        self, schema: construct.Struct, table: str, entry_name: str, what: str, entry_what: str
+    ) -> None:
+        names = [sub.name for sub in schema.subcons]
+        at = names.index(table)
+        array = schema.subcons[at].subcon
+        if not isinstance(array, construct.Array) or not isinstance(array.count, int):
+            raise TypeError(f"{what}: field {table!r} is not a fixed-size Array")
+        self.fields = construct.Struct(*schema.subcons[:at])
+        self.table_field = table
+        self.table_at = self.fields.sizeof()
+        self.table = EntryTable(array.subcon, entry_name, entry_what)
+        self.table_end = self.table_at + array.count * self.table.size
+        self.size = schema.sizeof()
+        self.what = what
+
+    def parse(self, raw: bytes) -> Any:
+        """The header in ``raw`` (which may run on); :class:`InvalidImage` when it is short."""
+        if len(raw) < self.size:
+            raise InvalidImage(f"{self.what}: {len(raw)} of {self.size} bytes")
+        header = parse_struct(self.fields, raw[: self.table_at], self.what)
+        header[self.table_field] = tuple(self.table.decode_all(raw[self.table_at : self.table_end]))
+        return header

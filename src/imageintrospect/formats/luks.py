@@ -22,7 +22,7 @@ import construct as c
 from .. import findings as F
 from ..errors import InvalidImage
 from ..source import StreamGap
-from ..structs import EntryTable, cstring, parse_struct
+from ..structs import TableHeader, cstring, parse_struct
 from .base import Context, FormatSpec, Parsed, Probe, Section
 
 NAME = "luks"
@@ -54,10 +54,11 @@ HEADER_V1 = c.Struct(
 )
 HEADER_V1_SIZE = 592
 # The eight key slots are a table at the header's end: construct parses the fields before
-# them (HEADER_V1_FIELDS), struct the slots (KEY_SLOT_TABLE, derived from KEY_SLOT_V1).
-HEADER_V1_FIELDS = c.Struct(*(sub for sub in HEADER_V1.subcons if sub.name != "key_slots"))
-KEY_SLOT_TABLE = EntryTable(KEY_SLOT_V1, "KeySlotV1", "LUKS1 key slot")
-KEY_SLOTS_V1_AT = HEADER_V1_FIELDS.sizeof()  # 208
+# them, struct the slots (structs.TableHeader).
+HEADER_V1_PARSER = TableHeader(
+    HEADER_V1, "key_slots", "KeySlotV1", "LUKS1 header", "LUKS1 key slot"
+)
+KEY_SLOT_TABLE = HEADER_V1_PARSER.table
 
 HEADER_V2 = c.Struct(
     "magic" / c.Const(MAGIC),
@@ -253,14 +254,10 @@ def _parse_v1(ctx: Context, head: bytes) -> LuksSection | None:
 
 
 def _parse_luks1_header(header: bytes) -> Any:
-    """The parsed 592-byte header (``header`` may run on): the fixed fields by construct,
-    the key slots by struct."""
-    if len(header) < HEADER_V1_SIZE:
-        raise InvalidImage(f"LUKS1 header: {len(header)} of {HEADER_V1_SIZE} bytes")
-    hdr = parse_struct(HEADER_V1_FIELDS, header[:KEY_SLOTS_V1_AT], "LUKS1 header")
+    """The parsed 592-byte header (``header`` may run on)."""
+    hdr = HEADER_V1_PARSER.parse(header)
     if hdr.version != 1:
         raise InvalidImage(f"LUKS header version {hdr.version}, not 1")
-    hdr.key_slots = tuple(KEY_SLOT_TABLE.decode_all(header[KEY_SLOTS_V1_AT:HEADER_V1_SIZE]))
     return hdr
 
 

@@ -25,9 +25,8 @@ import construct as c
 
 from .. import findings as F
 from .. import scan
-from ..errors import InvalidImage
 from ..source import StreamGap
-from ..structs import EntryTable, parse_struct
+from ..structs import TableHeader, parse_struct
 from . import blocktables
 from .base import Context, FormatSpec, Parsed, Probe, Section
 from .blocktables import TableSummary
@@ -89,11 +88,11 @@ DYNAMIC_HEADER = c.Struct(
 )
 DYNAMIC_HEADER_SIZE = 1024
 # The parent locators are a table inside the header: construct parses the fields before
-# them (DYNAMIC_HEADER_FIELDS), struct the locators (LOCATOR_TABLE, derived from the schema).
-_LOCATORS_INDEX = [sub.name for sub in DYNAMIC_HEADER.subcons].index("locators")
-DYNAMIC_HEADER_FIELDS = c.Struct(*DYNAMIC_HEADER.subcons[:_LOCATORS_INDEX])
-LOCATORS_AT = DYNAMIC_HEADER_FIELDS.sizeof()  # 576
-LOCATOR_TABLE = EntryTable(PARENT_LOCATOR, "ParentLocator", "VHD parent locator")
+# them, struct the locators (structs.TableHeader).
+DYNAMIC_HEADER_PARSER = TableHeader(
+    DYNAMIC_HEADER, "locators", "ParentLocator", "VHD dynamic header", "VHD parent locator"
+)
+LOCATOR_TABLE = DYNAMIC_HEADER_PARSER.table
 DYNAMIC_CHECKSUM_AT = 36
 
 DISK_TYPES = {2: "fixed", 3: "dynamic", 4: "differencing"}
@@ -511,7 +510,7 @@ def _read_dynamic(ctx: Context, footer: _Footer, tail: _Footer | None) -> _Dynam
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, f"dynamic header at {offset:#x} not kept")
         return None
-    header = _parse_dynamic_header(raw)
+    header = DYNAMIC_HEADER_PARSER.parse(raw)
     if header.cookie != DYNAMIC_MAGIC:
         ctx.findings.add(
             BAD_DYNAMIC_HEADER, f"no cxsparse cookie at {offset:#x} (found {header.cookie!r})"
@@ -531,17 +530,6 @@ def _read_dynamic(ctx: Context, footer: _Footer, tail: _Footer | None) -> _Dynam
         if loc.code != b"\0\0\0\0"
     )
     return _Dynamic(header, checksum_valid, locators)
-
-
-def _parse_dynamic_header(raw: bytes) -> Any:
-    """The dynamic header's fields (construct) with its locator table (struct) as ``locators``."""
-    if len(raw) < DYNAMIC_HEADER_SIZE:  # as construct would refuse the whole schema
-        raise InvalidImage("VHD dynamic header: cannot parse (StreamError)")
-    header = parse_struct(DYNAMIC_HEADER_FIELDS, raw[:LOCATORS_AT], "VHD dynamic header")
-    header.locators = LOCATOR_TABLE.decode_all(
-        raw[LOCATORS_AT : LOCATORS_AT + LOCATOR_COUNT * LOCATOR_TABLE.size]
-    )
-    return header
 
 
 def _judge_dynamic_layout(
