@@ -43,7 +43,12 @@ class StreamGap(ImageIntrospectError):
 
 
 class Consumer(Protocol):
-    """Receives the bytes of a :meth:`Source.scan`, in order, in pieces of any size."""
+    """Receives the bytes of a :meth:`Source.scan`, in order, in pieces of any size.
+
+    A consumer may also offer ``read_from(source, ranges)``: on a seekable source the scan
+    then lets it read the ranges itself (straight into its own buffer, or only the bytes it
+    turns out to need) instead of feeding it windows.  A stream always feeds.
+    """
 
     def feed(self, offset: int, data: bytes) -> None: ...
 
@@ -130,6 +135,10 @@ class Source:
         does not hold the parse back until the scan is complete.
         """
         consumer = make()
+        read_from = getattr(consumer, "read_from", None)
+        if read_from is not None:
+            read_from(self, [(o, min(n, self.size - o)) for o, n in ranges if o < self.size])
+            return consumer
         for offset, length in ranges:
             end = min(offset + length, self.size)
             position = offset
@@ -267,6 +276,8 @@ class SliceSource(Source):
     def scan(
         self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C], *, wait: bool = True
     ) -> C:
+        if not self.is_stream:  # read through this slice, as any seekable source does
+            return super().scan(key, ranges, make, wait=wait)
         shifted = [(self._offset + o, n) for o, n in self._clip(ranges)]
         outer = self._parent.scan(
             ("slice", self._offset, key),

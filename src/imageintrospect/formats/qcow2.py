@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import functools
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -896,13 +897,9 @@ def _walk_tables(ctx: Context, hdr: Any, section: Qcow2Section) -> Allocation | 
     tables = sorted(set(l1.offsets))
     make_walker = functools.partial(_L2Walker, section, bits, src.size, claimed, src.is_stream)
     try:
-        if src.is_stream:
-            walker = src.scan(
-                ("qcow2-l2", hdr.l1_table_offset, len(tables)), _runs(tables, cluster), make_walker
-            )
-        else:  # read straight into the walker's batch: no bytes object, no copy per table
-            walker = make_walker()
-            walker.read_tables(src, _runs(tables, cluster))
+        walker = src.scan(
+            ("qcow2-l2", hdr.l1_table_offset, len(tables)), _runs(tables, cluster), make_walker
+        )
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "L2 tables went by before the L1 table named them")
         return None
@@ -1045,10 +1042,11 @@ class _L2Walker:
             offset += taken
             piece = piece[taken:]
 
-    def read_tables(self, src: Source, runs: list[tuple[int, int]]) -> None:
-        """Read the tables of ``runs`` straight into the batch (a seekable file's path)."""
+    def read_from(self, src: Source, runs: Sequence[tuple[int, int]]) -> None:
+        """Read the tables of ``runs`` straight into the batch (what a seekable source's
+        scan lets a consumer do): no bytes object, no copy per table."""
         for offset, length in runs:
-            end = min(offset + length, src.size)
+            end = offset + length
             while offset < end:
                 got = src.read_into(offset, self._space(offset)[: end - offset])
                 if not got:

@@ -29,7 +29,7 @@ import functools
 import re
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -38,7 +38,7 @@ import construct as c
 from .. import findings as F
 from .. import scan
 from ..errors import InvalidImage
-from ..source import SCAN_WINDOW, Source, StreamGap
+from ..source import SCAN_WINDOW, Range, Source, StreamGap
 from ..stream import UNKNOWN_SIZE
 from ..structs import cstring, parse_struct
 from .base import Context, FormatSpec, Parsed, Probe, Section
@@ -1482,10 +1482,6 @@ def _start_marker_walk(ctx: Context, header: SparseHeader) -> _MarkerWalk | None
     limit = min(MAX_GRAIN_TABLES, _gd_entries(header) or 0)
     zeroed = bool(header.flags & FLAG_ZEROED_GRAIN)
     tables = (gt_bytes, limit, header.overhead, zeroed)
-    if not ctx.source.is_stream:
-        walk = _HoppingMarkerWalk(start, header.capacity, grain, tables)
-        walk.walk_file(ctx.source, size)
-        return walk
     make = functools.partial(_MarkerWalk, start, header.capacity, grain, tables)
     key = ("vmdk-markers", start, header.capacity, grain, tables)
     try:
@@ -1516,6 +1512,14 @@ class _WalkEnd(NamedTuple):
     stop_marker: bytes
 
 
+#: On a seekable file the marker walk reads a marker's first sector where it lands ...
+HOP_READ = SECTOR
+#: ... a jump over this many bytes or more starts the reads small again ...
+HOP_GAP = 32 * 1024
+#: ... and a read that lands near the next marker doubles, up to this size.
+HOP_READ_MAX = SCAN_WINDOW
+
+
 class _MarkerWalk:
     """Scan consumer: walks a stream's markers as its bytes pass, in pieces of any size.
 
@@ -1525,6 +1529,8 @@ class _MarkerWalk:
     keeps its grain tables in GT markers that pass long before the directory at the end
     names them, so each table is checked as it arrives (:class:`_MarkerTables`) and only
     its counts are kept.  Held between pieces: the payload being collected, nothing else.
+    On a seekable source the scan lets the walk read for itself (:meth:`read_from`): it
+    reads only where the markers are.
     """
 
     __slots__ = (
@@ -1582,6 +1588,40 @@ class _MarkerWalk:
                 return
             status = self._resume(offset, data, len(data), payload_at - offset)
 
+    def read_from(self, source: Source, ranges: Sequence[Range]) -> None:
+        """The walk on a seekable source (what its scan lets a consumer do): read where the
+        markers are and jump the rest.
+
+        Markers chain by their sizes, so once a marker is read the walk knows where the next
+        one begins, and the grain data between (or a payload not collected) need not be read
+        at all.  Random data (grains of about 64 KiB) costs one small read per marker;
+        markers close together (compressible data) are read through in reads that double
+        while no long jump comes.  The walker sees exactly the bytes it would be fed in a
+        pass over the whole file (each marker's first sector, the payloads collected, every
+        byte after the end-of-stream marker), so the answer is the same.
+        """
+        for start, length in ranges:  # one range: from the first marker to the end
+            self._hop(source, start, start + length)
+
+    def _hop(self, source: Source, start: int, size: int) -> None:
+        walker = self._walker
+        position = start
+        read = HOP_READ
+        while position < size:
+            data = source.read_at(position, min(read, size - position))
+            if not data:
+                return  # the file shrank under us: result() reports the walk lost here
+            self.feed(position, data)
+            position += len(data)
+            landing = position if self._payloads else walker.skip(size)
+            if landing - position >= HOP_GAP:
+                read = HOP_READ
+            elif landing == position and walker.state().stopped:
+                return  # nothing after a broken marker changes the answer
+            else:
+                read = min(2 * read, HOP_READ_MAX)
+            position = landing
+
     def result(self, size: int) -> _WalkEnd:
         """The walk as it ends at ``size``, the end of the stream, judged on a copy of the
         state (on a stream inside an archive this also runs before the end, on what has
@@ -1608,48 +1648,6 @@ class _MarkerWalk:
                 return
             self._payloads.popleft()
             self.tables.arrived(payload.kind, payload.offset, bytes(payload.buffer))
-
-
-#: On a seekable file the marker walk reads a marker's first sector where it lands ...
-HOP_READ = SECTOR
-#: ... a jump over this many bytes or more starts the reads small again ...
-HOP_GAP = 32 * 1024
-#: ... and a read that lands near the next marker doubles, up to this size.
-HOP_READ_MAX = SCAN_WINDOW
-
-
-class _HoppingMarkerWalk(_MarkerWalk):
-    """The marker walk on a seekable file: it reads where markers are and jumps the rest.
-
-    Markers chain by their sizes, so once a marker is read the walk knows where the next one
-    begins, and the grain data between (or a payload not collected) need not be read at
-    all.  Random data (grains of about 64 KiB) costs one small read per marker; markers
-    close together (compressible data) are read through in reads that double while no long
-    jump comes.  The walker sees exactly the bytes it would read in a pass over the whole
-    file (each marker's first sector, the payloads collected, every byte after the
-    end-of-stream marker), so the answer is the same.
-    """
-
-    __slots__ = ()
-
-    def walk_file(self, source: Source, size: int) -> None:
-        walker = self._walker
-        position = self.start
-        read = HOP_READ
-        while position < size:
-            data = source.read_at(position, min(read, size - position))
-            if not data:
-                return  # the file shrank under us: result() reports the walk lost here
-            self.feed(position, data)
-            position += len(data)
-            landing = position if self._payloads else walker.skip(size)
-            if landing - position >= HOP_GAP:
-                read = HOP_READ
-            elif landing == position and walker.state().stopped:
-                return  # nothing after a broken marker changes the answer
-            else:
-                read = min(2 * read, HOP_READ_MAX)
-            position = landing
 
 
 class _MarkerTables:
