@@ -571,6 +571,24 @@ static void stream_stop(ii_stream_state *s, uint64_t offset, uint64_t value, int
     s->stopped = 1;
 }
 
+/* The stream ends at `end` with the walk at s->next_offset and no end-of-stream marker seen:
+   anything but a marker boundary exactly at the end is a truncation. */
+static void stream_ends_at(ii_stream_state *s, uint64_t end)
+{
+    const uint64_t pos = s->next_offset;
+    if (pos > end) /* the last marker's data runs past the end */
+        stream_stop(s, s->marker_offset, pos, II_TRUNCATED);
+    else if (pos < end) /* a partial sector where a marker should be */
+        stream_stop(s, pos, end - pos, II_TRUNCATED);
+}
+
+/* A walk's geometry and where it starts (or a window begins): what every entry point checks. */
+static int stream_params_bad(uint64_t grain_sectors, uint64_t start)
+{
+    return grain_sectors == 0 || grain_sectors > SIZE32_LIMIT || start > OFFSET_LIMIT ||
+           start % SECTOR != 0;
+}
+
 /* After end-of-stream only zero padding may follow: the bytes from `from` to the window's
    end are checked. next_offset stays sector-aligned (windows start on sectors): a few bytes
    may be checked twice, which is harmless. */
@@ -656,8 +674,7 @@ int ii_vmdk_stream(const uint8_t *window, size_t nbytes, uint64_t base_offset,
                    uint64_t capacity_sectors, uint64_t grain_sectors, int final,
                    ii_stream_state *s)
 {
-    if (grain_sectors == 0 || grain_sectors > SIZE32_LIMIT || base_offset % SECTOR != 0 ||
-        base_offset > OFFSET_LIMIT || nbytes > OFFSET_LIMIT - base_offset ||
+    if (stream_params_bad(grain_sectors, base_offset) || nbytes > OFFSET_LIMIT - base_offset ||
         s->next_offset < base_offset || s->next_offset > OFFSET_LIMIT ||
         s->next_offset % SECTOR != 0)
         return -1;
@@ -669,10 +686,8 @@ int ii_vmdk_stream(const uint8_t *window, size_t nbytes, uint64_t base_offset,
         }
         const uint64_t pos = s->next_offset;
         if (pos >= end || end - pos < SECTOR) {
-            if (final && pos > end) /* the last marker's data runs past the end */
-                stream_stop(s, s->marker_offset, pos, II_TRUNCATED);
-            else if (final && pos < end) /* a partial sector where a marker should be */
-                stream_stop(s, pos, end - pos, II_TRUNCATED);
+            if (final)
+                stream_ends_at(s, end);
             break;
         }
         stream_marker(window + (pos - base_offset), capacity_sectors, grain_sectors, s);
@@ -689,8 +704,7 @@ int ii_vmdk_stream(const uint8_t *window, size_t nbytes, uint64_t base_offset,
 int ii_vmdk_stream_init(ii_stream_walk *w, uint64_t start, uint64_t capacity_sectors,
                         uint64_t grain_sectors)
 {
-    if (grain_sectors == 0 || grain_sectors > SIZE32_LIMIT || start > OFFSET_LIMIT ||
-        start % SECTOR != 0)
+    if (stream_params_bad(grain_sectors, start))
         return -1;
     memset(w, 0, sizeof(*w));
     w->s.next_offset = start;
@@ -772,11 +786,7 @@ int ii_vmdk_stream_end(const ii_stream_walk *w, uint64_t size, ii_stream_state *
     *out = w->s;
     if (out->stopped || w->lost || w->position != size || out->eos_offset != UINT64_MAX)
         return 0;
-    const uint64_t pos = out->next_offset;
-    if (pos > size) /* the last marker's data runs past the end */
-        stream_stop(out, out->marker_offset, pos, II_TRUNCATED);
-    else if (pos < size) /* a partial sector where a marker should be */
-        stream_stop(out, pos, size - pos, II_TRUNCATED);
+    stream_ends_at(out, size);
     return 0;
 }
 

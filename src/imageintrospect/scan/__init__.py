@@ -104,6 +104,23 @@ def _units(size: int, unit: int) -> int:
     return -(-size // unit)
 
 
+def _table_args(
+    table: Buffer,
+    entry_size: int,
+    what: str,
+    first_index: int,
+    file_size: int,
+    claimed: bytearray | None,
+    unit: int,
+    unit_name: str,
+) -> tuple[memoryview, bytearray | None]:
+    """The checks every scanner whose ``claimed`` has one bit per ``unit`` bytes of the file
+    shares, after its own: the table's view and the claim map, both checked."""
+    _common(first_index, file_size)
+    view = _view(table, entry_size, what)
+    return view, _claims(claimed, _units(file_size, unit), unit_name)
+
+
 def claim_map(file_size: int, unit: int) -> bytearray:
     """An empty claim bitmap for a file of ``file_size`` bytes, one bit per ``unit`` bytes
     (the cluster for qcow2, 512 for VMDK and VHD, 1 MiB for VHDX)."""
@@ -128,9 +145,19 @@ def mark_claimed(claimed: bytearray, offset: int, length: int, unit: int) -> boo
 # qcow2
 
 
-def _qcow2_geometry(cluster_bits: int, file_size: int, first_index: int) -> None:
+def _qcow2_args(
+    table: Buffer,
+    entry_size: int,
+    what: str,
+    cluster_bits: int,
+    first_index: int,
+    file_size: int,
+    claimed: bytearray | None,
+) -> tuple[memoryview, bytearray | None]:
     _in_range("cluster_bits", cluster_bits, 9, 21)
-    _common(first_index, file_size)
+    return _table_args(
+        table, entry_size, what, first_index, file_size, claimed, 1 << cluster_bits, "cluster"
+    )
 
 
 def qcow2_l1(
@@ -147,9 +174,7 @@ def qcow2_l1(
     whole L2 table inside the file, and (with ``claimed``, one bit per cluster) not claimed
     before. Bit 63 is not checked. Offset 0 is an unallocated entry.
     """
-    _qcow2_geometry(cluster_bits, file_size, first_index)
-    view = _view(table, 8, "L1 table")
-    claims = _claims(claimed, _units(file_size, 1 << cluster_bits), "cluster")
+    view, claims = _qcow2_args(table, 8, "L1 table", cluster_bits, first_index, file_size, claimed)
     result: PointerTableResult = _impl.qcow2_l1(view, first_index, cluster_bits, file_size, claims)
     return result
 
@@ -164,9 +189,9 @@ def qcow2_refcount_table(
 ) -> PointerTableResult:
     """Refcount table entries (u64 BE) → refcount blocks: reserved bits 0-8 clear, the
     offset (bits 9-63) cluster-aligned, the block inside the file, not claimed before."""
-    _qcow2_geometry(cluster_bits, file_size, first_index)
-    view = _view(table, 8, "refcount table")
-    claims = _claims(claimed, _units(file_size, 1 << cluster_bits), "cluster")
+    view, claims = _qcow2_args(
+        table, 8, "refcount table", cluster_bits, first_index, file_size, claimed
+    )
     result: PointerTableResult = _impl.qcow2_refcount_table(
         view, first_index, cluster_bits, file_size, claims
     )
@@ -189,10 +214,11 @@ def qcow2_l2(
     and a cluster claimed twice reported; compressed clusters share host clusters by design
     and are not marked. With ``has_data_file`` data clusters live in another file: their
     offsets are not checked against ``file_size`` nor claimed."""
-    _qcow2_geometry(cluster_bits, file_size, first_index)
     _in_range("version", version, 2, 3)
-    view = _view(table, 16 if extended_l2 else 8, "L2 table")
-    claims = _claims(claimed, _units(file_size, 1 << cluster_bits), "cluster")
+    entry_size = 16 if extended_l2 else 8
+    view, claims = _qcow2_args(
+        table, entry_size, "L2 table", cluster_bits, first_index, file_size, claimed
+    )
     result: L2Result = _impl.qcow2_l2(
         view,
         first_index,
@@ -222,9 +248,9 @@ def vmdk_gd(
     (numGTEsPerGT * 4 / 512), each inside the file and (``claimed``: one bit per sector) not
     claimed before. 0 is an unallocated entry. ``offsets`` are in bytes."""
     _in_range("gt_sectors", gt_sectors, 1, SIZE32_LIMIT)
-    _common(first_index, file_size)
-    view = _view(table, 4, "grain directory")
-    claims = _claims(claimed, _units(file_size, SECTOR), "sector")
+    view, claims = _table_args(
+        table, 4, "grain directory", first_index, file_size, claimed, SECTOR, "sector"
+    )
     result: PointerTableResult = _impl.vmdk_gd(view, first_index, gt_sectors, file_size, claims)
     return result
 
@@ -247,9 +273,9 @@ def vmdk_gt(
     checked and claimed. ``claimed``: one bit per sector."""
     _in_range("grain_sectors", grain_sectors, 1, SIZE32_LIMIT)
     _in_range("overhead_sectors", overhead_sectors, 0, U64_MAX)
-    _common(first_index, file_size)
-    view = _view(table, 4, "grain table")
-    claims = _claims(claimed, _units(file_size, SECTOR), "sector")
+    view, claims = _table_args(
+        table, 4, "grain table", first_index, file_size, claimed, SECTOR, "sector"
+    )
     result: BlockTableResult = _impl.vmdk_gt(
         view,
         first_index,
@@ -261,6 +287,15 @@ def vmdk_gt(
         claims,
     )
     return result
+
+
+def _stream_args(where: str, offset: int, capacity_sectors: int, grain_sectors: int) -> None:
+    """A walk's geometry and the sector-aligned stream offset it starts (or a window) at."""
+    _in_range(where, offset, 0, OFFSET_LIMIT)
+    _in_range("capacity_sectors", capacity_sectors, 0, U64_MAX)
+    _in_range("grain_sectors", grain_sectors, 1, SIZE32_LIMIT)
+    if offset % SECTOR:
+        raise ValueError(f"{where}={offset} is not sector-aligned")
 
 
 def vmdk_stream(
@@ -280,11 +315,7 @@ def vmdk_stream(
     ``state`` and start the next window at or before ``state.next_offset``; set ``final``
     on the window that ends the stream, so a marker running past its end is reported.
     """
-    _in_range("base_offset", base_offset, 0, OFFSET_LIMIT)
-    _in_range("capacity_sectors", capacity_sectors, 0, U64_MAX)
-    _in_range("grain_sectors", grain_sectors, 1, SIZE32_LIMIT)
-    if base_offset % SECTOR:
-        raise ValueError(f"base_offset={base_offset} is not sector-aligned")
+    _stream_args("base_offset", base_offset, capacity_sectors, grain_sectors)
     view = _view(window, 1, "stream window")
     _in_range("window end", base_offset + len(view), 0, OFFSET_LIMIT)
     current = state if state is not None else stream_start(base_offset)
@@ -306,11 +337,7 @@ def vmdk_stream_walker(*, start: int, capacity_sectors: int, grain_sectors: int)
     window to gather into): the upload path.  Feeding any split of the stream from
     ``start`` and then ``finish(size)`` gives what ``vmdk_stream`` gives on the whole with
     ``final=True``; see :class:`StreamWalker` for the calls."""
-    _in_range("start", start, 0, OFFSET_LIMIT)
-    _in_range("capacity_sectors", capacity_sectors, 0, U64_MAX)
-    _in_range("grain_sectors", grain_sectors, 1, SIZE32_LIMIT)
-    if start % SECTOR:
-        raise ValueError(f"start={start} is not sector-aligned")
+    _stream_args("start", start, capacity_sectors, grain_sectors)
     walker: StreamWalker = _impl.StreamWalker(start, capacity_sectors, grain_sectors)
     return walker
 
@@ -370,9 +397,7 @@ def vhd_bat(
     if block_size % SECTOR:
         raise ValueError(f"block_size={block_size} is not a multiple of {SECTOR}")
     _in_range("data_start", data_start, 0, OFFSET_LIMIT)
-    _common(first_index, file_size)
-    view = _view(table, 4, "BAT")
-    claims = _claims(claimed, _units(file_size, SECTOR), "sector")
+    view, claims = _table_args(table, 4, "BAT", first_index, file_size, claimed, SECTOR, "sector")
     result: BlockTableResult = _impl.vhd_bat(
         view, first_index, block_size, data_start, file_size, claims
     )
@@ -403,9 +428,7 @@ def vhdx_bat(
         raise ValueError(f"block_size={block_size} is not a power of two in 1..256 MiB")
     if logical_sector_size not in (512, 4096):
         raise ValueError(f"logical_sector_size={logical_sector_size} is not 512 or 4096")
-    _common(first_index, file_size)
-    view = _view(table, 8, "BAT")
-    claims = _claims(claimed, _units(file_size, MIB), "MiB")
+    view, claims = _table_args(table, 8, "BAT", first_index, file_size, claimed, MIB, "MiB")
     result: VhdxBatResult = _impl.vhdx_bat(
         view, first_index, block_size, logical_sector_size, file_size, bool(has_parent), claims
     )

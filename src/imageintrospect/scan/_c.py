@@ -57,6 +57,24 @@ def _verdict(v: Any) -> dict[str, Any]:
     }
 
 
+def _scan_call(
+    name: str,
+    out_type: str,
+    table: Buffer,
+    first_index: int,
+    *params: Any,
+    claimed: bytearray | None,
+) -> Any:
+    """Call scanner ``name`` on ``table`` with the arguments every scanner takes (the table,
+    its length, first_index, ``params``, the claim map) and a fresh ``out_type`` result."""
+    out = ffi.new(out_type)
+    status = getattr(lib, name)(
+        _table(table), len(table), first_index, *params, *_claims(claimed), out
+    )
+    _check(status, name)
+    return out
+
+
 def _pointer_call(name: str, table: Buffer, entry_size: int, *params: Any) -> PointerTableResult:
     count = len(table) // entry_size
     indexes = array("Q", [0]) * count
@@ -134,20 +152,18 @@ def qcow2_l2(
     has_data_file: bool,
     claimed: bytearray | None,
 ) -> L2Result:
-    out = ffi.new("ii_l2_result *")
-    status = lib.ii_qcow2_l2(
-        _table(table),
-        len(table),
+    out = _scan_call(
+        "ii_qcow2_l2",
+        "ii_l2_result *",
+        table,
         first_index,
         cluster_bits,
         int(extended_l2),
         version,
         file_size,
         int(has_data_file),
-        *_claims(claimed),
-        out,
+        claimed=claimed,
     )
-    _check(status, "qcow2_l2")
     return L2Result(
         **_verdict(out.v),
         allocated=out.allocated,
@@ -159,7 +175,10 @@ def qcow2_l2(
     )
 
 
-def _block_result(out: Any) -> BlockTableResult:
+def _block_call(
+    name: str, table: Buffer, first_index: int, *params: Any, claimed: bytearray | None
+) -> BlockTableResult:
+    out = _scan_call(name, "ii_block_result *", table, first_index, *params, claimed=claimed)
     return BlockTableResult(
         **_verdict(out.v),
         allocated=out.allocated,
@@ -179,21 +198,17 @@ def vmdk_gt(
     compressed: bool,
     claimed: bytearray | None,
 ) -> BlockTableResult:
-    out = ffi.new("ii_block_result *")
-    status = lib.ii_vmdk_gt(
-        _table(table),
-        len(table),
+    return _block_call(
+        "ii_vmdk_gt",
+        table,
         first_index,
         grain_sectors,
         overhead_sectors,
         file_size,
         int(zeroed_grain_ok),
         int(compressed),
-        *_claims(claimed),
-        out,
+        claimed=claimed,
     )
-    _check(status, "vmdk_gt")
-    return _block_result(out)
 
 
 def vhd_bat(
@@ -204,19 +219,9 @@ def vhd_bat(
     file_size: int,
     claimed: bytearray | None,
 ) -> BlockTableResult:
-    out = ffi.new("ii_block_result *")
-    status = lib.ii_vhd_bat(
-        _table(table),
-        len(table),
-        first_index,
-        block_size,
-        data_start,
-        file_size,
-        *_claims(claimed),
-        out,
+    return _block_call(
+        "ii_vhd_bat", table, first_index, block_size, data_start, file_size, claimed=claimed
     )
-    _check(status, "vhd_bat")
-    return _block_result(out)
 
 
 def vdi_blockmap(
@@ -228,20 +233,16 @@ def vdi_blockmap(
     file_size: int,
     claimed: bytearray | None,
 ) -> BlockTableResult:
-    out = ffi.new("ii_block_result *")
-    status = lib.ii_vdi_blockmap(
-        _table(table),
-        len(table),
+    return _block_call(
+        "ii_vdi_blockmap",
+        table,
         first_index,
         blocks_allocated,
         block_size,
         data_offset,
         file_size,
-        *_claims(claimed),
-        out,
+        claimed=claimed,
     )
-    _check(status, "vdi_blockmap")
-    return _block_result(out)
 
 
 def vhdx_bat(
@@ -253,19 +254,17 @@ def vhdx_bat(
     has_parent: bool,
     claimed: bytearray | None,
 ) -> VhdxBatResult:
-    out = ffi.new("ii_vhdx_result *")
-    status = lib.ii_vhdx_bat(
-        _table(table),
-        len(table),
+    out = _scan_call(
+        "ii_vhdx_bat",
+        "ii_vhdx_result *",
+        table,
         first_index,
         block_size,
         logical_sector_size,
         file_size,
         int(has_parent),
-        *_claims(claimed),
-        out,
+        claimed=claimed,
     )
-    _check(status, "vhdx_bat")
     return VhdxBatResult(
         **_verdict(out.v),
         not_present=out.not_present,

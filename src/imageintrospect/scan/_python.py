@@ -434,6 +434,15 @@ class _Walk:
         self.bad.note(offset, value, reason)
         self.stopped = True
 
+    def ends_at(self, end: int) -> None:
+        """The stream ends at ``end`` with no end-of-stream marker seen: anything but a
+        marker boundary exactly there is a truncation (C: stream_ends_at)."""
+        pos = self.next_offset
+        if pos > end:  # the last marker's data runs past the end
+            self.stop(self.marker_offset, pos, Reason.TRUNCATED)
+        elif pos < end:  # a partial sector where a marker should be
+            self.stop(pos, end - pos, Reason.TRUNCATED)
+
     def result(self) -> StreamResult:
         return StreamResult(
             count=self.count,
@@ -526,10 +535,8 @@ def vmdk_stream(
             break
         pos = walk.next_offset
         if pos >= end or end - pos < SECTOR:
-            if final and pos > end:  # the last marker's data runs past the end
-                walk.stop(walk.marker_offset, pos, Reason.TRUNCATED)
-            elif final and pos < end:  # a partial sector where a marker should be
-                walk.stop(pos, end - pos, Reason.TRUNCATED)
+            if final:
+                walk.ends_at(end)
             break
         walk.marker(view, pos - base_offset, capacity_sectors, grain_sectors)
     return walk.result()
@@ -612,11 +619,7 @@ class StreamWalker:
         walk = _Walk(self._walk.result())
         if walk.stopped or self.lost or self.position != size or walk.eos_offset != NOT_SEEN:
             return walk.result()
-        pos = walk.next_offset
-        if pos > size:  # the last marker's data runs past the end
-            walk.stop(walk.marker_offset, pos, Reason.TRUNCATED)
-        elif pos < size:  # a partial sector where a marker should be
-            walk.stop(pos, size - pos, Reason.TRUNCATED)
+        walk.ends_at(size)
         return walk.result()
 
 
