@@ -182,3 +182,28 @@ def streamed(data: bytes, chunk: int) -> Any:
     for _ in reader:
         pass
     return reader.metadata()
+
+
+def describe(source: Any) -> dict[str, Any] | str:
+    """``introspect(source).to_dict()``, or the name of the ImageIntrospectError it ended in
+    (an InternalParserError is a bug, never an answer: it propagates)."""
+    try:
+        return introspect(source).to_dict()
+    except InternalParserError:
+        raise
+    except ImageIntrospectError as exc:
+        return type(exc).__name__
+
+
+def assert_stream_agrees(source: Path | bytes, chunk: int) -> Metadata:
+    """Check that ``source`` read forward-only in ``chunk``-byte pieces gives the very answer
+    it gives seekable, and return that answer for the caller's own checks."""
+    data = source.read_bytes() if isinstance(source, Path) else source
+    seekable = introspect(io.BytesIO(data))
+    assert introspect(OnlyRead(data, chunk)).to_dict() == seekable.to_dict()
+    return seekable
+
+
+def assert_stream_describes_alike(data: bytes, chunk: int) -> None:
+    """Like :func:`assert_stream_agrees` for any bytes, an error's name standing for the answer."""
+    assert describe(io.BytesIO(data)) == describe(OnlyRead(data, chunk))
