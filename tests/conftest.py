@@ -162,6 +162,25 @@ class OnlyRead:
         return self._buf.read(self._chunk if size is None or size < 0 else min(size, self._chunk))
 
 
+class _CountsReads:
+    """Counts the bytes ``read()`` hands out (to check a read budget); mixed into a file type."""
+
+    bytes_read = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data: bytes = super().read(size)  # type: ignore[misc]
+        self.bytes_read += len(data)
+        return data
+
+
+class CountingFile(_CountsReads, io.FileIO):
+    """A real file that counts the bytes it hands out."""
+
+
+class CountingBytes(_CountsReads, io.BytesIO):
+    """An in-memory seekable file that counts the bytes it hands out."""
+
+
 def forward_only(source: Path | bytes, chunk: int = 65536) -> OnlyRead:
     """An image file's (or bytes') content as an :class:`OnlyRead` stream."""
     return OnlyRead(source.read_bytes() if isinstance(source, Path) else source, chunk)
