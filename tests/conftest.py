@@ -163,7 +163,8 @@ class OnlyRead:
 
 
 class _CountsReads:
-    """Counts the bytes ``read()`` hands out (to check a read budget); mixed into a file type."""
+    """Counts the bytes ``read()`` and ``readinto()`` hand out (to check a read budget: the
+    library reads a file object through either); mixed into a file type."""
 
     bytes_read = 0
 
@@ -171,6 +172,11 @@ class _CountsReads:
         data: bytes = super().read(size)  # type: ignore[misc]
         self.bytes_read += len(data)
         return data
+
+    def readinto(self, buffer: Any, /) -> int:
+        count: int | None = super().readinto(buffer)  # type: ignore[misc]
+        self.bytes_read += count or 0
+        return count or 0
 
 
 class CountingFile(_CountsReads, io.FileIO):
