@@ -20,7 +20,6 @@ each side has a time budget and at least one round after a warm-up.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -36,6 +35,7 @@ from deep_images import BY_NAME, DEEP_CASE_NAMES, cached_image, scattered_writes
 from deep_report import DeepResults, median_s
 from deep_tables import ScanJob, counting_scanner_calls, scan_job, use_backend
 from imageintrospect import Metadata, introspect
+from probes import WatchedFile
 
 SIDES = ("qemu", "ours-c", "ours-python", "read", "scan-c", "scan-python", "memcpy")
 #: Seconds of timed rounds per side (at least one round, at most MAX_ROUNDS).
@@ -100,25 +100,14 @@ def qemu_allocated(name: str, path: Path, stdout: bytes) -> tuple[int, str]:
 # --- the bytes ours reads -------------------------------------------------------------------
 
 
-class RecordingFile(io.RawIOBase):
+class RecordingFile(WatchedFile):
     """A seekable binary file that records the (offset, length) of every read."""
 
+    buffering = 0  # every read() of ours is one read of the file
+
     def __init__(self, path: Path) -> None:
-        super().__init__()
-        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed with this object
+        super().__init__(path)
         self.ranges: list[tuple[int, int]] = []
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
 
     def readinto(self, buffer: Any) -> int:
         position = self._file.tell()
@@ -126,10 +115,6 @@ class RecordingFile(io.RawIOBase):
         if n:
             self.ranges.append((position, n))
         return n
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
 
 
 def merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

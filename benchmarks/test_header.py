@@ -15,7 +15,6 @@ Speed targets are reported in the closing table, never asserted: timings vary by
 
 from __future__ import annotations
 
-import io
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from oslo_utils.imageutils import format_inspector as fi
 
 from imageintrospect import Metadata, introspect
 from images import CASE_NAMES
+from probes import WatchedFile, oslo_verdict
 from ratios import MAX_HEADER_READ, Results, median_us
 
 # oslo logs a warning per failed safety check; pytest's log capture would then bill its own
@@ -34,25 +34,10 @@ from ratios import MAX_HEADER_READ, Results, median_us
 logging.getLogger(fi.__name__).setLevel(logging.ERROR)
 
 
-class CountingReader(io.RawIOBase):
+class CountingReader(WatchedFile):
     """A seekable binary file that counts the bytes its reads hand out."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self._file = open(path, "rb")  # noqa: SIM115 - closed with this object
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
+    count = 0
 
     def readinto(self, buffer: Any) -> int:
         n = self._file.readinto(buffer)
@@ -63,10 +48,6 @@ class CountingReader(io.RawIOBase):
         data = self._file.read(size)
         self.count += len(data)
         return data
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
 
 
 def ours(path: Path) -> Metadata:
@@ -79,15 +60,7 @@ def oslo(path: Path) -> str:
         inspector = fi.detect_file_format(str(path))
     except fi.ImageFormatError as exc:
         return f"refused: {exc}"
-    if inspector is None:
-        return "undecided"
-    try:
-        inspector.safety_check()
-    except fi.SafetyCheckFailed as exc:
-        return f"{inspector.NAME} unsafe: {', '.join(sorted(exc.failures))}"
-    except fi.ImageFormatError as exc:
-        return f"{inspector.NAME} refused: {exc}"
-    return f"{inspector.NAME} safe"
+    return oslo_verdict(inspector)
 
 
 def ours_verdict(md: Metadata) -> str:

@@ -32,6 +32,7 @@ from oslo_utils.imageutils import format_inspector as fi
 from deep_images import STREAM_CASE_NAMES, cached_image
 from deep_report import DeepResults, median_s
 from imageintrospect import InspectingReader, Metadata
+from probes import oslo_verdict
 from test_deep import summary, timed
 
 CHUNK = 64 * 1024
@@ -70,15 +71,7 @@ def oslo(path: Path) -> str:
             inspector = wrapper.format
         except fi.ImageFormatError as exc:
             return f"refused: {exc}"
-        if inspector is None:
-            return "undecided"
-        try:
-            inspector.safety_check()
-        except fi.SafetyCheckFailed as exc:
-            return f"{inspector.NAME} unsafe: {', '.join(sorted(exc.failures))}"
-        except fi.ImageFormatError as exc:
-            return f"{inspector.NAME} refused: {exc}"
-        return f"{inspector.NAME} safe"
+        return oslo_verdict(inspector)
 
 
 def crc_of_ours(path: Path) -> tuple[int, int]:

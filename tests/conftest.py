@@ -162,6 +162,31 @@ class OnlyRead:
         return self._buf.read(self._chunk if size is None or size < 0 else min(size, self._chunk))
 
 
+class _CountsReads:
+    """Counts the bytes ``read()`` and ``readinto()`` hand out (to check a read budget: the
+    library reads a file object through either); mixed into a file type."""
+
+    bytes_read = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data: bytes = super().read(size)  # type: ignore[misc]
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer: Any, /) -> int:
+        count: int | None = super().readinto(buffer)  # type: ignore[misc]
+        self.bytes_read += count or 0
+        return count or 0
+
+
+class CountingFile(_CountsReads, io.FileIO):
+    """A real file that counts the bytes it hands out."""
+
+
+class CountingBytes(_CountsReads, io.BytesIO):
+    """An in-memory seekable file that counts the bytes it hands out."""
+
+
 def forward_only(source: Path | bytes, chunk: int = 65536) -> OnlyRead:
     """An image file's (or bytes') content as an :class:`OnlyRead` stream."""
     return OnlyRead(source.read_bytes() if isinstance(source, Path) else source, chunk)
@@ -182,3 +207,28 @@ def streamed(data: bytes, chunk: int) -> Any:
     for _ in reader:
         pass
     return reader.metadata()
+
+
+def describe(source: Any) -> dict[str, Any] | str:
+    """``introspect(source).to_dict()``, or the name of the ImageIntrospectError it ended in
+    (an InternalParserError is a bug, never an answer: it propagates)."""
+    try:
+        return introspect(source).to_dict()
+    except InternalParserError:
+        raise
+    except ImageIntrospectError as exc:
+        return type(exc).__name__
+
+
+def assert_stream_agrees(source: Path | bytes, chunk: int) -> Metadata:
+    """Check that ``source`` read forward-only in ``chunk``-byte pieces gives the very answer
+    it gives seekable, and return that answer for the caller's own checks."""
+    data = source.read_bytes() if isinstance(source, Path) else source
+    seekable = introspect(io.BytesIO(data))
+    assert introspect(OnlyRead(data, chunk)).to_dict() == seekable.to_dict()
+    return seekable
+
+
+def assert_stream_describes_alike(data: bytes, chunk: int) -> None:
+    """Like :func:`assert_stream_agrees` for any bytes, an error's name standing for the answer."""
+    assert describe(io.BytesIO(data)) == describe(OnlyRead(data, chunk))

@@ -24,7 +24,7 @@ from imageintrospect.formats.base import Context
 from imageintrospect.qemu_json import qemu_info_dict
 from imageintrospect.source import open_source
 
-from conftest import OnlyRead, needs_qemu, patch, qemu_info, run
+from conftest import CountingFile, OnlyRead, needs_qemu, patch, qemu_info, run
 
 XORRISO = shutil.which("xorriso")
 pytestmark = [
@@ -164,15 +164,6 @@ def layout_of(path: Path) -> partitions.DiskLayout:
     with open_source(path) as src:
         ctx = Context(source=src, findings=Findings(), deep=True)
         return partitions.scan(ctx, hybrid_iso=True)
-
-
-class CountingFile(io.FileIO):
-    bytes_read = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
 
 
 # --- real images ---------------------------------------------------------------------------

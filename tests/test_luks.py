@@ -23,6 +23,7 @@ from imageintrospect.formats.luks import luks1_qemu_encrypt_info
 
 from conftest import (
     QEMU_IMG,
+    CountingFile,
     assert_same_as_qemu,
     edit,
     forward_only,
@@ -442,17 +443,6 @@ def test_luks2_large_header_and_header_only_mode(tmp_path: Path) -> None:
     assert "luks-metadata-not-read" in shallow.codes()
     assert shallow.luks is not None and shallow.luks.cipher is None
     assert introspect(forward_only(path.read_bytes())).to_dict() == deep.to_dict()
-
-
-class CountingFile(io.FileIO):
-    """A real file that counts the bytes it hands out."""
-
-    bytes_read = 0
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
 
 
 def test_header_only_reads_little(tmp_path: Path) -> None:

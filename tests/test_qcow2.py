@@ -17,6 +17,7 @@ from imageintrospect.errors import FormatMismatch
 from imageintrospect.qemu_json import qemu_info_dict
 
 from conftest import (
+    CountingFile,
     assert_same_as_qemu,
     edit,
     forward_only,
@@ -351,17 +352,6 @@ def test_expected_format_mismatch(plain: Path) -> None:
 
 
 # --- access patterns ----------------------------------------------------------------------------
-
-
-class CountingFile(io.FileIO):
-    """A real file that counts the bytes it hands out."""
-
-    bytes_read = 0
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
 
 
 def test_header_only_reads_little(make_image: MakeImage) -> None:

@@ -29,7 +29,7 @@ from imageintrospect.formats.base import Context
 from imageintrospect.qemu_json import qemu_info_dict
 from imageintrospect.source import open_source
 
-from conftest import OnlyRead, needs_qemu, patch, qemu_info, run
+from conftest import CountingFile, OnlyRead, needs_qemu, patch, qemu_info, run
 
 pytestmark = needs_qemu
 
@@ -96,17 +96,6 @@ def assert_same_as_qemu(path: Path) -> Metadata:
     assert md.format == "raw"
     assert md.virtual_size == path.stat().st_size == md.image_size
     return md
-
-
-class CountingFile(io.FileIO):
-    """A file that counts the bytes handed out (to check the header-only read budget)."""
-
-    bytes_read = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
 
 
 def gpt_header(

@@ -19,6 +19,7 @@ from imageintrospect import introspect
 from imageintrospect.errors import FormatMismatch
 
 from conftest import (
+    CountingFile,
     OnlyRead,
     assert_same_as_qemu,
     edit,
@@ -310,17 +311,6 @@ def test_expected_format(plain: Path) -> None:
 
 
 # --- access patterns ----------------------------------------------------------------------------
-
-
-class CountingFile(io.FileIO):
-    """A real file that counts the bytes it hands out."""
-
-    bytes_read = 0
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
 
 
 def test_header_only_reads_little(make_image: MakeImage) -> None:

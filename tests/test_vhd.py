@@ -27,6 +27,7 @@ from imageintrospect.qemu_json import qemu_info_dict
 
 from conftest import (
     QEMU_IMG,
+    CountingBytes,
     forward_only,
     introspect_hostile,
     needs_qemu,
@@ -652,21 +653,10 @@ def test_cli_qemu_json_is_qemu_img_output(make_image: MakeImage, subformat: str)
     assert ours.strip() == theirs.strip()
 
 
-class CountingFile(io.BytesIO):
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.bytes_read = 0
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
-
-
 def test_header_only_reads_little(dynamic: Path) -> None:
     blob = ("Z" * 40000).encode("utf-16-le")
     make_differencing(dynamic, locators=tuple((b"W2ku", blob) for _ in range(8)))
-    counting = CountingFile(dynamic.read_bytes())
+    counting = CountingBytes(dynamic.read_bytes())
     md = introspect(counting, deep=False)
     assert "vhd-differencing" in md.codes()
     assert counting.bytes_read <= 1024 * 1024

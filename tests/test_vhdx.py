@@ -30,6 +30,7 @@ from imageintrospect.source import Source, StreamGap
 
 from conftest import (
     QEMU_IMG,
+    CountingFile,
     OnlyRead,
     assert_same_as_qemu,
     forward_only,
@@ -788,17 +789,6 @@ def test_expected_format(plain: Path, tmp_path: Path) -> None:
 
 
 # --- access patterns ----------------------------------------------------------------------------
-
-
-class CountingFile(io.FileIO):
-    """A real file that counts the bytes it hands out."""
-
-    bytes_read = 0
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
 
 
 @needs_qemu

@@ -22,7 +22,16 @@ from imageintrospect.errors import FormatMismatch
 from imageintrospect.formats import vmdk
 
 import vmware_stream as vs
-from conftest import OnlyRead, forward_only, needs_qemu, patch, qemu_img, qemu_info, run
+from conftest import (
+    CountingBytes,
+    OnlyRead,
+    forward_only,
+    needs_qemu,
+    patch,
+    qemu_img,
+    qemu_info,
+    run,
+)
 
 pytestmark = needs_qemu
 
@@ -845,15 +854,6 @@ def test_only_descriptor_errors_are_image_errors(tmp_path: Path) -> None:
         introspect(write(tmp_path / "short.vmdk", b"KDMV\x01\x00"))
 
 
-class _CountingReads(io.BytesIO):
-    bytes_read = 0
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
-
-
 @pytest.mark.parametrize("capacity", [0, 128])
 def test_header_only_reads_at_most_one_mib_of_a_huge_descriptor(capacity: int) -> None:
     header = bytearray(512)
@@ -861,14 +861,14 @@ def test_header_only_reads_at_most_one_mib_of_a_huge_descriptor(capacity: int) -
     struct.pack_into("<IIQQQQI", header, 4, 1, 3, capacity, 128, 1, 2047, 512)
     header[73:77] = b"\n \r\n"
     text = b'# Disk DescriptorFile\nversion=1\nCID=fffffffe\ncreateType="monolithicSparse"\n'
-    source = _CountingReads(bytes(header) + text + b" " * (2 << 20))
+    source = CountingBytes(bytes(header) + text + b" " * (2 << 20))
     md = introspect(source, deep=False)
     assert source.bytes_read <= 1 << 20
     assert "vmdk-descriptor-limits" in md.codes()
 
 
 def test_header_only_reads_at_most_one_mib_of_a_text_descriptor() -> None:
-    source = _CountingReads(b"# Disk DescriptorFile\nversion=1\n" + b"#" * (3 << 20))
+    source = CountingBytes(b"# Disk DescriptorFile\nversion=1\n" + b"#" * (3 << 20))
     introspect(source, deep=False)
     assert source.bytes_read <= 1 << 20
 

@@ -34,7 +34,7 @@ from imageintrospect import (
 )
 
 import vmware_stream as vs
-from conftest import OnlyRead, needs_qemu, patch, qemu_img, run, streamed
+from conftest import CountingBytes, OnlyRead, needs_qemu, patch, qemu_img, run, streamed
 
 pytestmark = needs_qemu
 
@@ -222,17 +222,6 @@ def test_converted_stream_of_random_data(make_image: MakeImage, tmp_path: Path) 
     assert md.vmdk.markers.compressed_bytes == sum(m.size for m in grain_markers(path.read_bytes()))
 
 
-class _CountingFile(io.BytesIO):
-    """A seekable file object that counts the bytes read from it."""
-
-    bytes_read = 0
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
-
-
 @pytest.mark.parametrize("layout", ["qemu", "vmware"])
 def test_seekable_stream_walk_reads_markers_not_grains(
     make_image: MakeImage, tmp_path: Path, layout: str
@@ -248,7 +237,7 @@ def test_seekable_stream_walk_reads_markers_not_grains(
         grains = {i: os.urandom(GRAIN) for i in range(128)}
         write(path, vs.build_stream(8 * MIB // SECTOR, grains).data)
     data = path.read_bytes()
-    counting = _CountingFile(data)
+    counting = CountingBytes(data)
     md = introspect(counting)
     assert md.to_dict() == deep(path).to_dict() == streamed(data, 1 << 20).to_dict()
     assert md.vmdk is not None and md.vmdk.markers is not None

@@ -24,7 +24,6 @@ A failing input is written to :data:`FAILURES` so it can be replayed outside hyp
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -42,6 +41,7 @@ from imageintrospect.findings import STREAM_UNCHECKED
 from imageintrospect.qemu_json import qemu_info_json
 
 from .known_bugs import Failure, known
+from conftest import CountingBytes, OnlyRead
 
 #: Generous: the slowest legitimate example takes milliseconds on a 2-core machine.
 TIME_LIMIT = 5.0
@@ -54,35 +54,6 @@ FAILURES = Path(
     os.environ.get("IMAGEINTROSPECT_FUZZ_FAILURES")
     or Path(tempfile.gettempdir()) / "imageintrospect-fuzz-failures"
 )
-
-
-class CountingBytesIO(io.BytesIO):
-    """A seekable source that counts the bytes handed out."""
-
-    bytes_read = 0
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        count = super().readinto(buffer)
-        self.bytes_read += count
-        return count
-
-
-class ForwardOnly:
-    """A stream with only ``read()``: a pipe, a socket, an HTTP body.  Each read returns at
-    most ``chunk`` bytes, like a socket that delivers what has arrived."""
-
-    def __init__(self, data: bytes, chunk: int) -> None:
-        self._buffer = io.BytesIO(data)
-        self._chunk = chunk
-
-    def read(self, size: int = -1) -> bytes:
-        wanted = self._chunk if size is None or size < 0 else min(size, self._chunk)
-        return self._buffer.read(wanted)
 
 
 @dataclass
@@ -228,11 +199,11 @@ def check(
 
 
 def _check(data: bytes, *, deep: bool, chunk: int, memory: bool) -> Outcome:
-    source = CountingBytesIO(data)
+    source = CountingBytes(data)
     seekable = run(data, source, "seekable", deep=deep, memory=memory)
     if not deep and source.bytes_read > HEADER_ONLY_READ:
         fail(data, f"deep=False read {source.bytes_read} bytes (limit {HEADER_ONLY_READ})")
-    streamed = run(data, ForwardOnly(data, chunk), "streamed", deep=deep, memory=memory)
+    streamed = run(data, OnlyRead(data, chunk), "streamed", deep=deep, memory=memory)
     for outcome in (seekable, streamed):
         if outcome.metadata is not None:
             assert_views_are_json(data, outcome.metadata)
