@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("path", metavar="PATH", help="the image, or - for standard input")
     check.set_defaults(run=run_check)
+
+    # the audit's own arguments and run live in its package (the ``audit`` extra)
+    from .audit.cli import add_parser as add_audit_parser
+
+    add_audit_parser(commands)
     return parser
 
 
