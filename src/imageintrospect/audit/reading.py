@@ -145,8 +145,13 @@ def open_remote(target: Target, options: Options, counter: FetchCounter) -> Any:
         cache_options={"maxblocks": MAX_BLOCKS},
         size=target.size,
     )
-    if not fileobj.seekable() or getattr(fileobj, "cache", None) is None:
+    if not isinstance(getattr(fileobj, "cache", None), fsspec.caching.BlockCache):
+        # fsspec fell back to streaming (no size, or no range support): reading on would
+        # download the whole object, which the audit never does
+        size = getattr(fileobj, "size", None)
         fileobj.close()
+        if size == 0 or target.size == 0:  # an empty object: nothing to fetch
+            return io.BytesIO(b"")
         raise OSError("the server cannot serve byte ranges of this object")
     fileobj.cache.fetcher = counter.wrap(fileobj.cache.fetcher, fileobj.size)
     return fileobj
