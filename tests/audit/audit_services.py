@@ -94,7 +94,8 @@ class RangeServer:
     behaved.  ``/drop/NAME``: every GET sends its headers and half the body, then closes the
     connection.  ``/dropfirst/NAME``: the first GET is dropped that way, later ones are
     served.  ``/slow/NAME``: the body goes out in 512-byte pieces with a pause between them.
-    ``/gate/NAME``: held until :attr:`gate` is set (resume tests).
+    ``/gate/NAME``: the first :attr:`open_gates` names are served, requests for any other
+    are held until :attr:`gate` is set (the resume test kills an audit held there).
     """
 
     def __init__(self, root: Path) -> None:
@@ -105,6 +106,8 @@ class RangeServer:
         self.lock = threading.Lock()
         self.gate = threading.Event()
         self.gate.set()
+        self.open_gates = 0
+        self.gated: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.server.server_port}"
@@ -119,6 +122,12 @@ class RangeServer:
             self.requests[path] += 1
             self.served[path] += body
             return self.requests[path]
+
+    def through_gate(self, name: str) -> bool:
+        with self.lock:
+            if name not in self.gated:
+                self.gated.append(name)
+            return self.gated.index(name) < self.open_gates
 
     def count_get(self, path: str) -> int:
         with self.lock:
@@ -155,7 +164,7 @@ class RangeServer:
             def answer(self, *, head: bool) -> None:
                 _, behaviour, name = self.path.split("/", 2)
                 seen = owner.count(self.path, 0) if head else None
-                if behaviour == "gate":
+                if behaviour == "gate" and not owner.through_gate(name):
                     owner.gate.wait()
                 path = owner.root / name
                 if not path.is_file():

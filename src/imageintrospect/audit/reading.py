@@ -71,6 +71,9 @@ def audit_one(target: Target, options: Options) -> Record:
     record = record_for(target)
     started = time.monotonic()
     deep = options.deep if options.deep is not None else is_local(target.url)
+    if target.problem is not None:
+        record["error"] = redact(target.problem, options.secrets())
+        return record
     for attempt in range(1, options.retries + 2):
         record["attempts"] = attempt
         counter = FetchCounter()

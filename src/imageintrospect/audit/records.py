@@ -31,6 +31,8 @@ class Target:
     size: int | None = None
     etag: str | None = None
     mtime: str | None = None
+    #: why this is not an image that can be read (a listing that failed), or None
+    problem: str | None = None
 
     def key(self) -> tuple[str, str | None, str | None]:
         return (redact_url(self.url), self.etag, self.mtime)

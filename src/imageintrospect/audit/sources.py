@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .reading import Options, is_local, local_path
+from .reading import Options, describe, is_local, local_path
 from .records import Target
 
 STDIN = "-"
@@ -75,12 +75,16 @@ def remote_targets(url: str, options: Options) -> Iterator[Target]:
     try:
         fs, path = fsspec.core.url_to_fs(url, **options.storage_options.get(protocol, {}))
         info = fs.info(path)  # an HTTP URL is always one object: web servers have no listing
-        if info.get("type") != "directory":
-            yield remote_target(url, info)
-            return
-        listing: dict[str, dict[str, Any]] = fs.find(path, detail=True)
-    except Exception:  # the failure is recorded when the target is read
+    except Exception:  # perhaps one object: reading it retries, then records the failure
         yield Target(url)
+        return
+    if info.get("type") != "directory":
+        yield remote_target(url, info)
+        return
+    try:
+        listing: dict[str, dict[str, Any]] = fs.find(path, detail=True)
+    except Exception as exc:
+        yield Target(url, problem=f"listing failed: {describe(exc)}")
         return
     for name in sorted(listing):
         info = listing[name]
