@@ -57,9 +57,13 @@ if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
     fi
 fi
 PY=.venv/bin/python
-step "pip install -e .[test,docs,bench]"
+step "pip install -e .[test,docs,bench,audit,integration]"
 # bench brings oslo.utils, whose QemuImgInfo must parse our qemu-json output.
-"$PY" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench]'
+# audit and integration: fsspec/s3fs/Dask/openstacksdk, moto's S3 server and Glance's harness
+# for tests/audit (real services on 127.0.0.1).
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,audit,integration]'
+# tests/audit fails instead of skipping when one of those packages is missing.
+export IMAGEINTROSPECT_REQUIRE_INTEGRATION=1
 
 export PATH="$PWD/.venv/bin:$PATH"
 status=0
@@ -75,7 +79,10 @@ run mypy
 # The whole suite once per backend (as python-zstandard and msgpack do): the C scanners,
 # then their pure-Python twin.
 run env IMAGEINTROSPECT_BACKEND=c python -m pytest tests -q -p no:cacheprovider
-run env IMAGEINTROSPECT_BACKEND=python python -m pytest tests -q -p no:cacheprovider
+# tests/audit (S3, HTTP, Dask, Glance services; about two minutes) runs once, with the C
+# backend: it tests the audit's reading and distribution, not the scanners.
+run env IMAGEINTROSPECT_BACKEND=python python -m pytest tests -q -p no:cacheprovider \
+    --ignore=tests/audit
 # The C core built with AddressSanitizer and UBSan, its tests run against that build.
 run bash scripts/sanitize.sh
 run sphinx-build -q -E -W -b html docs docs/_build/html

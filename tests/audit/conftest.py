@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_services import S3_KEY, S3_SECRET, CountingS3, RangeServer
 
 from imageintrospect import introspect
+
+from .audit_services import S3_KEY, S3_SECRET, CountingS3, RangeServer
 
 REQUIRE = os.environ.get("IMAGEINTROSPECT_REQUIRE_INTEGRATION") == "1"
 BUCKET = "images"

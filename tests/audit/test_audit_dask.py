@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_services import CountingS3, DaskProcesses
 
 from imageintrospect.audit import audit
 from imageintrospect.audit.records import read_records
 
-from conftest import BUCKET, Images, comparable, require, s3_options
+from .audit_services import CountingS3, DaskProcesses
+from .conftest import BUCKET, Images, comparable, require, s3_options
 
 PREFIX = f"s3://{BUCKET}/fleet"
 

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_services import CountingMiddleware
 
 from imageintrospect import introspect
 from imageintrospect.audit import audit
 from imageintrospect.audit.records import read_records
 
-from conftest import REQUIRE, agrees, made_images
+from .audit_services import CountingMiddleware
+from .conftest import REQUIRE, agrees, made_images
 
 TOKEN = "auditor:audit-project-7f3a:admin"  # user:project:role, as the fake auth reads it
 

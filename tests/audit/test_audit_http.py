@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audit_services import RangeServer
-
 from imageintrospect.audit import audit
 from imageintrospect.audit.records import read_records
 
-from conftest import Images, agrees
+from .audit_services import RangeServer
+from .conftest import Images, agrees
 
 RETRIES = 2
 

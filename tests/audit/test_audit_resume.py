@@ -9,12 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from audit_services import RangeServer
-
 from imageintrospect.audit import audit
 from imageintrospect.audit.records import latest_records, prepare_resume, read_records
 
-from conftest import Images, comparable
+from .audit_services import RangeServer
+from .conftest import Images, comparable
 
 HELD_AFTER = 5
 

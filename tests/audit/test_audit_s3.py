@@ -7,13 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from audit_services import S3_SECRET, CountingS3
 
 from imageintrospect import cli
 from imageintrospect.audit import audit
 from imageintrospect.audit.records import read_records
 
-from conftest import BUCKET, Images, agrees, s3_cli_options, s3_options
+from .audit_services import S3_SECRET, CountingS3
+from .conftest import BUCKET, Images, agrees, s3_cli_options, s3_options
 
 MiB = 1 << 20
 PREFIX = f"s3://{BUCKET}/fleet"
