@@ -39,7 +39,7 @@ KINDS = {
     "vmdk": ["-f", "vmdk", "64M"],
     "vhd": ["-f", "vpc", "64M"],
     "raw": ["-f", "raw", "256K"],
-    "qcow2-backed": ["-f", "qcow2", "-b", "/nonexistent/base.raw", "-F", "raw", "64M"],
+    "qcow2-backed": ["-f", "qcow2", "-u", "-b", "/nonexistent/base.raw", "-F", "raw", "64M"],
 }
 BATCH = 64
 
@@ -76,12 +76,9 @@ def download_batch(urls: list[str], options: dict[str, Any]) -> int:
 
 
 def download_all(address: str, options: dict[str, Any], urls: list[str]) -> int:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    workers = int(address.split(":")[1])
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-    ) as cluster, Client(cluster) as client:
+    with Client(address) as client:
         batches = [urls[i : i + BATCH] for i in range(0, len(urls), BATCH)]
         futures = client.map(download_batch, batches, options=options, pure=False)
         return sum(client.gather(futures))
@@ -97,36 +94,60 @@ def timed(s3: CountingS3, run: Callable[[], Any]) -> tuple[float, int]:
 
 
 def main() -> None:
+    from distributed import LocalCluster
+
     count = int(os.environ.get("IMAGEINTROSPECT_BENCH_AUDIT_IMAGES", "10000"))
     s3 = CountingS3()
     options = {"endpoint_url": s3.endpoint, "key": S3_KEY, "secret": S3_SECRET}
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as scratch:
         images = make_images(Path(scratch))
         stored = upload(s3, images, count)
-        print(f"{count} images, {stored / count / 1024:.1f} KiB each on average, "
-              f"kinds: {', '.join(f'{k} {len(v) // 1024} KiB' for k, v in images.items())}")
+        print(
+            f"{count} images, {stored / count / 1024:.1f} KiB each on average, "
+            f"kinds: {', '.join(f'{k} {len(v) // 1024} KiB' for k, v in images.items())}"
+        )
         out = Path(scratch) / "audit.jsonl"
-        urls = [f"s3://{BUCKET}/fleet/{i:06d}-{sorted(images)[i % len(images)]}"
-                for i in range(count)]
+        urls = [
+            f"s3://{BUCKET}/fleet/{i:06d}-{sorted(images)[i % len(images)]}" for i in range(count)
+        ]
         rows = []
         for workers in (1, 2):
-            for mode, deep in (("header", False), ("deep", True)):
-                def run(deep: bool = deep, workers: int = workers) -> None:
-                    summary = audit([f"s3://{BUCKET}/fleet/"], str(out), deep=deep,
-                                    dask=f"local:{workers}", batch_size=BATCH,
-                                    storage_options={"s3": options})
-                    assert summary.images == count, summary.images
-                    assert summary.verdicts["unsafe"] == count // len(images), summary.verdicts
-                rows.append((mode, workers, *timed(s3, run)))
-            rows.append(("download", workers,
-                         *timed(s3, lambda w=workers: download_all(f"local:{w}", options, urls))))
+            # one cluster per worker count, started before the clock: every run pays the same
+            with LocalCluster(
+                n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+            ) as cluster:
+                address = cluster.scheduler_address
+                for mode, deep in (("header", False), ("deep", True)):
+
+                    def run(deep: bool = deep, address: str = address) -> None:
+                        summary = audit(
+                            [f"s3://{BUCKET}/fleet/"],
+                            str(out),
+                            deep=deep,
+                            dask=address,
+                            batch_size=BATCH,
+                            storage_options={"s3": options},
+                        )
+                        assert summary.images == count, summary.images
+                        assert summary.verdicts["unsafe"] == count // len(images), summary
+
+                    rows.append((mode, workers, *timed(s3, run)))
+                rows.append(
+                    (
+                        "download",
+                        workers,
+                        *timed(s3, lambda a=address: download_all(a, options, urls)),
+                    )
+                )
     s3.stop()
     print("\n| run | Dask workers | images/s | bytes read per image | vs download (bytes) |")
     print("|---|--:|--:|--:|--:|")
     downloads = {w: served for mode, w, _, served in rows if mode == "download"}
     for mode, workers, elapsed, served in rows:
-        print(f"| {mode} | {workers} | {count / elapsed:,.0f} | {served / count:,.0f} | "
-              f"{served / downloads[workers]:.3f} |")
+        print(
+            f"| {mode} | {workers} | {count / elapsed:,.0f} | {served / count:,.0f} | "
+            f"{served / downloads[workers]:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import re
 import shutil
@@ -54,6 +55,9 @@ class CountingS3:
     def __init__(self) -> None:
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
+
+        # one log line per request costs the server more than the request itself
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
         self.counter = CountingMiddleware(DomainDispatcherApplication(create_backend_app))
         self.server = make_server("127.0.0.1", 0, self.counter, threaded=True)
