@@ -23,7 +23,7 @@ Where that differs from the descriptor, a finding says so; ``qemu_info`` is buil
 from __future__ import annotations
 
 from ..base import Context, FormatSpec, Parsed
-from .extents import _parse_cowd, _parse_sesparse, _parse_text
+from .extents import parse_cowd, parse_sesparse, parse_text
 from .layout import (
     COWD_HEADER,
     COWD_HEADER_SIZE,
@@ -42,7 +42,7 @@ from .layout import (
 from .probe import probe
 from .qemu import qemu_info
 from .section import VmdkSection
-from .sparse import _parse_sparse
+from .sparse import parse_sparse
 
 # --- parse ---------------------------------------------------------------------------------
 
@@ -50,12 +50,12 @@ from .sparse import _parse_sparse
 def parse(ctx: Context) -> Parsed:
     head = ctx.source.read_at(0, COWD_HEADER_SIZE)
     if head[:4] == SPARSE_MAGIC:
-        return _parse_sparse(ctx, head)
+        return parse_sparse(ctx, head)
     if head[:4] == COWD_MAGIC:
-        return _parse_cowd(ctx, head)
+        return parse_cowd(ctx, head)
     if head[:8] == SESPARSE_MAGIC:
-        return _parse_sesparse(ctx, head)
-    return _parse_text(ctx)
+        return parse_sesparse(ctx, head)
+    return parse_text(ctx)
 
 
 FORMAT = FormatSpec(NAME, probe, parse, qemu_info)

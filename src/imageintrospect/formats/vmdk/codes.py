@@ -283,13 +283,13 @@ GRAIN_COUNT_MISMATCH = F.define(
 )
 
 
-def _show(value: object) -> str:
+def show(value: object) -> str:
     """A value quoted for a finding message, cut short (a hostile name may be huge)."""
     text = repr(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 5] + "...'"
 
 
-def _read_optional(ctx: Context, offset: int, length: int, what: str) -> bytes | None:
+def read_optional(ctx: Context, offset: int, length: int, what: str) -> bytes | None:
     """Bytes at ``offset``; None (and ``stream-unchecked``) when a stream did not keep them."""
     try:
         return ctx.source.read_at(offset, length)

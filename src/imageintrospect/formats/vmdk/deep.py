@@ -8,9 +8,9 @@ from ...stream import UNKNOWN_SIZE
 from ..base import Context
 from .codes import GRAIN_COUNT_MISMATCH
 from .header import TableLayout
-from .markers import _finish_marker_walk, _MarkerWalk, _tables_from_markers
+from .markers import MarkerWalker, finish_marker_walk, tables_from_markers
 from .section import GrainTables, MarkerWalk, StreamInfo
-from .tables import _prefetch_directory, _tables_from_directory
+from .tables import prefetch_directory, tables_from_directory
 
 # --- deep: grain directory, grain tables and stream markers ---------------------------------
 
@@ -23,10 +23,10 @@ class _Deep(NamedTuple):
     allocated_size: int | None = None
 
 
-def _scan_tables(
+def scan_tables(
     ctx: Context,
     layout: TableLayout | None,
-    walk: _MarkerWalk | None,
+    walk: MarkerWalker | None,
     stream: StreamInfo | None,
 ) -> _Deep:
     """deep=True: check every grain directory and grain table entry and every stream marker.
@@ -40,15 +40,15 @@ def _scan_tables(
     in_markers = layout is not None and walk is not None and layout.gd_offset >= walk.start
     if _speculative(ctx):
         if layout is not None and not in_markers:
-            _prefetch_directory(ctx, layout)  # so the final parse finds the tables kept
+            prefetch_directory(ctx, layout)  # so the final parse finds the tables kept
         return _Deep()
-    markers = _finish_marker_walk(ctx, walk, stream) if walk is not None else None
+    markers = finish_marker_walk(ctx, walk, stream) if walk is not None else None
     tables: GrainTables | None = None
     if layout is not None and walk is not None and in_markers:
         complete = markers is not None and markers.complete
-        tables = _tables_from_markers(ctx, layout, walk.tables, complete)
+        tables = tables_from_markers(ctx, layout, walk.tables, complete)
     elif layout is not None:
-        tables = _tables_from_directory(ctx, layout)
+        tables = tables_from_directory(ctx, layout)
     if markers is not None and walk is not None:
         if tables is not None and markers.complete:
             _compare_grain_counts(ctx, tables, markers)

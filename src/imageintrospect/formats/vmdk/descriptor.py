@@ -154,7 +154,7 @@ def _add_extent(desc: Descriptor, line: str) -> None:
     )
 
 
-def _int_or_none(value: str | None) -> int | None:
+def int_or_none(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
@@ -162,9 +162,9 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) < 20 else None
 
 
-def _geometry(desc: Descriptor) -> Geometry | None:
+def descriptor_geometry(desc: Descriptor) -> Geometry | None:
     values = [desc.ddb_value(f"geometry.{part}") for part in ("cylinders", "heads", "sectors")]
     if all(v is None for v in values):
         return None
-    cylinders, heads, sectors = (_int_or_none(v) for v in values)
+    cylinders, heads, sectors = (int_or_none(v) for v in values)
     return Geometry(cylinders=cylinders, heads=heads, sectors=sectors)

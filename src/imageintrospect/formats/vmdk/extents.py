@@ -13,12 +13,12 @@ from .codes import (
     DESCRIPTOR_WITHOUT_HEADER,
     PARENT_FILE,
     SESPARSE_EXTENT,
-    _read_optional,
-    _show,
+    read_optional,
+    show,
 )
 from .descriptor import parse_descriptor
-from .header import _check_table, _sectors_to_bytes
-from .judge import _judge_descriptor, _judge_qemu_view, _section
+from .header import check_table, sectors_to_bytes
+from .judge import build_section, judge_descriptor, judge_qemu_view
 from .layout import (
     COWD_FLAG_ROOT,
     COWD_HEADER,
@@ -36,13 +36,13 @@ from .layout import (
     SESPARSE_HEADER,
     SESPARSE_VERSION,
 )
-from .qemu import _qemu_descriptor_view, _qemu_view, _QemuExtents, c_string
+from .qemu import QemuExtents, c_string, qemu_descriptor_view, qemu_view
 from .section import CowdInfo, Geometry, QemuExtent, QemuView, SeSparseInfo
 
 # --- COWD and seSparse ---------------------------------------------------------------------
 
 
-def _parse_cowd(ctx: Context, head: bytes) -> Parsed:
+def parse_cowd(ctx: Context, head: bytes) -> Parsed:
     if len(head) < COWD_HEADER_SIZE:
         raise InvalidImage(f"COWD header needs {COWD_HEADER_SIZE} bytes, the file has {len(head)}")
     raw = parse_struct(COWD_HEADER, head, "COWD header")
@@ -57,20 +57,20 @@ def _parse_cowd(ctx: Context, head: bytes) -> Parsed:
         f"ESX COWD extent, version {raw.version}, {'root' if root else 'child'} disk",
     )
     if parent is not None:
-        ctx.findings.add(PARENT_FILE, f"COWD child disk names its parent {_show(parent)}")
-    _check_table(ctx, "COWD grain directory", raw.gd_offset, raw.num_gd_entries)
+        ctx.findings.add(PARENT_FILE, f"COWD child disk names its parent {show(parent)}")
+    check_table(ctx, "COWD grain directory", raw.gd_offset, raw.num_gd_entries)
     grain = raw.grain_size
     if grain == 0 or grain & (grain - 1) or grain > QEMU_MAX_GRAIN_SECTORS:
         ctx.findings.add(BAD_HEADER, f"COWD grain size {grain} sectors")
-    window = _read_optional(ctx, QEMU_SPARSE_DESC_OFFSET, QEMU_CID_WINDOW, "descriptor window")
+    window = read_optional(ctx, QEMU_SPARSE_DESC_OFFSET, QEMU_CID_WINDOW, "descriptor window")
     error = None
     if grain > QEMU_MAX_GRAIN_SECTORS:
         error = "Invalid granularity"
     elif raw.num_gd_entries > QEMU_MAX_GD_ENTRIES:
         error = "L1 size too big"
     extent = QemuExtent(None, "", raw.num_sectors, False, False, grain * SECTOR)
-    qemu = _qemu_view("", _QemuExtents([extent], 1, raw.num_sectors), window or b"", error)
-    section = _section(
+    qemu = qemu_view("", QemuExtents([extent], 1, raw.num_sectors), window or b"", error)
+    section = build_section(
         "cowd",
         None,
         grain_size=grain * SECTOR,
@@ -95,7 +95,7 @@ def _parse_cowd(ctx: Context, head: bytes) -> Parsed:
     return Parsed(virtual_size=raw.num_sectors * SECTOR, section=section)
 
 
-def _parse_sesparse(ctx: Context, head: bytes) -> Parsed:
+def parse_sesparse(ctx: Context, head: bytes) -> Parsed:
     if len(head) < SECTOR:
         raise InvalidImage(f"seSparse header needs 512 bytes, the file has {len(head)}")
     raw = parse_struct(SESPARSE_HEADER, head[:SECTOR], "seSparse header")
@@ -106,7 +106,7 @@ def _parse_sesparse(ctx: Context, head: bytes) -> Parsed:
     )
     if raw.version != SESPARSE_VERSION:
         ctx.findings.add(BAD_HEADER, f"seSparse version 0x{raw.version:016x}")
-    capacity = _sectors_to_bytes(raw.capacity)
+    capacity = sectors_to_bytes(raw.capacity)
     if capacity is None:
         ctx.findings.add(BAD_HEADER, f"seSparse capacity {raw.capacity} sectors (over 8 EiB)")
     qemu = QemuView(
@@ -120,7 +120,7 @@ def _parse_sesparse(ctx: Context, head: bytes) -> Parsed:
         extent_count=0,
         virtual_size=None,
     )
-    section = _section(
+    section = build_section(
         "sesparse",
         None,
         grain_size=raw.grain_size * SECTOR,
@@ -144,10 +144,10 @@ def _parse_sesparse(ctx: Context, head: bytes) -> Parsed:
 # --- text descriptor files -----------------------------------------------------------------
 
 
-def _parse_text(ctx: Context) -> Parsed:
+def parse_text(ctx: Context) -> Parsed:
     size = ctx.source.size
     limit = QEMU_DESCRIPTOR_READ if ctx.deep else HEADER_ONLY_DESCRIPTOR_READ
-    buf = _read_optional(ctx, 0, min(size, limit), "descriptor") or b""
+    buf = read_optional(ctx, 0, min(size, limit), "descriptor") or b""
     if not ctx.deep and len(buf) < min(size, QEMU_DESCRIPTOR_READ):
         ctx.findings.add(
             DESCRIPTOR_LIMITS,
@@ -159,8 +159,8 @@ def _parse_text(ctx: Context) -> Parsed:
             f"the descriptor file is {size} bytes; only its first {len(buf)} bytes were read",
         )
     desc = parse_descriptor(c_string(buf))
-    qemu = _qemu_descriptor_view(buf, buf[:QEMU_CID_WINDOW])
-    section = _section(
+    qemu = qemu_descriptor_view(buf, buf[:QEMU_CID_WINDOW])
+    section = build_section(
         "descriptor",
         desc,
         grain_size=None,
@@ -172,13 +172,13 @@ def _parse_text(ctx: Context) -> Parsed:
     )
     create_type = desc.get("createType")
     if (create_type or "").lower() in SELF_CONTAINED:
-        message = f"text descriptor claims createType {_show(create_type)} but has no sparse header"
+        message = f"text descriptor claims createType {show(create_type)} but has no sparse header"
     else:
         message = (
-            f"text descriptor (createType {_show(create_type)}): the disk data is in the files it "
+            f"text descriptor (createType {show(create_type)}): the disk data is in the files it "
             "names, not in this file"
         )
     ctx.findings.add(DESCRIPTOR_WITHOUT_HEADER, message)
-    _judge_descriptor(ctx, desc, section, embedded=False)
-    _judge_qemu_view(ctx, qemu, desc)
-    return Parsed(virtual_size=_sectors_to_bytes(desc.extent_sectors), section=section)
+    judge_descriptor(ctx, desc, section, embedded=False)
+    judge_qemu_view(ctx, qemu, desc)
+    return Parsed(virtual_size=sectors_to_bytes(desc.extent_sectors), section=section)

@@ -38,7 +38,7 @@ from .section import SparseHeader
 # --- sparse extents (KDMV) -----------------------------------------------------------------
 
 
-def _sparse_header(data: bytes, what: str) -> SparseHeader:
+def sparse_header(data: bytes, what: str) -> SparseHeader:
     raw = parse_struct(SPARSE_HEADER, data[:SPARSE_HEADER_SIZE], what)
     return SparseHeader(
         version=raw.version,
@@ -57,7 +57,7 @@ def _sparse_header(data: bytes, what: str) -> SparseHeader:
     )
 
 
-def _is_stream(header: SparseHeader) -> bool:
+def is_stream_header(header: SparseHeader) -> bool:
     return bool(
         header.flags & (FLAG_COMPRESSED | FLAG_MARKERS)
         or header.compress_algorithm != COMPRESSION_NONE
@@ -65,7 +65,7 @@ def _is_stream(header: SparseHeader) -> bool:
     )
 
 
-def _gd_entries(header: SparseHeader) -> int | None:
+def gd_entry_count(header: SparseHeader) -> int | None:
     """Entries of the grain directory; None when the header's geometry makes no sense."""
     span = header.num_gtes_per_gt * header.grain_size
     if span == 0:
@@ -92,20 +92,20 @@ class TableLayout:
     descriptor: tuple[int, int] = (0, 0)  # offset, length
 
 
-def _compressed(header: SparseHeader) -> bool:
+def is_compressed(header: SparseHeader) -> bool:
     return header.compress_algorithm == COMPRESSION_DEFLATE or bool(header.flags & FLAG_COMPRESSED)
 
 
-def _sectors_to_bytes(sectors: int) -> int | None:
+def sectors_to_bytes(sectors: int) -> int | None:
     value = sectors * SECTOR
     return value if value <= MAX_VIRTUAL_SIZE else None
 
 
-def _sector_offset(sector: int) -> int | None:
+def sector_offset(sector: int) -> int | None:
     return None if sector == GD_AT_END else sector * SECTOR
 
 
-def _check_header(ctx: Context, header: SparseHeader) -> bool:
+def check_header(ctx: Context, header: SparseHeader) -> bool:
     """Findings for header values; False when the table geometry cannot be computed."""
     problems = []
     if header.version not in (1, 2, 3):
@@ -118,7 +118,7 @@ def _check_header(ctx: Context, header: SparseHeader) -> bool:
         problems.append(f"{gtes} entries per grain table (at most {QEMU_MAX_GTES_PER_GT})")
     if header.capacity * SECTOR > MAX_VIRTUAL_SIZE:
         problems.append(f"capacity {header.capacity} sectors (over 8 EiB)")
-    entries = _gd_entries(header)
+    entries = gd_entry_count(header)
     if not problems and entries is not None and entries > QEMU_MAX_GD_ENTRIES:
         problems.append(f"a grain directory of {entries} entries (qemu refuses over 32 Mi)")
     for problem in problems:
@@ -152,7 +152,7 @@ def _check_compression(ctx: Context, header: SparseHeader) -> None:
         )
 
 
-def _check_layout(ctx: Context, header: SparseHeader) -> TableLayout | None:
+def check_layout(ctx: Context, header: SparseHeader) -> TableLayout | None:
     """Check that the tables the header points to lie inside the file."""
     size = ctx.source.size
     if header.overhead * SECTOR > size:
@@ -161,12 +161,12 @@ def _check_layout(ctx: Context, header: SparseHeader) -> TableLayout | None:
             f"the header's overHead ({header.overhead} sectors) reaches past the end of the "
             f"file ({size} bytes)",
         )
-    entries = _gd_entries(header)
+    entries = gd_entry_count(header)
     if entries is None or header.gd_offset == GD_AT_END:
         return None
-    gd_ok = _check_table(ctx, "grain directory", header.gd_offset, entries)
+    gd_ok = check_table(ctx, "grain directory", header.gd_offset, entries)
     rgd: int | None = None
-    if header.flags & FLAG_REDUNDANT_GD and _check_table(
+    if header.flags & FLAG_REDUNDANT_GD and check_table(
         ctx, "redundant grain directory", header.rgd_offset, entries
     ):
         rgd = header.rgd_offset * SECTOR
@@ -178,7 +178,7 @@ def _check_layout(ctx: Context, header: SparseHeader) -> TableLayout | None:
         gd_entries=entries,
         gtes_per_gt=header.num_gtes_per_gt,
         grain_bytes=header.grain_size * SECTOR,
-        compressed=_compressed(header),
+        compressed=is_compressed(header),
         markers=bool(header.flags & FLAG_MARKERS),
         overhead=header.overhead * SECTOR,
         zeroed_grain=bool(header.flags & FLAG_ZEROED_GRAIN),
@@ -186,7 +186,7 @@ def _check_layout(ctx: Context, header: SparseHeader) -> TableLayout | None:
     )
 
 
-def _check_table(ctx: Context, what: str, sector: int, entries: int) -> bool:
+def check_table(ctx: Context, what: str, sector: int, entries: int) -> bool:
     size = ctx.source.size
     if sector == 0 and entries:
         ctx.findings.add(BAD_HEADER, f"the {what} is placed on the header (sector 0)")

@@ -19,9 +19,9 @@ from .codes import (
     QEMU_VIEW_DIFFERS,
     UNKNOWN_CREATE_TYPE,
     UNKNOWN_EXTENT_TYPE,
-    _show,
+    show,
 )
-from .descriptor import Descriptor, _geometry, _int_or_none
+from .descriptor import Descriptor, descriptor_geometry, int_or_none
 from .layout import (
     CREATE_TYPES,
     EXTENT_TYPES,
@@ -37,17 +37,17 @@ from .section import QemuView, VmdkSection
 # --- building the section and judging the descriptor ---------------------------------------
 
 
-def _section(kind: str, desc: Descriptor | None, **values: Any) -> VmdkSection:
+def build_section(kind: str, desc: Descriptor | None, **values: Any) -> VmdkSection:
     if desc is None:
         desc = Descriptor()
     parent = desc.get("parentFileNameHint")
     values.setdefault("parent_file", parent if parent else None)
-    values.setdefault("geometry", _geometry(desc))
+    values.setdefault("geometry", descriptor_geometry(desc))
     return VmdkSection(
         header_kind=kind,
         create_type=desc.get("createType"),
         adapter_type=desc.ddb_value("adapterType"),
-        version=_int_or_none(desc.get("version")),
+        version=int_or_none(desc.get("version")),
         cid=desc.get("CID"),
         parent_cid=desc.get("parentCID"),
         hw_version=desc.ddb_value("virtualHWVersion"),
@@ -60,7 +60,7 @@ def _section(kind: str, desc: Descriptor | None, **values: Any) -> VmdkSection:
     )
 
 
-def _judge_descriptor(
+def judge_descriptor(
     ctx: Context, desc: Descriptor, section: VmdkSection, *, embedded: bool
 ) -> None:
     """Findings from the descriptor's own lines.
@@ -71,10 +71,10 @@ def _judge_descriptor(
     _judge_create_type(ctx, desc.get("createType"))
     for key, first, second in desc.duplicates:
         ctx.findings.add(
-            DUPLICATE_KEY, f"{_show(key)} is given as {_show(first)} and again as {_show(second)}"
+            DUPLICATE_KEY, f"{show(key)} is given as {show(first)} and again as {show(second)}"
         )
     for line in desc.bad_lines:
-        ctx.findings.add(BAD_EXTENT_LINE, f"cannot parse the extent line {_show(line)}")
+        ctx.findings.add(BAD_EXTENT_LINE, f"cannot parse the extent line {show(line)}")
     if desc.extent_count > MAX_EXTENTS or desc.ddb_count + desc.other_count > MAX_DDB_KEYS:
         ctx.findings.add(
             DESCRIPTOR_LIMITS,
@@ -84,7 +84,7 @@ def _judge_descriptor(
     names: list[str] = []
     for index, extent in enumerate(desc.extents):
         if extent.type.upper() not in EXTENT_TYPES:
-            ctx.findings.add(UNKNOWN_EXTENT_TYPE, f"extent type {_show(extent.type)}")
+            ctx.findings.add(UNKNOWN_EXTENT_TYPE, f"extent type {show(extent.type)}")
         if extent.file is None:
             continue
         is_self = embedded and index == 0 and extent.type.upper() == "SPARSE"
@@ -92,10 +92,10 @@ def _judge_descriptor(
             names.append(extent.file)
     _report_files(ctx, names)
     if section.parent_file:
-        ctx.findings.add(PARENT_FILE, f"parentFileNameHint names {_show(section.parent_file)}")
+        ctx.findings.add(PARENT_FILE, f"parentFileNameHint names {show(section.parent_file)}")
     parent_cid = desc.get("parentCID")
     if parent_cid is not None and parent_cid.strip().lower() != "ffffffff":
-        ctx.findings.add(PARENT_CID, f"parentCID is {_show(parent_cid)}")
+        ctx.findings.add(PARENT_CID, f"parentCID is {show(parent_cid)}")
 
 
 def _judge_create_type(ctx: Context, create_type: str | None) -> None:
@@ -104,10 +104,10 @@ def _judge_create_type(ctx: Context, create_type: str | None) -> None:
         return
     lowered = create_type.lower()
     if lowered not in CREATE_TYPES:
-        ctx.findings.add(UNKNOWN_CREATE_TYPE, f"createType {_show(create_type)}")
+        ctx.findings.add(UNKNOWN_CREATE_TYPE, f"createType {show(create_type)}")
     elif lowered not in SELF_CONTAINED:
         ctx.findings.add(
-            NOT_SELF_CONTAINED, f"createType {_show(create_type)} keeps the disk in other files"
+            NOT_SELF_CONTAINED, f"createType {show(create_type)} keeps the disk in other files"
         )
 
 
@@ -137,18 +137,18 @@ def _report_files(ctx: Context, names: list[str]) -> None:
             )
             return
         if _path_kind(name) == "escape":
-            ctx.findings.add(EXTENT_PATH_ESCAPE, f"an extent names the file {_show(name)}")
+            ctx.findings.add(EXTENT_PATH_ESCAPE, f"an extent names the file {show(name)}")
         else:
-            ctx.findings.add(EXTERNAL_EXTENT, f"an extent names the file {_show(name)}")
+            ctx.findings.add(EXTERNAL_EXTENT, f"an extent names the file {show(name)}")
 
 
-def _judge_qemu_view(ctx: Context, qemu: QemuView, desc: Descriptor | None) -> None:
+def judge_qemu_view(ctx: Context, qemu: QemuView, desc: Descriptor | None) -> None:
     """Findings for what qemu would take from the bytes where the descriptor says otherwise."""
     files = [e.file for e in qemu.extents if e.file is not None]
     _report_files(ctx, files)
     ours_parent = desc.get("parentFileNameHint") if desc is not None else None
     if qemu.backing_file and qemu.backing_file != ours_parent:
-        ctx.findings.add(PARENT_FILE, f"qemu reads the parent file name {_show(qemu.backing_file)}")
+        ctx.findings.add(PARENT_FILE, f"qemu reads the parent file name {show(qemu.backing_file)}")
     ours_parent_cid = _hex_or_none(desc.get("parentCID")) if desc is not None else None
     if qemu.parent_cid not in (None, 0xFFFF_FFFF, ours_parent_cid):
         ctx.findings.add(PARENT_CID, f"qemu reads parentCID {qemu.parent_cid:08x}")
@@ -162,7 +162,7 @@ def _judge_qemu_view(ctx: Context, qemu: QemuView, desc: Descriptor | None) -> N
         ours_type = desc.get("createType")
         if ours_type != qemu.create_type:
             differences.append(
-                f"createType {_show(qemu.create_type)} (descriptor: {_show(ours_type)})"
+                f"createType {show(qemu.create_type)} (descriptor: {show(ours_type)})"
             )
         qemu_sectors = (qemu.virtual_size or 0) // SECTOR
         if (qemu.extent_count, qemu_sectors) != (desc.extent_count, desc.extent_sectors):

@@ -241,4 +241,4 @@ TABLE_GAP = 64 * 1024
 MAX_PREFETCH_RUNS = 256
 #: A grain directory met in a GD marker is kept up to this size (MAX_GRAIN_TABLES entries).
 MAX_GD_PAYLOAD = 4 * MAX_GRAIN_TABLES
-_MARKER_FIELDS = struct.Struct("<QII")
+MARKER_FIELDS = struct.Struct("<QII")

@@ -23,12 +23,12 @@ from .codes import (
     OVERLAP_UNCHECKED,
     TABLES_UNCHECKED,
 )
-from .header import TableLayout, _gd_entries
+from .header import TableLayout, gd_entry_count
 from .layout import (
-    _MARKER_FIELDS,
     CLAIM_MAP_LIMIT,
     FLAG_MARKERS,
     FLAG_ZEROED_GRAIN,
+    MARKER_FIELDS,
     MARKER_FOOTER,
     MARKER_GD,
     MARKER_GT,
@@ -41,12 +41,12 @@ from .layout import (
     SECTOR,
 )
 from .section import GrainTables, MarkerWalk, SparseHeader, StreamInfo
-from .tables import _claim_bytes, _gt_sectors, _report_directory, _report_grain_table, _TableTotals
+from .tables import TableTotals, claim_bytes, gt_sector_count, report_directory, report_grain_table
 
 # --- the marker walk ------------------------------------------------------------------------
 
 
-def _start_marker_walk(ctx: Context, header: SparseHeader) -> _MarkerWalk | None:
+def start_marker_walk(ctx: Context, header: SparseHeader) -> MarkerWalker | None:
     """Register the walk over a stream's markers (flag 0x20000), from overHead to the end.
 
     On a stream this must happen before anything further on is read, so that the scan is
@@ -62,10 +62,10 @@ def _start_marker_walk(ctx: Context, header: SparseHeader) -> _MarkerWalk | None
     gtes = header.num_gtes_per_gt
     gt_bytes = gtes * 4 if 1 <= gtes <= QEMU_MAX_GTES_PER_GT else 0
     # no more tables are kept than the directory can name
-    limit = min(MAX_GRAIN_TABLES, _gd_entries(header) or 0)
+    limit = min(MAX_GRAIN_TABLES, gd_entry_count(header) or 0)
     zeroed = bool(header.flags & FLAG_ZEROED_GRAIN)
     tables = (gt_bytes, limit, header.overhead, zeroed)
-    make = functools.partial(_MarkerWalk, start, header.capacity, grain, tables)
+    make = functools.partial(MarkerWalker, start, header.capacity, grain, tables)
     key = ("vmdk-markers", start, header.capacity, grain, tables)
     try:
         return ctx.source.scan(key, [(start, size - start)], make)
@@ -103,7 +103,7 @@ HOP_GAP = 32 * 1024
 HOP_READ_MAX = SCAN_WINDOW
 
 
-class _MarkerWalk:
+class MarkerWalker:
     """Scan consumer: walks a stream's markers as its bytes pass, in pieces of any size.
 
     The walker (``scan.vmdk_stream_walker``) reads each piece where it lies, carrying a
@@ -162,7 +162,7 @@ class _MarkerWalk:
                 raise ValueError(f"the marker walk rejected the piece at byte {offset}")
             payload_at = walker.position
             if status == 1:
-                value, _, kind = _MARKER_FIELDS.unpack_from(walker.header)
+                value, _, kind = MARKER_FIELDS.unpack_from(walker.header)
                 wanted = self.tables.wanted(kind, value * SECTOR)
                 if wanted:
                     self._payloads.append(_Payload(kind, payload_at, wanted))
@@ -304,7 +304,7 @@ class _MarkerTables:
     def _claims_up_to(self, end: int) -> bytearray | None:
         if self.claims is None:
             return None
-        needed = _claim_bytes(end)
+        needed = claim_bytes(end)
         if needed > CLAIM_MAP_LIMIT:
             self.claims = None
             return None
@@ -313,7 +313,7 @@ class _MarkerTables:
         return self.claims
 
 
-def _finish_marker_walk(ctx: Context, walk: _MarkerWalk, stream: StreamInfo | None) -> MarkerWalk:
+def finish_marker_walk(ctx: Context, walk: MarkerWalker, stream: StreamInfo | None) -> MarkerWalk:
     size = ctx.source.size
     end = walk.result(size)
     state = end.state
@@ -356,7 +356,7 @@ def _needs_eos(state: scan.StreamResult, stream: StreamInfo | None) -> bool:
 
 
 def _report_grain_marker(
-    ctx: Context, walk: _MarkerWalk, state: scan.StreamResult, bad: int
+    ctx: Context, walk: MarkerWalker, state: scan.StreamResult, bad: int
 ) -> None:
     more = f"; {bad} bad grain markers in all" if bad > 1 else ""
     if state.bad_reason == scan.Reason.OUT_OF_RANGE:
@@ -373,7 +373,7 @@ def _report_grain_marker(
         )
 
 
-def _report_stop(ctx: Context, walk: _MarkerWalk, end: _WalkEnd, size: int) -> None:
+def _report_stop(ctx: Context, walk: MarkerWalker, end: _WalkEnd, size: int) -> None:
     """Say why the walk stopped; the walker keeps only the first bad marker's details, so
     the reason is read from where it stands (a bad LBA before may have taken that place)."""
     state = end.state
@@ -402,9 +402,9 @@ def _report_stop(ctx: Context, walk: _MarkerWalk, end: _WalkEnd, size: int) -> N
         _report_bad_marker(ctx, walk, end.stop_marker, at)
 
 
-def _report_bad_marker(ctx: Context, walk: _MarkerWalk, stop_marker: bytes, at: int) -> None:
+def _report_bad_marker(ctx: Context, walk: MarkerWalker, stop_marker: bytes, at: int) -> None:
     raw = stop_marker.ljust(METADATA_MARKER_SIZE, b"\0")
-    value, size, kind = _MARKER_FIELDS.unpack(raw)
+    value, size, kind = MARKER_FIELDS.unpack(raw)
     if size:
         message = (
             f"the grain marker at byte {at} claims {size} compressed bytes (a grain is "
@@ -425,7 +425,7 @@ def _report_bad_marker(ctx: Context, walk: _MarkerWalk, stop_marker: bytes, at: 
 # --- grain tables met in GT markers ---------------------------------------------------------
 
 
-def _tables_from_markers(
+def tables_from_markers(
     ctx: Context, layout: TableLayout, tables: _MarkerTables, complete: bool
 ) -> GrainTables | None:
     """VMware's layout: the directory (at the end) must name the tables met in GT markers,
@@ -454,8 +454,8 @@ def _tables_from_markers(
         )
         return None
     size = ctx.source.size
-    gd = scan.vmdk_gd(table, gt_sectors=_gt_sectors(layout), file_size=size)
-    _report_directory(ctx, gd, f"the grain directory at byte {layout.gd_offset}", size)
+    gd = scan.vmdk_gd(table, gt_sectors=gt_sector_count(layout), file_size=size)
+    report_directory(ctx, gd, f"the grain directory at byte {layout.gd_offset}", size)
     totals = _match_marker_tables(ctx, layout, gd, tables)
     _report_marker_tables(ctx, layout, tables, gd)
     return GrainTables(
@@ -480,7 +480,7 @@ def _report_marker_tables(
         if gd is not None and offset in gd.offsets:
             label = f"grain table {gd.indexes[gd.offsets.index(offset)]} (byte {offset})"
         bound = f"not before its grain table marker at byte {offset - SECTOR}"
-        _report_grain_table(ctx, layout, label, result.bad_index, result, tables.bad_count, bound)
+        report_grain_table(ctx, layout, label, result.bad_index, result, tables.bad_count, bound)
     if tables.claims is None and len(tables.offsets):
         ctx.findings.add(
             OVERLAP_UNCHECKED,
@@ -491,8 +491,8 @@ def _report_marker_tables(
 
 def _match_marker_tables(
     ctx: Context, layout: TableLayout, gd: scan.PointerTableResult, tables: _MarkerTables
-) -> _TableTotals:
-    totals = _TableTotals()
+) -> TableTotals:
+    totals = TableTotals()
     used = bytearray(-(-len(tables.offsets) // 8))
     outside = _Tally()
     twice = _Tally()

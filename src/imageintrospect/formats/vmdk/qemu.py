@@ -27,7 +27,7 @@ _SCANF_TOKEN = re.compile(rb"[^ \t\n\v\f\r]{1,10}")
 _SCANF_INT = re.compile(rb"[+-]?[0-9]+")
 _SCANF_NAME = re.compile(rb'[^\n\r"]{1,511}')
 _SCANF_HEX = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(?:0[xX](?=[0-9a-fA-F]))?([0-9a-fA-F]+)")
-_INT64_MAX = (1 << 63) - 1
+INT64_MAX = (1 << 63) - 1
 
 
 def c_string(data: bytes) -> bytes:
@@ -105,7 +105,7 @@ def _scanf_integer(text: bytes, at: int) -> tuple[int, int] | None:
     match = _SCANF_INT.match(text, _scanf_skip(text, at))
     if match is None:
         return None
-    return max(-(1 << 63), min(_INT64_MAX, int(match[0]))), match.end()
+    return max(-(1 << 63), min(INT64_MAX, int(match[0]))), match.end()
 
 
 def _scan_extent(text: bytes, pos: int) -> _ScannedLine:
@@ -139,14 +139,14 @@ def _scan_extent(text: bytes, pos: int) -> _ScannedLine:
 
 
 @dataclass
-class _QemuExtents:
+class QemuExtents:
     extents: list[QemuExtent] = field(default_factory=list)
     count: int = 0
     sectors: int = 0
     error: str | None = None
 
 
-def qemu_extents(buf: bytes) -> _QemuExtents:
+def qemu_extents(buf: bytes) -> QemuExtents:
     """The extents qemu's ``vmdk_parse_extents`` adds for a descriptor (in order).
 
     qemu calls ``sscanf`` at every line start, and ``sscanf`` skips line breaks, so a blank
@@ -154,7 +154,7 @@ def qemu_extents(buf: bytes) -> _QemuExtents:
     on is scanned once and counted as many times as qemu would read it.
     """
     text = c_string(buf)
-    result = _QemuExtents()
+    result = QemuExtents()
     previous_end = -1
     for line in _NON_BLANK_LINE.finditer(text):
         landing = line.start() + len(line[1])
@@ -199,11 +199,11 @@ def _qemu_extent_error(line: _ScannedLine) -> str | None:
     return None
 
 
-def _qemu_descriptor_view(buf: bytes, cid_window: bytes) -> QemuView:
+def qemu_descriptor_view(buf: bytes, cid_window: bytes) -> QemuView:
     """qemu's reading of a text descriptor (a descriptor file, or a capacity-0 sparse file)."""
     create_type = qemu_find_option(buf, b"createType")
     error = None
-    scanned = _QemuExtents()
+    scanned = QemuExtents()
     if create_type is None:
         error = 'invalid VMDK image descriptor (no createType="...")'
     elif create_type not in QEMU_DESCRIPTOR_TYPES:
@@ -211,12 +211,10 @@ def _qemu_descriptor_view(buf: bytes, cid_window: bytes) -> QemuView:
     else:
         scanned = qemu_extents(buf)
         error = scanned.error
-    return _qemu_view(create_type or "", scanned, cid_window, error)
+    return qemu_view(create_type or "", scanned, cid_window, error)
 
 
-def _qemu_view(
-    create_type: str, scanned: _QemuExtents, window: bytes, error: str | None
-) -> QemuView:
+def qemu_view(create_type: str, scanned: QemuExtents, window: bytes, error: str | None) -> QemuView:
     backing, backing_error = qemu_find_parent(window)
     cid = qemu_find_cid(window, b"CID")
     parent_cid = qemu_find_cid(window, b"parentCID")

@@ -19,21 +19,21 @@ from .codes import (
     FOOTER_MISMATCH,
     FOOTER_MISSING,
     TRAILING_DATA,
-    _read_optional,
-    _show,
+    read_optional,
+    show,
 )
-from .deep import _scan_tables
+from .deep import scan_tables
 from .descriptor import Descriptor, parse_descriptor
 from .header import (
-    _check_header,
-    _check_layout,
-    _compressed,
-    _is_stream,
-    _sector_offset,
-    _sectors_to_bytes,
-    _sparse_header,
+    check_header,
+    check_layout,
+    is_compressed,
+    is_stream_header,
+    sector_offset,
+    sectors_to_bytes,
+    sparse_header,
 )
-from .judge import _judge_descriptor, _judge_qemu_view, _section
+from .judge import build_section, judge_descriptor, judge_qemu_view
 from .layout import (
     COMPRESSION_DEFLATE,
     FLAG_REDUNDANT_GD,
@@ -57,41 +57,41 @@ from .layout import (
     SPARSE_HEADER_SIZE,
     SPARSE_MAGIC,
 )
-from .markers import _start_marker_walk
-from .qemu import _INT64_MAX, _qemu_descriptor_view, _qemu_view, _QemuExtents, c_string
+from .markers import start_marker_walk
+from .qemu import INT64_MAX, QemuExtents, c_string, qemu_descriptor_view, qemu_view
 from .section import QemuExtent, QemuView, SparseHeader, StreamInfo
 
 
-def _parse_sparse(ctx: Context, head: bytes) -> Parsed:
+def parse_sparse(ctx: Context, head: bytes) -> Parsed:
     if len(head) < SPARSE_HEADER_SIZE:
         raise InvalidImage(f"VMDK sparse header needs 512 bytes, the file has {len(head)}")
-    header = _sparse_header(head, "VMDK sparse extent header")
+    header = sparse_header(head, "VMDK sparse extent header")
     # Before anything near the end is read: on a stream the markers are walked as they pass.
-    walk = _start_marker_walk(ctx, header)
+    walk = start_marker_walk(ctx, header)
     stream: StreamInfo | None = None
     footer: SparseHeader | None = None
     tail = b""
-    if _is_stream(header):
+    if is_stream_header(header):
         stream, footer, tail = _read_stream_tail(ctx, header)
     effective = footer if footer is not None and header.gd_offset == GD_AT_END else header
-    header_ok = _check_header(ctx, effective)
+    header_ok = check_header(ctx, effective)
     if footer is not None:
         _compare_footer(ctx, header, footer)
-    layout = _check_layout(ctx, effective) if header_ok else None
-    deep = _scan_tables(ctx, layout, walk, stream)
-    window = _read_optional(ctx, QEMU_SPARSE_DESC_OFFSET, QEMU_CID_WINDOW, "descriptor window")
+    layout = check_layout(ctx, effective) if header_ok else None
+    deep = scan_tables(ctx, layout, walk, stream)
+    window = read_optional(ctx, QEMU_SPARSE_DESC_OFFSET, QEMU_CID_WINDOW, "descriptor window")
     desc = _read_embedded_descriptor(ctx, header, window)
     qemu = _qemu_sparse_view(ctx, header, effective, tail, window or b"")
-    virtual_size = _sectors_to_bytes(effective.capacity) if header_ok else None
-    section = _section(
+    virtual_size = sectors_to_bytes(effective.capacity) if header_ok else None
+    section = build_section(
         "sparse",
         desc,
         grain_size=effective.grain_size * SECTOR,
-        compressed=_compressed(effective),
-        capacity=_sectors_to_bytes(effective.capacity),
-        gd_offset=_sector_offset(effective.gd_offset),
+        compressed=is_compressed(effective),
+        capacity=sectors_to_bytes(effective.capacity),
+        gd_offset=sector_offset(effective.gd_offset),
         rgd_offset=(
-            _sector_offset(effective.rgd_offset) if effective.flags & FLAG_REDUNDANT_GD else None
+            sector_offset(effective.rgd_offset) if effective.flags & FLAG_REDUNDANT_GD else None
         ),
         descriptor_offset=header.descriptor_offset * SECTOR,
         descriptor_size=header.descriptor_size * SECTOR,
@@ -103,9 +103,9 @@ def _parse_sparse(ctx: Context, head: bytes) -> Parsed:
         markers=deep.markers,
     )
     if desc is not None:
-        _judge_descriptor(ctx, desc, section, embedded=True)
+        judge_descriptor(ctx, desc, section, embedded=True)
         _judge_sparse_descriptor(ctx, desc, effective)
-    _judge_qemu_view(ctx, qemu, desc)
+    judge_qemu_view(ctx, qemu, desc)
     return Parsed(virtual_size=virtual_size, section=section, allocated_size=deep.allocated_size)
 
 
@@ -118,7 +118,7 @@ def _read_stream_tail(
     """Find VMware's footer marker, footer and end-of-stream marker at the end of a stream."""
     size = ctx.source.size
     start = max(0, size - FOOTER_SEARCH)
-    tail = _read_optional(ctx, start, size - start, "stream footer") or b""
+    tail = read_optional(ctx, start, size - start, "stream footer") or b""
     gd_at_end = header.gd_offset == GD_AT_END
     if size % SECTOR:
         ctx.findings.add(
@@ -140,7 +140,7 @@ def _read_stream_tail(
         layout = "vmware" if gd_at_end else "qemu"
         info = StreamInfo(layout, gd_at_end, None, None, 0)
         return info, None, tail
-    footer = _sparse_header(tail[found.footer_offset - start :], "VMDK stream footer")
+    footer = sparse_header(tail[found.footer_offset - start :], "VMDK stream footer")
     usable: SparseHeader | None = footer
     if footer.gd_offset == GD_AT_END:
         ctx.findings.add(FOOTER_INVALID, "the stream footer also says gdOffset is at the end")
@@ -251,7 +251,7 @@ def _read_embedded_descriptor(
     if window is not None and start >= 0 and end - QEMU_SPARSE_DESC_OFFSET <= len(window):
         raw: bytes | None = window[start : end - QEMU_SPARSE_DESC_OFFSET]  # already read
     else:
-        raw = _read_optional(ctx, offset * SECTOR, length * SECTOR, "embedded descriptor")
+        raw = read_optional(ctx, offset * SECTOR, length * SECTOR, "embedded descriptor")
     if raw is None:
         return None
     text = c_string(raw)
@@ -267,10 +267,10 @@ def _judge_sparse_descriptor(ctx: Context, desc: Descriptor, header: SparseHeade
     lowered = (create_type or "").lower()
     if lowered in SELF_CONTAINED:
         streamed = lowered == "streamoptimized"
-        if streamed != _compressed(header):
+        if streamed != is_compressed(header):
             ctx.findings.add(
                 CREATE_TYPE_MISMATCH,
-                f"createType {_show(create_type)} but the header "
+                f"createType {show(create_type)} but the header "
                 f"{'has no' if streamed else 'has'} compressed grains",
             )
     if desc.extent_count and desc.extent_sectors != header.capacity:
@@ -293,8 +293,8 @@ def _qemu_sparse_view(
     if header.capacity == 0 and header.descriptor_offset:
         # qemu reads the embedded descriptor as a descriptor file, extents and all.
         limit = QEMU_DESCRIPTOR_READ if ctx.deep else HEADER_ONLY_REREAD
-        buf = _read_optional(ctx, header.descriptor_offset * SECTOR, min(size, limit), "descriptor")
-        return _qemu_descriptor_view(buf or b"", window)
+        buf = read_optional(ctx, header.descriptor_offset * SECTOR, min(size, limit), "descriptor")
+        return qemu_descriptor_view(buf or b"", window)
     create_type = (
         "streamOptimized"
         if effective.compress_algorithm == COMPRESSION_DEFLATE
@@ -309,8 +309,8 @@ def _qemu_sparse_view(
         compressed=effective.compress_algorithm == COMPRESSION_DEFLATE,
         cluster_size=effective.grain_size * SECTOR,
     )
-    scanned = _QemuExtents([extent], 1, effective.capacity)
-    return _qemu_view(create_type, scanned, window, error)
+    scanned = QemuExtents([extent], 1, effective.capacity)
+    return qemu_view(create_type, scanned, window, error)
 
 
 def _qemu_sparse_error(
@@ -326,7 +326,7 @@ def _qemu_sparse_error(
         (entry_sectors == 0, "L1 entry size is invalid"),
         (-(-size // SECTOR) < h.overhead, "File truncated"),
         (h.grain_size > QEMU_MAX_GRAIN_SECTORS, "Invalid granularity"),
-        (h.capacity > _INT64_MAX // SECTOR, "capacity too large"),
+        (h.capacity > INT64_MAX // SECTOR, "capacity too large"),
     )
     for failed, message in checks:
         if failed:

@@ -34,7 +34,7 @@ from .section import GrainTables
 # --- grain tables named by the directory ----------------------------------------------------
 
 
-def _tables_from_directory(ctx: Context, layout: TableLayout) -> GrainTables | None:
+def tables_from_directory(ctx: Context, layout: TableLayout) -> GrainTables | None:
     """Read the grain directory (and the redundant one) and every grain table it names,
     where it names them: monolithicSparse, and qemu's streams (tables at the front)."""
     if layout.gd_entries > MAX_GRAIN_TABLES:
@@ -63,7 +63,7 @@ def _tables_from_directory(ctx: Context, layout: TableLayout) -> GrainTables | N
         return None
 
 
-def _gt_sectors(layout: TableLayout) -> int:
+def gt_sector_count(layout: TableLayout) -> int:
     return -(-layout.gtes_per_gt * 4 // SECTOR)
 
 
@@ -77,19 +77,19 @@ def _read_directories(
         ("grain directory", layout.gd_offset),
         ("redundant grain directory", layout.rgd_offset),
     ):
-        if offset is None or offset + length > size:  # reported by _check_layout
+        if offset is None or offset + length > size:  # reported by check_layout
             results.append(None)
             continue
         table = ctx.source.read_exact(offset, length, what)
         result = scan.vmdk_gd(
-            table, gt_sectors=_gt_sectors(layout), file_size=size, claimed=claimed
+            table, gt_sectors=gt_sector_count(layout), file_size=size, claimed=claimed
         )
-        _report_directory(ctx, result, f"the {what} at byte {offset}", size)
+        report_directory(ctx, result, f"the {what} at byte {offset}", size)
         results.append(result)
     return results[0], results[1]
 
 
-def _report_directory(ctx: Context, result: scan.PointerTableResult, where: str, size: int) -> None:
+def report_directory(ctx: Context, result: scan.PointerTableResult, where: str, size: int) -> None:
     if result.ok:
         return
     more = f"; {result.bad_count} bad entries in all" if result.bad_count > 1 else ""
@@ -105,7 +105,7 @@ def _report_directory(ctx: Context, result: scan.PointerTableResult, where: str,
         )
 
 
-def _claim_bytes(size: int) -> int:
+def claim_bytes(size: int) -> int:
     """Bytes of a sector claim map covering ``size`` bytes of file."""
     sectors = -(-size // SECTOR)
     return -(-sectors // 8)
@@ -114,7 +114,7 @@ def _claim_bytes(size: int) -> int:
 def _directory_claims(ctx: Context, layout: TableLayout) -> bytearray | None:
     """The sector claim map with the header, descriptor and directories marked."""
     size = ctx.source.size
-    if _claim_bytes(size) > CLAIM_MAP_LIMIT:
+    if claim_bytes(size) > CLAIM_MAP_LIMIT:
         ctx.findings.add(
             OVERLAP_UNCHECKED,
             f"the file is {size} bytes: grains and tables were not checked for overlaps",
@@ -131,7 +131,7 @@ def _directory_claims(ctx: Context, layout: TableLayout) -> bytearray | None:
     return claimed
 
 
-class _TableTotals:
+class TableTotals:
     """Counts over the grain tables walked, and the first bad entry met."""
 
     def __init__(self) -> None:
@@ -153,7 +153,7 @@ def _walk_grain_tables(
 ) -> GrainTables:
     """Every grain table, in directory order, a batch at a time; the redundant copy of each
     is compared with it, and checked on its own where it differs."""
-    totals = _TableTotals()
+    totals = TableTotals()
     totals.tables = len(gd.indexes)
     none: array[int] = array("Q")
     r_indexes, r_offsets = (rgd.indexes, rgd.offsets) if rgd is not None else (none, none)
@@ -207,7 +207,7 @@ def _check_batch(
     indexes: array[int],
     tables: list[bytes],
     claimed: bytearray | None,
-    totals: _TableTotals,
+    totals: TableTotals,
 ) -> None:
     joined = b"".join(tables)
     if joined.count(0) != len(joined):  # an all-zero batch has nothing to check
@@ -225,7 +225,7 @@ def _compare_redundant(
     layout: TableLayout,
     primary: tuple[array[int], list[bytes]],
     redundant: tuple[array[int], list[bytes]],
-    totals: _TableTotals,
+    totals: TableTotals,
 ) -> None:
     """A table absent from one directory counts as all zeros (it maps nothing)."""
     empty = bytes(layout.gtes_per_gt * 4)
@@ -245,10 +245,10 @@ def _compare_redundant(
         totals.bad += result.bad_count
 
 
-def _report_totals(ctx: Context, layout: TableLayout, totals: _TableTotals) -> None:
+def _report_totals(ctx: Context, layout: TableLayout, totals: TableTotals) -> None:
     if totals.first_bad is not None:
         label, first, result = totals.first_bad
-        _report_grain_table(ctx, layout, label, result.bad_index - first, result, totals.bad)
+        report_grain_table(ctx, layout, label, result.bad_index - first, result, totals.bad)
     if totals.mismatches:
         ctx.findings.add(
             REDUNDANT_GD_MISMATCH,
@@ -257,7 +257,7 @@ def _report_totals(ctx: Context, layout: TableLayout, totals: _TableTotals) -> N
         )
 
 
-def _report_grain_table(
+def report_grain_table(
     ctx: Context,
     layout: TableLayout,
     label: str,
@@ -291,7 +291,7 @@ class _TableReader:
     """Reads one directory's grain tables, a batch at a time, in directory order.
 
     A seekable file: each batch in merged reads.  A stream: the merged runs of the whole
-    directory, exactly the ranges :func:`_prefetch_directory` asked the stream to keep (so a
+    directory, exactly the ranges :func:`prefetch_directory` asked the stream to keep (so a
     parse that runs before the end asks for nothing else), one run held at a time; tables
     must then come in file order, as every producer writes them.
     """
@@ -350,7 +350,7 @@ def _table_runs(offsets: list[int], length: int) -> list[tuple[int, int]]:
     return runs
 
 
-def _prefetch_directory(ctx: Context, layout: TableLayout) -> None:
+def prefetch_directory(ctx: Context, layout: TableLayout) -> None:
     """On a stream that has not ended: read the directories (so they are kept) and ask the
     stream to keep the grain tables they name, which the final parse then reads."""
     if layout.gd_entries > MAX_GRAIN_TABLES:
