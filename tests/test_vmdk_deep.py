@@ -339,7 +339,7 @@ def test_tables_beyond_what_a_stream_keeps_anyway(
 
 
 def test_disk_inside_a_streamed_ova(tmp_path: Path, qemu_stream: Path) -> None:
-    from test_ova import vmware_ova
+    from tests.test_ova import vmware_ova
 
     rng = random.Random(3)
     layout = vs.build_stream(8192 * 64, {i: rng.randbytes(60000) for i in range(40)})
