@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +17,12 @@ from typing import Any
 import pytest
 
 from imageintrospect import introspect
+from tests.support import QEMU_IMG, qemu_img
 
 from .audit_services import S3_KEY, S3_SECRET, CountingS3, RangeServer
 
 REQUIRE = os.environ.get("IMAGEINTROSPECT_REQUIRE_INTEGRATION") == "1"
 BUCKET = "images"
-QEMU_IMG = shutil.which("qemu-img")
-
-
-def qemu_img(*args: str | Path) -> None:
-    assert QEMU_IMG is not None
-    subprocess.run([QEMU_IMG, *map(str, args)], check=True, capture_output=True)
 
 
 def require(*modules: str) -> None:
