@@ -140,24 +140,28 @@ def storage_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return run_audit(args)
+        options = storage_options(args)
+    except ValueError as exc:
+        print(f"imageintrospect audit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run_audit(args, options)
     except ModuleNotFoundError as exc:
         print(
             f"imageintrospect audit: {exc.name} is missing: pip install 'imageintrospect[audit]'",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    except (OSError, ValueError) as exc:  # the output, a --from-file list, a bad option
+    except (OSError, ValueError) as exc:  # the output file, a --from-file list
         print(f"imageintrospect audit: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
 
 
-def run_audit(args: argparse.Namespace) -> int:
+def run_audit(args: argparse.Namespace, options: dict[str, dict[str, Any]]) -> int:
     from .report import write_html, write_text
     from .runner import audit
     from .sources import read_list
 
-    options = storage_options(args)
     names = list(args.names)
     for listing in args.from_file:
         names.extend(read_list(listing))

@@ -1,0 +1,60 @@
+"""The command line on local files: lists on standard input, records on standard output,
+usage errors; and an error recorded once is tried again by ``--resume``."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from imageintrospect import cli
+from imageintrospect.audit import audit
+from imageintrospect.audit.records import latest_records, read_records
+
+from .audit_services import RangeServer
+from .conftest import Images, agrees
+
+
+def test_list_on_stdin_records_on_stdout(
+    images: Images, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = ["plain-1M.qcow2", "backed.qcow2", "disk-1M.vdi"]
+    listing = "# the images to judge\n\n" + "".join(f"{images.root / n}\n" for n in names)
+    monkeypatch.setattr("sys.stdin", io.StringIO(listing))
+    assert cli.main(["audit", "--from-file", "-", "--workers", "1"]) == 1
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [Path(r["url"]).name for r in records] == names
+    for record, name in zip(records, names, strict=True):
+        agrees(record, images.expected(name, deep=True))  # local files: deep by default
+    # the summary goes beside the records, on standard error
+    assert "images:   3" in captured.err and "UNSAFE" in captured.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["audit"],
+        ["audit", "x.qcow2", "--resume"],
+        ["audit", "x.qcow2", "--storage-option", "endpoint_url"],
+    ],
+)
+def test_usage_errors_exit_64(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 64
+    assert capsys.readouterr().err.startswith("imageintrospect audit: ")
+
+
+def test_a_recorded_error_is_tried_again_on_resume(
+    images: Images, http: RangeServer, tmp_path: Path
+) -> None:
+    # "flaky" fails its first four requests: the listing's two and the one attempt allowed
+    url = http.url("flaky", "disk-1M.vhd")
+    out = tmp_path / "flaky.jsonl"
+    assert audit([url], str(out), retries=0).verdicts["error"] == 1
+    summary = audit([url], str(out), retries=0, resume=True)
+    assert summary.verdicts["error"] == 0 and summary.images == 1
+    [first, second] = read_records(str(out))
+    assert first["verdict"] == "error" and second["verdict"] == "safe"
+    assert latest_records([first, second]) == [second]
