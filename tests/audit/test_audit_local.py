@@ -58,3 +58,21 @@ def test_a_recorded_error_is_tried_again_on_resume(
     [first, second] = read_records(str(out))
     assert first["verdict"] == "error" and second["verdict"] == "safe"
     assert latest_records([first, second]) == [second]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_only(images: Images, tmp_path: Path) -> None:
+    from imageintrospect.audit.cli import progress_bar
+
+    names = [str(images.root / n) for n in images.names[:4]]
+    terminal = Terminal()
+    with progress_bar(terminal) as (on_target, on_record):
+        assert on_target is not None and on_record is not None
+        audit(names, str(tmp_path / "a.jsonl"), on_target=on_target, on_record=on_record)
+    assert "4/4" in terminal.getvalue()
+    with progress_bar(io.StringIO()) as hooks:
+        assert hooks == (None, None)
