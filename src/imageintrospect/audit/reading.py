@@ -21,6 +21,7 @@ from typing import Any
 
 from ..core import introspect
 from ..errors import ImageIntrospectError
+from ..metadata import Metadata
 from .records import Record, Target, fill_metadata, known_secrets, record_for, redact
 
 #: Bytes per ranged request: the header probe (64 KiB) is one request.
@@ -104,7 +105,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def inspect_target(target: Target, options: Options, deep: bool, counter: FetchCounter) -> Any:
+def inspect_target(target: Target, options: Options, deep: bool, counter: FetchCounter) -> Metadata:
     with open_target(target, options, counter) as fileobj:
         try:
             return introspect(fileobj, deep=deep)
@@ -131,15 +132,23 @@ def open_target(target: Target, options: Options, counter: FetchCounter) -> Iter
             fileobj.close()
 
 
+def filesystem_for(url: str, options: Options) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` (with its protocol's options) and the path in it."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    if protocol == "glance":
+        from . import glance
+
+        glance.register()
+    fs, path = fsspec.core.url_to_fs(url, **options.storage_options.get(protocol, {}))
+    return fs, str(path)
+
+
 def open_remote(target: Target, options: Options, counter: FetchCounter) -> Any:
     import fsspec
 
-    protocol = target.url.split("://", 1)[0]
-    if protocol == "glance":
-        from . import glance  # registers the glance:// filesystem with fsspec
-
-        glance.register()
-    fs, path = fsspec.core.url_to_fs(target.url, **options.storage_options.get(protocol, {}))
+    fs, path = filesystem_for(target.url, options)
     fileobj = fs.open(
         path,
         "rb",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .reading import Options, describe, is_local, local_path
+from .reading import Options, describe, filesystem_for, is_local, local_path
 from .records import Target
 
 STDIN = "-"
@@ -65,15 +65,8 @@ def local_target(path: str) -> Target:
 
 
 def remote_targets(url: str, options: Options) -> Iterator[Target]:
-    import fsspec
-
-    protocol = url.split("://", 1)[0]
-    if protocol == "glance":
-        from . import glance
-
-        glance.register()
     try:
-        fs, path = fsspec.core.url_to_fs(url, **options.storage_options.get(protocol, {}))
+        fs, path = filesystem_for(url, options)
         info = fs.info(path)  # an HTTP URL is always one object: web servers have no listing
     except Exception:  # perhaps one object: reading it retries, then records the failure
         yield Target(url)
