@@ -132,22 +132,22 @@ def main() -> None:
                         assert summary.verdicts["unsafe"] == count // len(images), summary
 
                     rows.append((mode, workers, *timed(s3, run)))
-                rows.append(
-                    (
-                        "download",
-                        workers,
-                        *timed(s3, lambda a=address: download_all(a, options, urls)),
-                    )
-                )
+                    print(row(rows[-1], count), flush=True)
+                fetch = timed(s3, lambda a=address: download_all(a, options, urls))
+                rows.append(("download", workers, *fetch))
+                print(row(rows[-1], count), flush=True)
     s3.stop()
     print("\n| run | Dask workers | images/s | bytes read per image | vs download (bytes) |")
     print("|---|--:|--:|--:|--:|")
     downloads = {w: served for mode, w, _, served in rows if mode == "download"}
-    for mode, workers, elapsed, served in rows:
-        print(
-            f"| {mode} | {workers} | {count / elapsed:,.0f} | {served / count:,.0f} | "
-            f"{served / downloads[workers]:.3f} |"
-        )
+    for result in rows:
+        print(f"{row(result, count)} {result[3] / downloads[result[1]]:.3f} |")
+
+
+def row(result: tuple[str, int, float, int], count: int) -> str:
+    """``| run | workers | images/s | bytes per image |`` (the ratio column is added last)."""
+    mode, workers, elapsed, served = result
+    return f"| {mode} | {workers} | {count / elapsed:,.1f} | {served / count:,.0f} |"
 
 
 if __name__ == "__main__":
