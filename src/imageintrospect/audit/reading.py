@@ -157,16 +157,20 @@ def open_remote(target: Target, options: Options, counter: FetchCounter) -> Any:
         cache_options={"maxblocks": MAX_BLOCKS},
         size=target.size,
     )
-    if not isinstance(getattr(fileobj, "cache", None), fsspec.caching.BlockCache):
+    if isinstance(getattr(fileobj, "cache", None), fsspec.caching.BlockCache):
+        fileobj.cache.fetcher = counter.wrap(fileobj.cache.fetcher, fileobj.size)
+        return fileobj
+    try:  # a filesystem without fsspec's block cache (memory://...): fine if it can seek
+        fileobj.seek(0, io.SEEK_END)
+        fileobj.seek(0)
+    except (OSError, ValueError):
         # fsspec fell back to streaming (no size, or no range support): reading on would
         # download the whole object, which the audit never does
-        size = getattr(fileobj, "size", None)
         fileobj.close()
-        if size == 0 or target.size == 0:  # an empty object: nothing to fetch
+        if target.size == 0:  # an empty object: nothing to fetch
             return io.BytesIO(b"")
-        raise OSError("the server cannot serve byte ranges of this object")
-    fileobj.cache.fetcher = counter.wrap(fileobj.cache.fetcher, fileobj.size)
-    return fileobj
+        raise OSError("the server cannot serve byte ranges of this object") from None
+    return CountingFile(fileobj, counter)
 
 
 class FetchCounter:
@@ -199,9 +203,10 @@ class FetchCounter:
 
 
 class CountingFile(io.RawIOBase):
-    """A local file whose reads are counted (``bytes_read`` for local images)."""
+    """A file whose reads are counted (``bytes_read`` of local images, and of remote ones
+    without a block cache)."""
 
-    def __init__(self, raw: io.BufferedReader, counter: FetchCounter) -> None:
+    def __init__(self, raw: Any, counter: FetchCounter) -> None:
         super().__init__()
         self._raw = raw
         self._counter = counter
@@ -213,13 +218,13 @@ class CountingFile(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._raw.seek(offset, whence)
+        return int(self._raw.seek(offset, whence))
 
     def tell(self) -> int:
-        return self._raw.tell()
+        return int(self._raw.tell())
 
     def readinto(self, buffer: Any) -> int:
-        done = self._raw.readinto(buffer)
+        done = int(self._raw.readinto(buffer) or 0)
         self._counter.fetched += done
         return done
 
