@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import imageintrospect.scan
 from imageintrospect import Finding, Metadata, __version__, cli, introspect
 from imageintrospect.qemu_json import qemu_key_order
 
@@ -92,24 +93,32 @@ def test_info_glance_prints_glance_properties(
     assert props["virtual_size"] == qemu_info(path)["virtual-size"]
 
 
-def test_info_human_shows_sizes_section_and_findings(
+def test_info_human_puts_the_verdict_first_and_details_under_verbose(
     tmp_path: Path, make_image: MakeImage, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = qcow2_with_backing(tmp_path, make_image)
     md = introspect(path)
     status, out, _ = run_main(capsys, "info", path)
     assert status == 0
-    assert "format:" in out and md.format in out
-    assert str(qemu_info(path)["virtual-size"]) in out
-    assert md.section is not None
-    for key in md.section.to_dict():
-        assert f"  {key}:" in out
+    lines = out.splitlines()
+    assert lines[1].split(":", 1) == ["verdict", "        UNSAFE (1 unsafe finding)"]
     assert md.findings, "a backing file must be reported"
     for finding in md.findings:
         assert f"{finding.code}: {finding.message}" in out
+    # the findings come before the facts, the facts before the Glance properties
+    findings_at = out.index(md.findings[0].code)
+    assert findings_at < out.index("\nformat:") < out.index("glance properties:")
+    assert str(qemu_info(path)["virtual-size"]) in out
+    assert "backing file:   base.qcow2" in out
+    assert "l1_table_offset" not in out and "backend:" not in out
+    status, verbose, _ = run_main(capsys, "info", "--verbose", path)
+    assert md.section is not None
+    for key in md.section.to_dict():
+        assert f"  {key}:" in verbose
+    assert "backend:" in verbose
 
 
-def test_info_human_says_unknown_for_missing_sizes(
+def test_info_human_leaves_out_what_is_unknown(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, _ = run_main(capsys, "info", raw_image(tmp_path, b"\0" * 4096))
@@ -117,7 +126,7 @@ def test_info_human_says_unknown_for_missing_sizes(
     lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     assert lines["format"].strip() == "raw"
     assert lines["virtual size"].strip() == "4 KiB (4096 bytes)"
-    assert lines["allocated size"].strip() == "unknown"
+    assert "allocated size" not in lines
     assert lines["findings"].strip() == "none"
 
 
@@ -263,7 +272,8 @@ def test_stdin_check(make_image: MakeImage) -> None:
 def test_python_dash_m_is_the_same_program(tmp_path: Path) -> None:
     version = run_module("--version")
     assert version.returncode == 0
-    assert version.stdout.split() == ["imageintrospect", __version__]
+    backend = imageintrospect.scan.describe_backend()
+    assert version.stdout.strip() == f"imageintrospect {__version__} (backend: {backend})"
     proc = run_module("info", "--output", "glance", raw_image(tmp_path, b"\0" * 1024))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["disk_format"] == "raw"

@@ -46,6 +46,8 @@ class Metadata:
     image_size: int | None = None
     findings: tuple[Finding, ...] = ()
     partition_table: str | None = None
+    #: the partitions of a GPT or MBR disk (``MbrPartition``/``GptPartition``), in table order
+    partitions: tuple[Section, ...] = ()
     qcow2: Qcow2Section | None = None
     vmdk: VmdkSection | None = None
     vhd: VhdSection | None = None
@@ -83,6 +85,8 @@ class Metadata:
             "findings": [f.to_dict() for f in self.findings],
             "partition_table": self.partition_table,
         }
+        if self.partitions:
+            result["partitions"] = [p.to_dict() for p in self.partitions]
         section = self.section
         if section is not None:
             result[self.format] = section.to_dict()
