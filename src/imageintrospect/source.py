@@ -17,6 +17,7 @@ once (:meth:`Source.prefetch`), or for a pass over ranges too large to hold
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -178,10 +179,9 @@ class SeekableSource(Source):
     def restore_position(self) -> None:
         """Put the file back where it was handed over, so that the caller can read it again
         (an upload handler hashing or storing the same file object)."""
-        try:
+        # closed or broken meanwhile: nothing to restore
+        with contextlib.suppress(OSError, ValueError):
             self._file.seek(self._base)
-        except (OSError, ValueError):  # closed or broken meanwhile: nothing to restore
-            pass
 
     def _read_into(self, offset: int, buffer: memoryview) -> int:
         fd, readinto = self._fd, self._readinto
