@@ -118,8 +118,13 @@ def show_warning(message: Warning | str, category: type[Warning], *_: Any, **__:
     error(f"warning: {message}")
 
 
-def version_text() -> str:
-    return f"%(prog)s {__version__} (backend: {scan.describe_backend()})"
+class ShowVersion(argparse.Action):
+    """``--version``: the version and the live backend, on one line however long (argparse's
+    own version action wraps it at the terminal's width)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"{parser.prog} {__version__} (backend: {scan.describe_backend()})")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tell what a disk image really is, from its own bytes. "
         "Files named inside the image (backing files, extents) are reported, never opened.",
     )
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument(
+        "--version", action=ShowVersion, nargs=0, help="show the version and backend, and exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_info(commands)
     add_check(commands)
