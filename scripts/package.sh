@@ -54,7 +54,7 @@ smoke "$work/wheel-env" c
 # CC=false: every compiler call fails, as on a machine without gcc. --no-binary: build the
 # sdist here, never take a wheel from a cache.
 CC=false "$work/sdist-env/bin/pip" install -q --disable-pip-version-check \
-    --no-binary imageintrospect "$sdist" >"$work/sdist.log" 2>&1 ||
+    --no-binary imageintrospect --no-cache-dir "$sdist" >"$work/sdist.log" 2>&1 ||
     { cat "$work/sdist.log" >&2; fail "the sdist did not install without a compiler"; }
 smoke "$work/sdist-env" python
 grep -q "^imageintrospect: warning: .*pure-Python backend" "$work/sdist-env.stderr" ||
