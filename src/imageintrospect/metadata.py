@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .formats.vhdx import VhdxSection
     from .formats.vmdk import VmdkSection
 
-#: Detail sections the contract names, in the order ``to_dict`` looks for them.
+#: The formats with a detail section, in the order ``to_dict`` looks for them.
 SECTION_NAMES = ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "luks", "iso", "ova")
 
 #: ``ddb.adapterType`` (case-insensitive) → Glance ``vmware_adaptertype``.
@@ -38,7 +38,8 @@ GLANCE_DISK_TYPES = {"streamoptimized": "streamOptimized", "monolithicsparse": "
 
 @dataclass(frozen=True)
 class Metadata:
-    """What an image is, as read from its own bytes.  See the contract for every attribute."""
+    """What an image is, as read from its own bytes.  Every attribute is described in the
+    API reference (docs/api.rst)."""
 
     format: str
     virtual_size: int | None = None
@@ -75,7 +76,10 @@ class Metadata:
         return {f.code for f in self.findings}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict with the keys the contract names."""
+        """A JSON-serialisable dict: ``format``, ``virtual_size``, ``allocated_size``,
+        ``image_size``, ``safe``, ``findings`` (a list of ``{code, severity, message}``),
+        ``partition_table``, ``partitions`` (only when there are some), and the detected
+        format's section under the format's name."""
         result: dict[str, Any] = {
             "format": self.format,
             "virtual_size": self.virtual_size,
@@ -93,7 +97,7 @@ class Metadata:
         return result
 
     def glance_properties(self) -> dict[str, Any]:
-        """The Glance image properties this image should carry (contract §3)."""
+        """The Glance image properties this image should carry (the table in the README)."""
         if self.ova is not None:
             from .formats.ova import glance_properties as ova_properties
 

@@ -50,6 +50,10 @@ class InspectingReader:
         return True
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes of the stream, unchanged (all that remains with ``size``
+        negative or None); ``b""`` at the end.  The bytes are inspected as they are read;
+        :class:`~imageintrospect.FormatMismatch` is raised here as soon as the head of the
+        stream proves another format than ``expected_format``."""
         if size is None or size < 0:
             while (chunk := self._next_chunk()) is not None:
                 self._pending += chunk
