@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -474,30 +475,42 @@ def test_progress_line_shapes() -> None:
     assert progress_line(5 << 20, None) == "deep scan: 5.0 MiB read"
 
 
-def test_progress_bar_only_after_a_second_on_a_terminal(
+class _WatchedTerminal(_Terminal):
+    """A terminal that says when the painter has drawn the bar (and not just erased it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawn = threading.Event()
+
+    def write(self, text: str) -> int:
+        if "deep scan" in text:
+            self.drawn.set()
+        return super().write(text)
+
+
+def test_progress_bar_only_after_a_delay_on_a_terminal(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import time
-
-    from imageintrospect import cli
-
+    """No clock in the test: the delays are set to "never" or "at once", and the scan waits
+    for the painter's first drawing instead of sleeping."""
     image = tmp_path / "x.img"
     image.write_bytes(bytes(4096))
     source = cli.Tracked(str(image))
     try:
+        monkeypatch.setattr(cli, "PROGRESS_AFTER", 1e9)
         quick = _Terminal()
         with cli.deep_scan_progress(source, quick):
             source.position = 2048
-        assert quick.getvalue() == ""  # done within the first second: nothing drawn
-        monkeypatch.setattr(cli, "PROGRESS_AFTER", 0.05)
-        monkeypatch.setattr(cli, "PROGRESS_EVERY", 0.02)
-        slow = _Terminal()
+        assert quick.getvalue() == ""  # ended before the delay: nothing drawn
+        monkeypatch.setattr(cli, "PROGRESS_AFTER", 0.0)
+        monkeypatch.setattr(cli, "PROGRESS_EVERY", 0.0)
+        slow = _WatchedTerminal()
         with cli.deep_scan_progress(source, slow):
-            time.sleep(0.3)
+            slow.drawn.wait()  # a scan still running when the painter looks
         assert " 50%" in slow.getvalue() and slow.getvalue().endswith("\r")
         not_a_terminal = io.StringIO()
         with cli.deep_scan_progress(source, not_a_terminal):
-            time.sleep(0.1)
+            source.position = 4096
         assert not_a_terminal.getvalue() == ""
     finally:
         source.close()
