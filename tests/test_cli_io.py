@@ -182,6 +182,17 @@ def test_example_reads_like_qemu_img_info_and_fits_a_screen() -> None:
     assert "  vmware_adaptertype: busLogic" in lines
 
 
+@needs_qemu
+@pytest.mark.parametrize(
+    ("fmt", "size"), [("qcow2", "1536M"), ("vmdk", "64M"), ("vdi", "977K"), ("vpc", "64M")]
+)
+def test_sizes_read_as_qemu_img_prints_them(make_image: MakeImage, fmt: str, size: str) -> None:
+    path = make_image(fmt, size)
+    qemu = qemu_img("info", "-U", path).splitlines()
+    theirs = [line.split(": ", 1)[1] for line in qemu if line.startswith("virtual size: ")]
+    assert [field(info_lines(path), "virtual size")] == theirs
+
+
 def test_verbose_shows_every_cid_in_one_form() -> None:
     verbose = cli_run("info", "--verbose", EXAMPLE).stdout
     cids = [line.split(":", 1)[1].strip() for line in verbose.splitlines() if "cid:" in line]

@@ -69,6 +69,15 @@ def _extents(value: Any) -> str | None:
     return f"{len(value)} ({shown})" if shown else str(len(value))
 
 
+def _vhdx_parent(locator: Any) -> str | None:
+    """The parent as a person would look for it: its path, else the linkage GUID."""
+    entries = locator or {}
+    for key in ("relative_path", "absolute_win32_path", "volume_path", "parent_linkage"):
+        if entries.get(key):
+            return str(entries[key])
+    return None
+
+
 def _ova_disks(value: Any) -> str | None:
     if not value:
         return "none"
@@ -118,7 +127,7 @@ KEY_FACTS: dict[str, tuple[Fact, ...]] = {
         ("logical_sector_size", "logical sector size", _plain),
         ("fixed", "fixed", _flag),
         ("has_parent", "differencing", _flag),
-        ("parent_locator", "parent", lambda v: _plain((v or {}).get("parent_linkage"))),
+        ("parent_locator", "parent", _vhdx_parent),
         ("log_pending", "log to replay", _flag),
         ("creator", "creator", _plain),
     ),
@@ -140,7 +149,7 @@ KEY_FACTS: dict[str, tuple[Fact, ...]] = {
         ("hash", "hash", _plain),
         ("key_bytes", "key bytes", _plain),
         ("active_key_slots", "active key slots", _slots),
-        ("payload_offset", "payload offset", _plain),
+        ("payload_offset", "payload offset", _size),
     ),
     "iso": (
         ("volume_id", "volume ID", _plain),
@@ -270,7 +279,8 @@ def size_text(size: int | None) -> str:
         unit = candidate
     if unit == "bytes":
         return f"{size} bytes"
-    return f"{value:.4g} {unit} ({size} bytes)"
+    # three significant digits, as qemu-img info prints sizes
+    return f"{value:.3g} {unit} ({size} bytes)"
 
 
 def nested_lines(value: Any, indent: int) -> list[str]:
