@@ -174,7 +174,7 @@ def test_check_backing_file_exits_1_and_prints_findings(
 ) -> None:
     path = qcow2_with_backing(tmp_path, make_image)
     md = introspect(path)
-    assert not md.safe, "the contract makes a backing file unsafe"
+    assert not md.safe, "a backing file is always unsafe"
     status, out, _ = run_main(capsys, "check", path)
     assert status == cli.EXIT_UNSAFE
     for finding in md.findings:
