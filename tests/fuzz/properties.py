@@ -41,9 +41,9 @@ from hypothesis import currently_in_test_context, event, note
 from imageintrospect import ImageIntrospectError, InternalParserError, Metadata, introspect
 from imageintrospect.findings import STREAM_UNCHECKED
 from imageintrospect.qemu_json import qemu_info_json
+from tests.support import CountingBytes, OnlyRead
 
 from .known_bugs import Failure, known
-from conftest import CountingBytes, OnlyRead
 
 #: Memory held for one image, whatever the header claims.
 MEMORY_LIMIT = 64 * 1024 * 1024
