@@ -19,8 +19,7 @@ import pytest
 
 from imageintrospect import FormatMismatch, InspectingReader, cli, introspect, scan
 from imageintrospect.detect import known_formats
-
-from conftest import needs_qemu, qemu_img, run
+from tests.support import needs_qemu, qemu_img, run
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "buslogic-stream.vmdk"
