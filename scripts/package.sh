@@ -30,6 +30,7 @@ echo "built $(basename "$sdist") and $(basename "$wheel")"
 [[ $wheel == *-cp310-abi3-*.whl ]] || fail "the wheel is not tagged cp310-abi3: $wheel"
 listing=$(tar tzf "$sdist")
 for needed in LICENSE src/_cffi_src/build_scan.py csrc/scan.c csrc/scan.h tests/conftest.py \
+    tests/support/__init__.py \
     docs/index.rst examples/buslogic-stream.vmdk; do
     grep -qx "imageintrospect-[^/]*/$needed" <<<"$listing" || fail "the sdist lacks $needed"
 done
