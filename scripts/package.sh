@@ -61,4 +61,11 @@ smoke "$work/sdist-env" python
 grep -q "^imageintrospect: warning: .*pure-Python backend" "$work/sdist-env.stderr" ||
     fail "no warning about the pure-Python backend on stderr"
 [[ $(wc -l <"$work/sdist-env.stderr") -eq 1 ]] || fail "more than one line on stderr"
+# The sdist's own tests run against what it installed (its helpers and docs included).
+"$work/sdist-env/bin/pip" install -q --disable-pip-version-check pytest hypothesis
+tar xzf "$sdist" -C "$work"
+(cd "$work"/imageintrospect-*/ &&
+    "$work/sdist-env/bin/python" -m pytest -q -p no:cacheprovider tests/test_docs.py \
+        tests/test_cli_io.py -k "readme or version or fallback or type_error") ||
+    fail "the sdist's tests fail against the installed package"
 echo "packaging: sdist and wheel install and run"

@@ -37,9 +37,9 @@ def introspect(
 
     No file named inside the image (backing files, extents, parents) is ever opened.
     """
-    if deep:
-        scan.warn_if_slow(stacklevel=2)
     with open_source(source) as src:
+        if deep:  # once the source is known good: a caller's mistake is no deep walk
+            scan.warn_if_slow(stacklevel=2)
         if isinstance(src, Source):
             return introspect_source(src, deep=deep, expected_format=expected_format)
         return _introspect_stream(src, deep=deep, expected_format=expected_format)
