@@ -3,6 +3,7 @@ kind, closed standard streams, the backend on show, and the caller mistakes refu
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -57,12 +58,15 @@ def fifo(tmp_path: Path) -> Iterator[Path]:
     os.mkfifo(path)
 
     def feed() -> None:
-        with open(path, "wb") as pipe:
+        with contextlib.suppress(BrokenPipeError), open(path, "wb") as pipe:
             pipe.write(EXAMPLE.read_bytes())
 
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
     yield path
+    if writer.is_alive():  # the CLI never opened the pipe: open it, so the writer ends
+        with open(path, "rb"):
+            pass
     writer.join()
 
 
