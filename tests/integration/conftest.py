@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import tempfile
 from types import ModuleType
 
 import pytest
@@ -22,3 +24,23 @@ def require(module: str) -> ModuleType:
         if REQUIRED:
             pytest.fail(f"IMAGEINTROSPECT_REQUIRE_INTEGRATION=1 but {message}", pytrace=False)
         pytest.skip(message, allow_module_level=True)
+
+
+def require_glance_harness() -> ModuleType:
+    """``glance.tests.functional``, imported without the side effects of ``glance.tests``
+    on the rest of the suite: that package opens ``run_tests.log`` in the working directory
+    and turns the root logger to DEBUG when imported."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="glance-tests-") as scratch:
+        os.chdir(scratch)
+        try:
+            module = require("glance.tests.functional")
+        finally:
+            os.chdir(here)
+            for handler in [h for h in root.handlers if h not in handlers]:
+                root.removeHandler(handler)
+                handler.close()
+            root.setLevel(level)
+    return module

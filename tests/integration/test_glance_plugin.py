@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from .conftest import require
+from .conftest import require, require_glance_harness
 from .staged import IMAGES, MiB, Staged
 
 # Skip (or, in CI, fail) before importing what only the integration extra installs.
-functional = require("glance.tests.functional")
+functional = require_glance_harness()
 require("nova.virt.vmwareapi.images")
 
 import glance.async_
@@ -38,11 +38,13 @@ from glance.api import common as api_common
 from nova import objects as nova_objects
 from nova.virt.vmwareapi import constants as vmware_constants
 from nova.virt.vmwareapi import images as vmware_images
+from oslo_config import cfg
 from stevedore import named
 
 import imageintrospect.glance_plugin
 from imageintrospect import introspect
 from imageintrospect.glance_plugin import options
+from imageintrospect.glance_plugin._flow import later_conversion_drops
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +81,7 @@ def staged_dir() -> Any:
         yield Path(tmp)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _attach(
     request: pytest.FixtureRequest, staged_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,6 +91,7 @@ def _attach(
     monkeypatch.chdir(Path(glance.tests.__file__).parents[2])
 
 
+@pytest.mark.usefixtures("_attach")
 class GlanceImport(functional.SynchronousAPIBase):  # type: ignore[misc]
     staged_dir: Path
 
@@ -256,3 +259,26 @@ for _staged in IMAGES:
     _test = _make(_staged)
     _test.__name__ = "test_" + _staged.name.replace("-", "_")
     setattr(GlanceImport, _test.__name__, _test)
+
+
+@pytest.mark.parametrize(
+    ("plugins", "output_format", "dropped"),
+    [
+        (["imageintrospect", "image_conversion"], "raw", {"vmware_disktype"}),
+        (["imageintrospect", "image_conversion"], "qcow2", {"vmware_disktype"}),
+        (["imageintrospect", "image_conversion"], "vmdk", set()),
+        (["imageintrospect", "image_conversion"], None, {"vmware_disktype"}),
+        (["image_conversion", "imageintrospect"], "raw", set()),
+        (["inject_image_metadata", "imageintrospect"], None, set()),
+    ],
+)
+def test_what_a_later_conversion_drops(
+    plugins: list[str], output_format: str | None, dropped: set[str]
+) -> None:
+    conf = cfg.ConfigOpts()
+    conf.register_opt(cfg.ListOpt("image_import_plugins"), group="image_import_opts")
+    conf.set_override("image_import_plugins", plugins, group="image_import_opts")
+    if output_format is not None:  # None: image_conversion's options are not registered yet
+        conf.register_opt(cfg.StrOpt("output_format"), group="image_conversion")
+        conf.set_override("output_format", output_format, group="image_conversion")
+    assert later_conversion_drops(conf) == dropped

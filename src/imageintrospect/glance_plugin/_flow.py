@@ -21,12 +21,12 @@ from taskflow.types import failure
 from .. import introspect
 from ..errors import ImageIntrospectError
 from . import options
-from .policy import Extraction, Verdict, judge
+from .policy import Verdict, judge
+from .staging import extract
 
 LOG = logging.getLogger(__name__)
 
 NAME = "imageintrospect"
-COPY_CHUNK = 1024 * 1024
 
 
 class ImportRefused(glance_exception.UploadException):  # type: ignore[misc]
@@ -56,7 +56,10 @@ class _Introspect(task.Task):  # type: ignore[misc]
             if verdict.refusal is not None:
                 raise self._refused(verdict.refusal, verdict.codes)
             if verdict.extraction is not None:
-                extract(self.staged_path, verdict.extraction)
+                try:
+                    extract(self.staged_path, verdict.extraction)
+                except (OSError, ValueError) as exc:
+                    raise self._refused(f"the OVA's disk cannot be extracted: {exc}", ()) from exc
             action.set_image_attribute(**verdict.attributes)
             action.set_image_extra_properties(verdict.properties)
         self._log_accepted(verdict)
@@ -105,29 +108,8 @@ class _Introspect(task.Task):  # type: ignore[misc]
                 action.remove_importing_stores(self.stores)
                 action.add_failed_stores(self.stores)
         if self.staged_path:
-            for path in (self.staged_path, self.staged_path + EXTRACT_SUFFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-
-
-EXTRACT_SUFFIX = ".imageintrospect-disk"
-
-
-def extract(path: str, extraction: Extraction) -> None:
-    """Replace the staged archive at ``path`` with its disk member.  The bytes copied are
-    the very byte range that was introspected (the member's offset and size as our tar walk
-    found them), not a second reading of the archive by another tar parser."""
-    temporary = path + EXTRACT_SUFFIX
-    with open(path, "rb") as archive, open(temporary, "wb") as disk:
-        archive.seek(extraction.offset)
-        remaining = extraction.size
-        while remaining:
-            chunk = archive.read(min(COPY_CHUNK, remaining))
-            if not chunk:
-                raise ImportRefused(f"{NAME}: the archive ends inside {extraction.member!r}")
-            disk.write(chunk)
-            remaining -= len(chunk)
-    os.replace(temporary, path)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.staged_path)
 
 
 def later_conversion_drops(conf: Any) -> frozenset[str]:
