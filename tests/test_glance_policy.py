@@ -4,6 +4,7 @@ through Glance itself is tests/integration."""
 
 from __future__ import annotations
 
+import configparser
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -189,3 +190,22 @@ def test_ova_refusals(tmp_path: Path) -> None:
     )
     bare = verdict(ova_one_disk(tmp_path), "vmdk")
     assert bare.refusal == "disk_format is vmdk, but the content is ova"
+
+
+def test_the_operator_page_sample_is_the_defaults() -> None:
+    page = (Path(__file__).parents[1] / "docs" / "glance-plugin.md").read_text()
+    sample = page.split("[imageintrospect]\n", 1)[1].split("```", 1)[0]
+    parser = configparser.ConfigParser()
+    parser.read_string("[imageintrospect]\n" + sample)
+    section = parser["imageintrospect"]
+
+    def listed(key: str) -> tuple[str, ...]:
+        return tuple(section[key].split(","))
+
+    assert Settings() == Settings(
+        deep=section.getboolean("deep"),
+        properties=listed("properties"),
+        override_user_properties=section.getboolean("override_user_properties"),
+        vmdk_allowed_types=listed("vmdk_allowed_types"),
+        extract_ova=section.getboolean("extract_ova"),
+    )
