@@ -97,6 +97,13 @@ def iso_qcow2_polyglot(tmp: Path) -> Path:
     return iso
 
 
+def vmdk_cut_short(tmp: Path) -> Path:
+    """Six bytes of a sparse VMDK header: nothing can be described."""
+    out = tmp / "short.vmdk"
+    out.write_bytes(b"KDMV\x01\x00")
+    return out
+
+
 def qcow2_plain(tmp: Path) -> Path:
     out = tmp / "plain.qcow2"
     qemu_img("convert", "-f", "raw", "-O", "qcow2", _guest_data(tmp / "g"), out)
@@ -209,6 +216,7 @@ IMAGES: tuple[Staged, ...] = (
     Staged("qcow2-backing-file", qcow2_backing, "qcow2", refusal=("backing-file",)),
     Staged("vmdk-host-extent", vmdk_host_extent, "vmdk", refusal=("/etc/passwd",)),
     Staged("iso-qcow2-polyglot", iso_qcow2_polyglot, "iso", refusal=("format-ambiguous",)),
+    Staged("vmdk-cut-short", vmdk_cut_short, "vmdk", refusal=("the image cannot be read",)),
     Staged("qcow2-declared-raw", qcow2_plain, "raw", refusal=("disk_format is raw",)),
     Staged("ova-two-disks", ova_two_disks, "vmdk", "ova", refusal=("2 disks",)),
 )

@@ -49,17 +49,17 @@ class _Introspect(task.Task):  # type: ignore[misc]
 
     def execute(self, file_path: str, **kwargs: Any) -> str:
         if not file_path.startswith("file://"):
-            raise self._refused(f"the staged data is not a local file ({file_path})", ())
+            raise self._refused(f"the staged data is not a local file ({file_path})")
         self.staged_path = file_path[len("file://") :]
         with self.action_wrapper as action:
             verdict = self._judge(action)
             if verdict.refusal is not None:
-                raise self._refused(verdict.refusal, verdict.codes)
+                raise self._refused(verdict.refusal)
             if verdict.extraction is not None:
                 try:
                     extract(self.staged_path, verdict.extraction)
                 except (OSError, ValueError) as exc:
-                    raise self._refused(f"the OVA's disk cannot be extracted: {exc}", ()) from exc
+                    raise self._refused(f"the OVA's disk cannot be extracted: {exc}") from exc
             action.set_image_attribute(**verdict.attributes)
             action.set_image_extra_properties(verdict.properties)
         self._log_accepted(verdict)
@@ -79,7 +79,7 @@ class _Introspect(task.Task):  # type: ignore[misc]
             settings=current,
         )
 
-    def _refused(self, reason: str, codes: tuple[str, ...]) -> ImportRefused:
+    def _refused(self, reason: str) -> ImportRefused:
         # The task message is what the user sees; the log is where the operator looks.
         LOG.error("%s refused the import of image %s: %s", NAME, self.image_id, reason)
         return ImportRefused(f"{NAME} refused the image: {reason}")
