@@ -14,9 +14,8 @@ import pytest
 from imageintrospect import introspect
 from imageintrospect.glance_plugin.policy import Settings, Verdict, judge
 from imageintrospect.glance_plugin.staging import extract
-
-from conftest import needs_qemu, qemu_img, run
-from integration.staged import ova_one_disk, ova_two_disks, qemu_stream, vmware_stream
+from tests.integration.staged import ova_one_disk, ova_two_disks, qemu_stream, vmware_stream
+from tests.support import needs_qemu, qemu_img, run
 
 pytestmark = needs_qemu
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import patch, qemu_img, run
-from vmware_stream import build_stream, vmware_descriptor
+from tests.support import patch, qemu_img, run
+from tests.support.vmware_stream import build_stream, vmware_descriptor
 
 MiB = 1024 * 1024
 ADAPTERS = {"buslogic": "busLogic", "lsilogic": "lsiLogic", "ide": "ide"}
