@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import configparser
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -208,3 +210,24 @@ def test_the_operator_page_sample_is_the_defaults() -> None:
         vmdk_allowed_types=listed("vmdk_allowed_types"),
         extract_ova=section.getboolean("extract_ova"),
     )
+
+
+def test_importing_needs_neither_glance_nor_taskflow() -> None:
+    """Only ``get_flow`` (called by Glance) imports the plugin's optional dependencies."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'glance', 'taskflow', 'oslo_config', 'stevedore'}:\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import imageintrospect, imageintrospect.glance_plugin.policy\n"
+        "import imageintrospect.glance_plugin.staging\n"
+        "try:\n"
+        "    imageintrospect.glance_plugin.get_flow(task_id='t', task_type='x')\n"
+        "except ImportError as exc:\n"
+        "    print('blocked', exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("blocked ")
