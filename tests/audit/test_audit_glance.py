@@ -10,51 +10,25 @@ Bytes served are counted at the server, and the token must not appear in the rec
 
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from imageintrospect import introspect
 from imageintrospect.audit import audit
 from imageintrospect.audit.records import read_records
 
+from ..integration.conftest import require_glance_harness
 from .audit_services import CountingMiddleware
-from .conftest import REQUIRE, agrees, made_images
+from .conftest import agrees, made_images
 
 TOKEN = "auditor:audit-project-7f3a:admin"  # user:project:role, as the fake auth reads it
 
+# skips (or, with IMAGEINTROSPECT_REQUIRE_INTEGRATION=1, fails) without the integration extra
+functional = require_glance_harness()
+import glance.db.migration  # noqa: E402, F401 - registers the [database] options the harness sets
 
-def glance_harness() -> Any:
-    """``glance.tests.functional``, imported from a scratch directory: importing
-    ``glance.tests`` opens ``run_tests.log`` where it runs and sets the root logger to DEBUG,
-    which is undone here so the rest of the suite does not notice."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    here = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="glance-tests-") as scratch:
-        os.chdir(scratch)
-        try:
-            import glance.db.migration  # noqa: F401 - registers the [database] options
-            from glance.tests import functional
-        except ImportError as exc:  # the integration extra is missing
-            if REQUIRE:
-                raise
-            pytest.skip(f"glance is not installed: {exc}", allow_module_level=True)
-        finally:
-            os.chdir(here)
-            for handler in [h for h in root.handlers if h not in handlers]:
-                root.removeHandler(handler)
-                handler.close()
-            root.setLevel(level)
-    return functional
-
-
-functional = glance_harness()
 UNSAFE = "backed.qcow2"
 IMAGES = ["plain-1M.qcow2", UNSAFE, "disk-64M.vhd", "stream-64M.vmdk", "raw-1M.img"]
 
