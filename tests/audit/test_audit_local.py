@@ -21,7 +21,9 @@ def test_list_on_stdin_records_on_stdout(
     images: Images, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     names = ["plain-1M.qcow2", "backed.qcow2", "disk-1M.vdi"]
-    listing = "# the images to judge\n\n" + "".join(f"{images.root / n}\n" for n in names)
+    paths = [f"{images.root / n}" for n in names]
+    paths[1] = f"file://{paths[1]}"  # file:// URLs are local files too
+    listing = "# the images to judge\n\n" + "".join(f"{p}\n" for p in paths)
     monkeypatch.setattr("sys.stdin", io.StringIO(listing))
     assert cli.main(["audit", "--from-file", "-", "--workers", "1"]) == 1
     captured = capsys.readouterr()
