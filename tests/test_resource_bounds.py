@@ -13,7 +13,7 @@ seekable with ``deep=False``, and as a forward-only stream.  Each must end in a
 (never ``InternalParserError``, ``MemoryError`` or another exception), within
 :data:`TIME_LIMIT` seconds, and the peak resident set must grow by at most
 :data:`RSS_GROWTH_LIMIT` over the post-import baseline: a blow-up detector, not the precise
-measure (the resident set moves with the allocator from run to run); the contract's 64 MiB
+measure (the resident set moves with the allocator from run to run); docs/security.md's 64 MiB
 of heap is checked exactly, with tracemalloc, by the fuzz oracle (tests/fuzz/properties.py).
 The files are sparse: a 1 GiB member costs no disk.
 """

@@ -36,7 +36,7 @@ STDIN = "-"
 class ForwardOnly:
     """Standard input as a stream: only ``read()``, even when the shell gave us a file.
 
-    The contract reads ``-`` as a stream, so the answer for ``- < disk.img`` is the one a pipe
+    ``-`` is read as a stream (docs/cli.rst), so the answer for ``- < disk.img`` is the one a pipe
     would get, whatever kind of file descriptor 0 happens to be.
     """
 

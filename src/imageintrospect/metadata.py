@@ -19,13 +19,13 @@ if TYPE_CHECKING:
     from .formats.vhdx import VhdxSection
     from .formats.vmdk import VmdkSection
 
-#: Detail sections the contract names, in the order ``to_dict`` looks for them.
+#: The detail sections (docs/api.rst), in the order ``to_dict`` looks for them.
 SECTION_NAMES = ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "luks", "iso", "ova")
 
 
 @dataclass(frozen=True)
 class Metadata:
-    """What an image is, as read from its own bytes.  See the contract for every attribute."""
+    """What an image is, as read from its own bytes.  docs/api.rst describes every attribute."""
 
     format: str
     virtual_size: int | None = None
@@ -60,7 +60,7 @@ class Metadata:
         return {f.code for f in self.findings}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict with the keys the contract names."""
+        """A JSON-serialisable dict with the keys docs/api.rst names."""
         result: dict[str, Any] = {
             "format": self.format,
             "virtual_size": self.virtual_size,

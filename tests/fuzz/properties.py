@@ -12,7 +12,7 @@ c. the streamed answer equals the seekable one, ``stream-unchecked`` findings as
    :func:`assert_agree` for what a stream may legitimately not know);
 d. each call finishes within :data:`TIME_LIMIT` seconds of wall clock;
 e. the Python heap grows by at most :data:`MEMORY_LIMIT` during a call (tracemalloc, on
-   the examples that draw it: tracing makes a call 3-5 times slower), the contract's 64 MiB
+   the examples that draw it: tracing makes a call 3-5 times slower), docs/security.md's 64 MiB
    whatever the header claims;
 f. with ``deep=False`` the seekable read takes at most :data:`HEADER_ONLY_READ` bytes.
 
@@ -45,9 +45,9 @@ from .known_bugs import Failure, known
 
 #: Generous: the slowest legitimate example takes milliseconds on a 2-core machine.
 TIME_LIMIT = 5.0
-#: Contract §5: memory held for one image, whatever the header claims.
+#: Memory held for one image, whatever the header claims (docs/security.md).
 MEMORY_LIMIT = 64 * 1024 * 1024
-#: Contract §5: header-only introspection reads at most 1 MiB.
+#: Header-only introspection reads at most 1 MiB (docs/security.md).
 HEADER_ONLY_READ = 1024 * 1024
 #: Where failing inputs are saved (one file per input, named by its SHA-256).
 FAILURES = Path(

@@ -913,8 +913,9 @@ def _virtual_size(disks: tuple[OvaDisk, ...]) -> int | None:
 
 
 def glance_properties(section: OvaSection) -> dict[str, Any]:
-    """Contract §3 for an OVA: the first disk's format and VMware properties, the OVF's CPU
-    and NIC facts.  The OVF's controller for the disk wins over the VMDK's adapter type."""
+    """Glance properties of an OVA (docs/api.rst): the first disk's format and VMware
+    properties, the OVF's CPU and NIC facts.  The OVF's controller for the disk wins over
+    the VMDK's adapter type."""
     props: dict[str, Any] = {"container_format": "ova"}
     disk = section.disks[0] if section.disks else None
     image = disk.image if disk is not None else None

@@ -42,7 +42,8 @@ SESPARSE_VERSION = 0x0000_0002_0000_0001
 MAX_DESCRIPTOR = 1024 * 1024
 #: How much of a text descriptor file qemu reads (``vmdk_read_desc``).
 QEMU_DESCRIPTOR_READ = MAX_DESCRIPTOR - 1
-# deep=False reads at most 1 MiB in all (contract §5): descriptors are read only this far then.
+# deep=False reads at most 1 MiB in all (docs/security.md): descriptors are read only this far
+# then.
 HEADER_ONLY_DESCRIPTOR_READ = 768 * 1024
 HEADER_ONLY_REREAD = 128 * 1024
 #: qemu reads CID, parentCID and parentFileNameHint from this many bytes (``DESC_SIZE``) ...
