@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..findings import Findings
-from ..source import Source
+from ..findings import STREAM_UNCHECKED, Findings
+from ..source import Source, StreamGap
 
 if TYPE_CHECKING:
     from ..metadata import Metadata
@@ -78,6 +78,15 @@ class Context:
     deep: bool
     nested: Callable[[Source], Metadata] = _no_nesting
     depth: int = 0
+
+    def read_optional(self, offset: int, length: int, unchecked: str) -> bytes | None:
+        """The bytes at ``offset`` (as ``source.read_at``), or None when a stream let them go
+        by unkept: the ``stream-unchecked`` finding then says ``unchecked``."""
+        try:
+            return self.source.read_at(offset, length)
+        except StreamGap:
+            self.findings.add(STREAM_UNCHECKED, unchecked)
+            return None
 
 
 @dataclass(frozen=True)

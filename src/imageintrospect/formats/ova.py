@@ -469,10 +469,8 @@ def _read_ovf(ctx: Context, member: _RawMember) -> tuple[Element | None, str | N
     if member.size > MAX_OVF_BYTES:
         ctx.findings.add(XML_INVALID, f"descriptor of {member.size} bytes is not read")
         return None, None
-    try:
-        data = ctx.source.read_at(member.offset, member.size)
-    except StreamGap:
-        ctx.findings.add(F.STREAM_UNCHECKED, "the OVF lay outside the kept stream")
+    data = ctx.read_optional(member.offset, member.size, "the OVF lay outside the kept stream")
+    if data is None:
         return None, None
     try:
         root = _parse_xml(data)

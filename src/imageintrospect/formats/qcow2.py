@@ -24,6 +24,7 @@ from ..source import MAX_READ, Source, StreamGap
 from ..structs import EntryTable, cstring, parse_struct
 from . import luks
 from .base import Context, FormatSpec, Parsed, Probe, Section
+from .blocktables import CLAIM_MAP_LIMIT, merge_runs
 from .luks import LuksSection
 
 NAME = "qcow2"
@@ -534,10 +535,10 @@ def _read_extensions(ctx: Context, hdr: Any, header_length: int, cluster_size: i
     end = min(end, header_length + EXTENSION_AREA_LIMIT)
     if end <= header_length:
         return exts
-    try:
-        area = ctx.source.read_at(header_length, end - header_length)
-    except StreamGap:  # the first cluster is always within the kept head, but be explicit
-        ctx.findings.add(F.STREAM_UNCHECKED, "qcow2 header extensions not kept from stream")
+    # The first cluster is always within a stream's kept head, but be explicit.
+    unkept = "qcow2 header extensions not kept from stream"
+    area = ctx.read_optional(header_length, end - header_length, unkept)
+    if area is None:
         return exts
     pos = 0
     while pos + 8 <= len(area):
@@ -842,8 +843,6 @@ def _label(exts: _Extensions, kind: int, bit: int) -> str:
 
 # --- deep: the refcount, L1 and L2 tables ---------------------------------------------------
 
-#: The double-use map holds one bit per host cluster; above this it is not built.
-CLAIM_MAP_LIMIT = 32 * 1024 * 1024
 _REASON_CODES = {
     scan.Reason.OUT_OF_RANGE: ENTRY_OUT_OF_RANGE,
     scan.Reason.TRUNCATED: ENTRY_OUT_OF_RANGE,
@@ -898,7 +897,7 @@ def _walk_tables(ctx: Context, hdr: Any, section: Qcow2Section) -> Allocation | 
     make_walker = functools.partial(_L2Walker, section, bits, src.size, claimed, src.is_stream)
     try:
         walker = src.scan(
-            ("qcow2-l2", hdr.l1_table_offset, len(tables)), _runs(tables, cluster), make_walker
+            ("qcow2-l2", hdr.l1_table_offset, len(tables)), merge_runs(tables, cluster), make_walker
         )
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "L2 tables went by before the L1 table named them")
@@ -1137,17 +1136,6 @@ class _L2Walker:
             f"({reason.name.lower().replace('_', ' ')}); {self.bad_count} bad entr"
             f"{'y' if self.bad_count == 1 else 'ies'} in all L2 tables",
         )
-
-
-def _runs(offsets: list[int], length: int) -> list[tuple[int, int]]:
-    """Adjacent tables merged into runs: fewer, larger reads and scanner calls."""
-    runs: list[tuple[int, int]] = []
-    for offset in offsets:
-        if runs and runs[-1][0] + runs[-1][1] == offset:
-            runs[-1] = (runs[-1][0], runs[-1][1] + length)
-        else:
-            runs.append((offset, length))
-    return runs
 
 
 # --- qemu-img info view ---------------------------------------------------------------------

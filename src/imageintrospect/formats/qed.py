@@ -15,7 +15,6 @@ import construct as c
 
 from .. import findings as F
 from ..errors import InvalidImage
-from ..source import StreamGap
 from ..structs import parse_struct
 from .base import Context, FormatSpec, Parsed, Probe, Section
 from .qcow2 import BACKING_FILE
@@ -209,10 +208,9 @@ def _read_backing_file(ctx: Context, hdr: Any) -> str | None:
     if not hdr.features & FEATURE_BACKING_FILE:
         return None
     size = min(hdr.backing_filename_size, MAX_BACKING_NAME)
-    try:
-        raw = ctx.source.read_at(hdr.backing_filename_offset, size) if size else b""
-    except StreamGap:
-        ctx.findings.add(F.STREAM_UNCHECKED, "the QED backing file name lay outside the stream")
+    unkept = "the QED backing file name lay outside the stream"
+    raw = ctx.read_optional(hdr.backing_filename_offset, size, unkept) if size else b""
+    if raw is None:
         return ""
     if len(raw) < size:
         ctx.findings.add(F.TRUNCATED, "the QED backing file name runs past the end of the file")

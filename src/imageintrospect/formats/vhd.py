@@ -398,10 +398,9 @@ def _read_footer(
 ) -> _Footer | None:
     """The footer at ``offset``; ``other``'s fields are reused when the bytes are the same
     (the copy at offset 0 normally is: one construct parse, not two)."""
-    try:
-        raw = ctx.source.read_at(offset, length)
-    except StreamGap:  # head and tail windows always hold both ends; be explicit anyway
-        ctx.findings.add(F.STREAM_UNCHECKED, f"VHD footer at {offset} not kept from the stream")
+    # A stream's head and tail windows always hold both ends; be explicit anyway.
+    raw = ctx.read_optional(offset, length, f"VHD footer at {offset} not kept from the stream")
+    if raw is None:
         return None
     if len(raw) != length or raw[:8] != FOOTER_MAGIC:
         return None

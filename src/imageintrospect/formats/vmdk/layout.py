@@ -228,8 +228,6 @@ SESPARSE_HEADER = c.Struct(
 )
 
 
-#: The claim map holds one bit per file sector (the scanners' unit): 32 MiB covers 128 GiB.
-CLAIM_MAP_LIMIT = 32 * 1024 * 1024
 #: At most this many grain tables are walked (2 TiB of disk at 4 KiB grains, 32 TiB at 64 KiB).
 MAX_GRAIN_TABLES = 1 << 20
 #: Grain tables are read and scanned this many at a time (2 MiB of 512-entry tables).
