@@ -161,7 +161,7 @@ UDF_TAG = c.Struct(
     "crc_length" / c.Int16ul,
     "location" / c.Int32ul,
 )
-UDF_TAG_SIZE = 16
+UDF_TAG_SIZE = UDF_TAG.sizeof()
 UDF_ANCHOR = c.Struct(
     "main_length" / c.Int32ul,
     "main_location" / c.Int32ul,

@@ -52,7 +52,7 @@ HEADER_V1 = c.Struct(
     "uuid" / c.Bytes(40),
     "key_slots" / c.Array(8, KEY_SLOT_V1),
 )
-HEADER_V1_SIZE = 592
+HEADER_V1_SIZE = HEADER_V1.sizeof()
 # The eight key slots are a table at the header's end: construct parses the fields before
 # them, struct the slots (structs.TableHeader).
 HEADER_V1_PARSER = TableHeader(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -47,7 +46,7 @@ HEADER_V2 = c.Struct(
     "nb_snapshots" / c.Int32ub,
     "snapshots_offset" / c.Int64ub,
 )
-V2_HEADER_LENGTH = 72
+V2_HEADER_LENGTH = HEADER_V2.sizeof()
 
 HEADER_V3_TAIL = c.Struct(
     "incompatible_features" / c.Int64ub,
@@ -56,13 +55,16 @@ HEADER_V3_TAIL = c.Struct(
     "refcount_order" / c.Int32ub,
     "header_length" / c.Int32ub,
 )
-V3_MIN_HEADER_LENGTH = 104
+V3_MIN_HEADER_LENGTH = V2_HEADER_LENGTH + HEADER_V3_TAIL.sizeof()
 
-# Type and length of each header extension: a two-field TLV, unpacked with struct.
-EXTENSION_HEADER = struct.Struct(">II")
-# The feature-name table is a table, not a header: 48-byte entries unpacked with struct (one
-# C call for the whole table, where construct would take ~10 µs per entry on every image).
-FEATURE_NAME = struct.Struct(">BB46s")
+# Type and length of each header extension: a two-field TLV.
+EXTENSION_HEADER = c.Struct("type" / c.Int32ub, "length" / c.Int32ub)
+EXTENSION_HEADERS = EntryTable(EXTENSION_HEADER, "ExtensionHeader", "qcow2 extension")
+# The feature-name table is a table, not a header: its 48-byte entries are unpacked by the
+# struct layout derived from the schema (one C call for the whole table, where construct
+# would take ~10 µs per entry on every image).
+FEATURE_NAME = c.Struct("type" / c.Int8ub, "bit" / c.Int8ub, "name" / c.Bytes(46))
+FEATURE_NAMES = EntryTable(FEATURE_NAME, "FeatureName", "qcow2 feature name")
 BITMAPS_EXTENSION = c.Struct(
     "nb_bitmaps" / c.Int32ub,
     "reserved" / c.Int32ub,
@@ -82,11 +84,14 @@ SNAPSHOT_ENTRY = c.Struct(
     "vm_state_size" / c.Int32ub,
     "extra_size" / c.Int32ub,
 )
-SNAPSHOT_ENTRY_SIZE = 40
 # Snapshot entries repeat: decoded by struct, derived from the schema above.
 SNAPSHOT_TABLE = EntryTable(SNAPSHOT_ENTRY, "SnapshotEntry", "qcow2 snapshot entry")
+SNAPSHOT_ENTRY_SIZE = SNAPSHOT_TABLE.size
 # The optional extra data of a snapshot entry, as far as each field reaches.
-SNAPSHOT_EXTRA = struct.Struct(">QQQ")  # vm_state_size_large, disk_size, icount
+SNAPSHOT_EXTRA = c.Struct(
+    "vm_state_size_large" / c.Int64ub, "disk_size" / c.Int64ub, "icount" / c.Int64ub
+)
+SNAPSHOT_EXTRAS = EntryTable(SNAPSHOT_EXTRA, "SnapshotExtra", "qcow2 snapshot extra")
 
 BITMAP_DIRECTORY_ENTRY = c.Struct(
     "table_offset" / c.Int64ub,
@@ -97,10 +102,10 @@ BITMAP_DIRECTORY_ENTRY = c.Struct(
     "name_size" / c.Int16ub,
     "extra_data_size" / c.Int32ub,
 )
-BITMAP_DIRECTORY_ENTRY_SIZE = 24
 BITMAP_DIRECTORY_TABLE = EntryTable(
     BITMAP_DIRECTORY_ENTRY, "BitmapDirectoryEntry", "qcow2 bitmap entry"
 )
+BITMAP_DIRECTORY_ENTRY_SIZE = BITMAP_DIRECTORY_TABLE.size
 
 EXT_END = 0x00000000
 EXT_BACKING_FORMAT = 0xE2792ACA
@@ -542,7 +547,7 @@ def _read_extensions(ctx: Context, hdr: Any, header_length: int, cluster_size: i
         return exts
     pos = 0
     while pos + 8 <= len(area):
-        kind, length = EXTENSION_HEADER.unpack_from(area, pos)
+        kind, length = EXTENSION_HEADERS.layout.unpack_from(area, pos)
         if kind == EXT_END:
             return exts
         data = area[pos + 8 : pos + 8 + length]
@@ -567,8 +572,8 @@ def _store_extension(ctx: Context, exts: _Extensions, kind: int, data: bytes) ->
         exts.data_file = _ext_string(ctx, data, "external data file name")
     elif kind == EXT_FEATURE_TABLE:
         names = exts.feature_names if exts.feature_names is not None else {}
-        usable = len(data) - len(data) % FEATURE_NAME.size
-        for kind, bit, name in FEATURE_NAME.iter_unpack(data[:usable]):
+        usable = len(data) - len(data) % FEATURE_NAMES.size
+        for kind, bit, name in FEATURE_NAMES.layout.iter_unpack(data[:usable]):
             names[(kind, bit)] = cstring(name)
         exts.feature_names = names
     elif kind == EXT_BITMAPS:
@@ -686,7 +691,9 @@ def _read_snapshots(ctx: Context, hdr: Any, cluster_size: int) -> tuple[Snapshot
 
 def _snapshot(entry: Any, extra: bytes, ident: str, name: str) -> Snapshot:
     # Three optional u64s, as far as extra_size reaches: plain struct, one call.
-    state_size_large, disk_size, icount = SNAPSHOT_EXTRA.unpack(extra[:24].ljust(24, b"\0"))
+    state_size_large, disk_size, icount = SNAPSHOT_EXTRAS.layout.unpack(
+        extra[: SNAPSHOT_EXTRAS.size].ljust(SNAPSHOT_EXTRAS.size, b"\0")
+    )
     vm_state_size = state_size_large if len(extra) >= 8 else entry.vm_state_size
     return Snapshot(
         id=ident,

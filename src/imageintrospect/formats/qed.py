@@ -37,7 +37,7 @@ HEADER = c.Struct(
     "backing_filename_offset" / c.Int32ul,
     "backing_filename_size" / c.Int32ul,
 )
-HEADER_SIZE = 64
+HEADER_SIZE = HEADER.sizeof()
 
 FEATURE_BACKING_FILE = 1 << 0
 FEATURE_NEED_CHECK = 1 << 1

@@ -58,7 +58,7 @@ FOOTER = c.Struct(
     "saved_state" / c.Int8ub,
     "reserved" / c.Bytes(427),
 )
-FOOTER_SIZE = 512
+FOOTER_SIZE = FOOTER.sizeof()
 LEGACY_FOOTER_SIZE = 511  # some very old producers left out the last reserved byte
 FOOTER_CHECKSUM_AT = 64
 
@@ -86,7 +86,7 @@ DYNAMIC_HEADER = c.Struct(
     "locators" / c.Array(LOCATOR_COUNT, PARENT_LOCATOR),
     "reserved2" / c.Bytes(256),
 )
-DYNAMIC_HEADER_SIZE = 1024
+DYNAMIC_HEADER_SIZE = DYNAMIC_HEADER.sizeof()
 # The parent locators are a table inside the header: construct parses the fields before
 # them, struct the locators (structs.TableHeader).
 DYNAMIC_HEADER_PARSER = TableHeader(

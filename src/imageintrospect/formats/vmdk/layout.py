@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import struct
-
 import construct as c
+
+from ...structs import EntryTable
 
 NAME = "vmdk"
 
@@ -176,7 +176,7 @@ METADATA_MARKER = c.Struct(
     "size" / c.Int32ul,
     "type" / c.Int32ul,
 )
-METADATA_MARKER_SIZE = 16
+METADATA_MARKER_SIZE = METADATA_MARKER.sizeof()
 #: A grain marker: the guest sector of the grain and its compressed length, then the data.
 GRAIN_MARKER = c.Struct("lba" / c.Int64ul, "size" / c.Int32ul)
 
@@ -240,4 +240,6 @@ TABLE_GAP = 64 * 1024
 MAX_PREFETCH_RUNS = 256
 #: A grain directory met in a GD marker is kept up to this size (MAX_GRAIN_TABLES entries).
 MAX_GD_PAYLOAD = 4 * MAX_GRAIN_TABLES
-MARKER_FIELDS = struct.Struct("<QII")
+#: The fields of METADATA_MARKER as a struct layout, for the marker walk's hot loop.
+MARKERS = EntryTable(METADATA_MARKER, "Marker", "stream marker")
+MARKER_FIELDS = MARKERS.layout
