@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import construct as c
 
@@ -20,7 +20,7 @@ from .. import findings as F
 from .. import scan
 from ..errors import InvalidImage
 from ..source import MAX_READ, Source, StreamGap
-from ..structs import EntryTable, cstring, parse_struct
+from ..structs import EntryTable, Record, cstring, parse_struct
 from . import luks
 from .base import Context, FormatSpec, Parsed, Probe, Section
 from .blocktables import CLAIM_MAP_LIMIT, merge_runs
@@ -46,7 +46,27 @@ HEADER_V2 = c.Struct(
     "nb_snapshots" / c.Int32ub,
     "snapshots_offset" / c.Int64ub,
 )
-V2_HEADER_LENGTH = HEADER_V2.sizeof()
+
+
+class Header(NamedTuple):
+    """The version 2 header fields (every qcow2 has them) as the parser uses them."""
+
+    version: int
+    backing_file_offset: int
+    backing_file_size: int
+    cluster_bits: int
+    size: int
+    crypt_method: int
+    l1_size: int
+    l1_table_offset: int
+    refcount_table_offset: int
+    refcount_table_clusters: int
+    nb_snapshots: int
+    snapshots_offset: int
+
+
+HEADER_RECORD = Record(HEADER_V2, Header, "qcow2 header")
+V2_HEADER_LENGTH = HEADER_RECORD.size
 
 HEADER_V3_TAIL = c.Struct(
     "incompatible_features" / c.Int64ub,
@@ -385,7 +405,7 @@ def parse(ctx: Context) -> Parsed:
     if len(head) < V2_HEADER_LENGTH:
         ctx.findings.add(F.TRUNCATED, f"qcow2 header cut short: {len(head)} of 72 bytes")
         return Parsed(virtual_size=None, section=None)
-    hdr = parse_struct(HEADER_V2, head[:V2_HEADER_LENGTH], "qcow2 header")
+    hdr = HEADER_RECORD.parse(head[:V2_HEADER_LENGTH])
     v3 = _v3_fields(ctx, hdr, head)
     if v3 is None:
         return Parsed(virtual_size=None, section=None)
@@ -452,7 +472,7 @@ class _V3Fields:
     header_length: int
 
 
-def _v3_fields(ctx: Context, hdr: Any, head: bytes) -> _V3Fields | None:
+def _v3_fields(ctx: Context, hdr: Header, head: bytes) -> _V3Fields | None:
     """The version-3 header fields, or version 2's implied values; None if unusable."""
     if hdr.version == 2:
         return _V3Fields(0, 0, 0, 4, V2_HEADER_LENGTH)
@@ -474,7 +494,7 @@ def _v3_fields(ctx: Context, hdr: Any, head: bytes) -> _V3Fields | None:
     )
 
 
-def _check_geometry(ctx: Context, hdr: Any, v3: _V3Fields, extended_l2: bool) -> None:
+def _check_geometry(ctx: Context, hdr: Header, v3: _V3Fields, extended_l2: bool) -> None:
     """Flag every header number qemu would refuse, and tables the file does not hold."""
     bad: list[str] = []
     bits = hdr.cluster_bits
@@ -529,7 +549,9 @@ def _check_in_file(ctx: Context, what: str, offset: int, length: int) -> None:
         )
 
 
-def _read_extensions(ctx: Context, hdr: Any, header_length: int, cluster_size: int) -> _Extensions:
+def _read_extensions(
+    ctx: Context, hdr: Header, header_length: int, cluster_size: int
+) -> _Extensions:
     """Walk the header extensions; they live between the header and the backing file name."""
     exts = _Extensions()
     if not cluster_size:
@@ -621,7 +643,7 @@ def _read_luks_header(ctx: Context, exts: _Extensions, crypt_method: int) -> Luk
     return section
 
 
-def _read_backing_file(ctx: Context, hdr: Any, cluster_size: int) -> str | None:
+def _read_backing_file(ctx: Context, hdr: Header, cluster_size: int) -> str | None:
     if not hdr.backing_file_offset:
         return None
     size = hdr.backing_file_size
@@ -657,7 +679,7 @@ def _compression_type(ctx: Context, version: int, v3: _V3Fields, head: bytes) ->
     return name
 
 
-def _read_snapshots(ctx: Context, hdr: Any, cluster_size: int) -> tuple[Snapshot, ...]:
+def _read_snapshots(ctx: Context, hdr: Header, cluster_size: int) -> tuple[Snapshot, ...]:
     count = hdr.nb_snapshots
     if count == 0:
         return ()
@@ -862,7 +884,7 @@ _REASON_CODES = {
 }
 
 
-def _walkable(hdr: Any, v3: _V3Fields, extended_l2: bool) -> bool:
+def _walkable(hdr: Header, v3: _V3Fields, extended_l2: bool) -> bool:
     """Whether the header's numbers are sane enough to walk its tables (else they were
     already reported as bad geometry, and a walk would only read nonsense)."""
     bits = hdr.cluster_bits
@@ -879,7 +901,7 @@ def _walkable(hdr: Any, v3: _V3Fields, extended_l2: bool) -> bool:
     )
 
 
-def _walk_tables(ctx: Context, hdr: Any, section: Qcow2Section) -> Allocation | None:
+def _walk_tables(ctx: Context, hdr: Header, section: Qcow2Section) -> Allocation | None:
     """Check every refcount table, L1 and L2 entry; count what the active tables map."""
     src = ctx.source
     bits = hdr.cluster_bits
@@ -933,7 +955,7 @@ def _claim_map(ctx: Context, file_size: int, cluster: int) -> bytearray | None:
     return scan.claim_map(file_size, cluster)
 
 
-def _claim_metadata(claimed: bytearray, hdr: Any, section: Qcow2Section, cluster: int) -> None:
+def _claim_metadata(claimed: bytearray, hdr: Header, section: Qcow2Section, cluster: int) -> None:
     """Mark the clusters the header's own structures occupy, before any table is scanned."""
     scan.mark_claimed(claimed, 0, cluster, cluster)
     scan.mark_claimed(claimed, hdr.l1_table_offset, hdr.l1_size * 8, cluster)
