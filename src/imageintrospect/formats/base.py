@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 def _plain(value: Any) -> Any:
     """Turn a section's values into JSON-ready ones (tuples → lists, nested sections → dicts,
     a nested image's :class:`Metadata` → its own ``to_dict()``)."""
-    if not isinstance(value, Section) and callable(getattr(value, "to_dict", None)):
-        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if not isinstance(value, Section) and hasattr(value, "to_dict"):
+            return value.to_dict()  # a nested image's Metadata: its own dict view
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
