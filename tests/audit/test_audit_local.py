@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,11 @@ def test_any_fsspec_filesystem_that_can_seek(images: Images, tmp_path: Path) -> 
     for name in names:
         agrees(records[name], images.expected(name, deep=False))  # remote: header-only
         assert 0 < records[name]["bytes_read"] <= 1 << 20
+
+
+def test_a_missing_extra_is_named_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # as if the audit extra were absent
+    assert cli.main(["audit", "s3://bucket/images/", "--workers", "1"]) == 64
+    assert "pip install 'imageintrospect[audit]'" in capsys.readouterr().err

@@ -68,6 +68,8 @@ def remote_targets(url: str, options: Options) -> Iterator[Target]:
     try:
         fs, path = filesystem_for(url, options)
         info = fs.info(path)  # an HTTP URL is always one object: web servers have no listing
+    except ImportError:  # the audit extra (or the protocol's package) is missing: say so now
+        raise
     except Exception:  # perhaps one object: reading it retries, then records the failure
         yield Target(url)
         return
