@@ -90,8 +90,9 @@ class ScanRow:
 
 @dataclass
 class StreamRow:
-    plain_s: float | None = None
-    ours_s: float | None = None
+    plain_s: dict[int, float | None] = field(default_factory=dict)  # by read size
+    ours_s: float | None = None  # by iteration
+    read_s: dict[int, float | None] = field(default_factory=dict)  # read(n), by n
     oslo_s: float | None = None
     size: int = 0
     ours_walk: str = ""
@@ -180,13 +181,15 @@ def stream_table(results: DeepResults) -> list[str]:
         "| ours walked | ours | oslo |",
         "|---|--:|--:|--:|--:|--:|---|---|---|",
     ]
+    chunk = 64 * 1024
     for name, row in results.stream.items():
-        ours_plain = _ratio(row.plain_s, row.ours_s)
+        plain_s = row.plain_s.get(chunk)
+        ours_plain = _ratio(plain_s, row.ours_s)
         cells = [
             name,
             *(
                 _fmt(None if t is None else row.size / t / 1e6, ".0f")
-                for t in (row.plain_s, row.ours_s, row.oslo_s)
+                for t in (plain_s, row.ours_s, row.oslo_s)
             ),
             _fmt(ours_plain, ".2f") + f" ({_verdict(ours_plain, TARGET_STREAM)})",
             _fmt(_ratio(row.oslo_s, row.ours_s), ".2f", "×"),
@@ -195,4 +198,29 @@ def stream_table(results: DeepResults) -> list[str]:
             row.oslo_verdict,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *read_table(results)]
+    return lines
+
+
+def read_table(results: DeepResults) -> list[str]:
+    """``InspectingReader.read(n)`` against the plain ``f.read(n)`` loop, per n."""
+    lines = [
+        "| image | n | plain f.read(n) MB/s | reader.read(n) MB/s | read(n)/plain |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for name, row in results.stream.items():
+        for size, read_s in row.read_s.items():
+            plain_s = row.plain_s.get(size)
+            ratio = _ratio(plain_s, read_s)
+            target = f" ({_verdict(ratio, TARGET_STREAM)})" if size == 64 * 1024 else ""
+            cells = [
+                name,
+                f"{size // 1024} KiB",
+                *(
+                    _fmt(None if t is None else row.size / t / 1e6, ".0f")
+                    for t in (plain_s, read_s)
+                ),
+                _fmt(ratio, ".2f") + target,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
