@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, TextIO
 
-from . import __version__
+from . import __version__, formats
 from .core import introspect
 from .errors import ImageIntrospectError
 from .findings import Finding
@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--expected-format",
         metavar="FMT",
-        help="the format the image is supposed to be (e.g. qcow2); anything else is an error",
+        help=f"the format the image is supposed to be ({', '.join(formats.NAMES)}, or the "
+        f"Glance/qemu names {', '.join(formats.ALIASES)}); anything else is an error",
     )
     check.add_argument("path", metavar="PATH", help="the image, or - for standard input")
     check.set_defaults(run=run_check)

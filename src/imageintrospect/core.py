@@ -9,8 +9,9 @@ from typing import IO, Any
 from . import detect
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
 from .findings import Findings
+from .formats import SECTION_NAMES
 from .formats.base import Context, Parsed, Probe
-from .metadata import SECTION_NAMES, Metadata
+from .metadata import Metadata
 from .source import Source, open_source
 from .stream import StreamInspector
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .findings import Finding
+from .formats import SECTION_NAMES
 from .formats.base import Section
 
 if TYPE_CHECKING:
@@ -18,9 +19,6 @@ if TYPE_CHECKING:
     from .formats.vhd import VhdSection
     from .formats.vhdx import VhdxSection
     from .formats.vmdk import VmdkSection
-
-#: Detail sections the contract names, in the order ``to_dict`` looks for them.
-SECTION_NAMES = ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "luks", "iso", "ova")
 
 #: ``ddb.adapterType`` (case-insensitive) → Glance ``vmware_adaptertype``.
 GLANCE_ADAPTER_TYPES = {
@@ -38,7 +36,11 @@ GLANCE_DISK_TYPES = {"streamoptimized": "streamOptimized", "monolithicsparse": "
 
 @dataclass(frozen=True)
 class Metadata:
-    """What an image is, as read from its own bytes.  See the contract for every attribute."""
+    """What an image is, as read from its own bytes.  See the contract for every attribute.
+
+    One section field per format of :data:`imageintrospect.formats.SECTION_NAMES`, named
+    after it and typed with its entry's section class (the tests hold the two together).
+    """
 
     format: str
     virtual_size: int | None = None

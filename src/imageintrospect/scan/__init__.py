@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable
 from types import ModuleType
 
-from . import _python
 from ._types import (
     INDEX_LIMIT,
     NOT_SEEN,
@@ -46,19 +45,21 @@ def _select_backend() -> tuple[str, ModuleType]:
     wanted = os.environ.get(BACKEND_ENV, "").strip().lower()
     if wanted not in ("", "c", "python"):
         raise ImportError(f"{BACKEND_ENV}={wanted!r}: expected 'c' or 'python'")
-    if wanted == "python":
-        return "python", _python
-    try:
-        from . import _c
-    except ImportError as exc:
-        if wanted == "c":
-            raise ImportError(
-                f"{BACKEND_ENV}=c but the C scanners (imageintrospect._scan_c) are not "
-                f"available: {exc}. Reinstall with a C compiler and cffi present, "
-                f"or unset {BACKEND_ENV} to use the pure-Python backend."
-            ) from exc
-        return "python", _python
-    return "c", _c
+    if wanted != "python":
+        try:
+            from . import _c
+
+            return "c", _c
+        except ImportError as exc:
+            if wanted == "c":
+                raise ImportError(
+                    f"{BACKEND_ENV}=c but the C scanners (imageintrospect._scan_c) are not "
+                    f"available: {exc}. Reinstall with a C compiler and cffi present, "
+                    f"or unset {BACKEND_ENV} to use the pure-Python backend."
+                ) from exc
+    from . import _python  # the twin is imported only when it is the backend
+
+    return "python", _python
 
 
 #: "c" or "python": the backend every function below dispatches to.
