@@ -101,10 +101,24 @@ class StreamRow:
 
 
 @dataclass
+class StartupRow:
+    """One process-start side: median wall and CPU (user + system) seconds."""
+
+    wall_s: float | None = None
+    cpu_s: float | None = None
+
+
+#: Process start targets, seconds, on a machine whose ``python -c pass`` takes about 17 ms.
+STARTUP_TARGETS = {"import imageintrospect": 0.040, "info qcow2": 0.060, "info vmdk": 0.060}
+QUIET_PYTHON_S = 0.017
+
+
+@dataclass
 class DeepResults:
     deep: dict[str, DeepRow] = field(default_factory=dict)
     scans: dict[str, ScanRow] = field(default_factory=dict)
     stream: dict[str, StreamRow] = field(default_factory=dict)
+    startup: dict[str, StartupRow] = field(default_factory=dict)
 
     def deep_row(self, name: str) -> DeepRow:
         return self.deep.setdefault(name, DeepRow())
@@ -223,4 +237,36 @@ def read_table(results: DeepResults) -> list[str]:
                 _fmt(ratio, ".2f") + target,
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def startup_table(results: DeepResults) -> list[str]:
+    """Process start, each side against ``python -c pass`` of the same run.  The target
+    column scales a side's ratio to a 17 ms interpreter start (wall ratio, and CPU ratio)."""
+    base = results.startup.get("python -c pass", StartupRow())
+    lines = [
+        "| command | wall ms | CPU ms | wall / python | CPU / python | at 17 ms python: "
+        "wall-, CPU-scaled ms | target |",
+        "|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for side, row in results.startup.items():
+        wall = _ratio(row.wall_s, base.wall_s)
+        cpu = _ratio(row.cpu_s, base.cpu_s)
+        scaled = [None if r is None else r * QUIET_PYTHON_S * 1e3 for r in (wall, cpu)]
+        target = STARTUP_TARGETS.get(side)
+        verdict = "—"
+        if target is not None and scaled[0] is not None and scaled[1] is not None:
+            verdict = f"≤ {target * 1e3:.0f} ms: " + (
+                "yes" if max(scaled) <= target * 1e3 else "**no**"
+            )
+        cells = [
+            f"`{side}`",
+            _fmt(None if row.wall_s is None else row.wall_s * 1e3, ".1f"),
+            _fmt(None if row.cpu_s is None else row.cpu_s * 1e3, ".1f"),
+            _fmt(wall, ".2f"),
+            _fmt(cpu, ".2f"),
+            f"{_fmt(scaled[0], '.0f')}, {_fmt(scaled[1], '.0f')}",
+            verdict,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines

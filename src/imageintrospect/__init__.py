@@ -6,32 +6,50 @@
 
 ``imageintrospect.backend`` says which table scanners are live: ``"c"`` (the cffi module) or
 ``"python"`` (the pure-Python twin); ``IMAGEINTROSPECT_BACKEND=c|python`` forces one.
+
+The names below are imported on first use (PEP 562): ``import imageintrospect`` alone costs
+next to nothing, so a program that imports it at start-up and describes images now and then
+does not pay for the parsers until it does; ``backend`` chooses the scanners when asked.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .core import introspect
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
-from .findings import Finding
-from .metadata import Metadata
-from .reader import InspectingReader
 
 if TYPE_CHECKING:
+    from .core import introspect
+    from .findings import Finding
+    from .metadata import Metadata
+    from .reader import InspectingReader
     from .scan import backend
 
 __version__ = "0.1.0"
 
+#: Public name → the module that defines it, imported when the name is first used.
+_LAZY = {
+    "introspect": "core",
+    "Finding": "findings",
+    "Metadata": "metadata",
+    "InspectingReader": "reader",
+    "backend": "scan",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # ``backend`` means choosing (and importing) the table scanners, which only a deep walk
-    # needs: done on first use, so that importing the package stays cheap.
-    if name == "backend":
-        from .scan import backend
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    if name != "backend":  # backend is read again each time, as the scan module holds it
+        globals()[name] = value
+    return value
 
-        return backend
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import detect
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
@@ -13,7 +13,9 @@ from .formats import SECTION_NAMES
 from .formats.base import Context, Parsed, Probe
 from .metadata import Metadata
 from .source import Source, open_source
-from .stream import StreamInspector
+
+if TYPE_CHECKING:
+    from .stream import StreamInspector
 
 STREAM_READ = 256 * 1024
 
@@ -61,6 +63,8 @@ def _introspect_stream(reader: Any, *, deep: bool, expected_format: str | None) 
 
 def stream_inspector(*, deep: bool, expected_format: str | None) -> StreamInspector:
     """The stream driver used by ``introspect()`` on streams and by ``InspectingReader``."""
+    from .stream import StreamInspector  # streams only: a path or a file never needs it
+
     on_head = None
     if expected_format is not None:
         on_head = functools.partial(check_head, expected_format=expected_format)

@@ -13,7 +13,7 @@ import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import construct as c
 
@@ -22,9 +22,10 @@ from .. import scan
 from ..errors import InvalidImage
 from ..source import MAX_READ, Source, StreamGap
 from ..structs import EntryTable, cstring, parse_struct
-from . import luks
 from .base import Context, FormatSpec, Parsed, Probe, Section
-from .luks import LuksSection
+
+if TYPE_CHECKING:
+    from .luks import LuksSection
 
 NAME = "qcow2"
 MAGIC = b"QFI\xfb"
@@ -592,6 +593,8 @@ def _ext_string(ctx: Context, data: bytes, what: str) -> str:
 
 def _read_luks_header(ctx: Context, exts: _Extensions, crypt_method: int) -> LuksSection | None:
     """The LUKS header the encryption extension points at (qemu prints it in ``info``)."""
+    from . import luks  # only encrypted images need the LUKS module
+
     if crypt_method != 2 or exts.encryption is None:
         return None
     pointer = exts.encryption
@@ -1179,6 +1182,8 @@ def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     if "external-data-file" in section.incompatible_features:
         data["data-file-raw"] = section.data_file_raw
     if section.luks is not None:
+        from . import luks  # imported already: it made section.luks
+
         data["encrypt"] = luks.qemu_luks_info(section.luks, with_format=True)
     elif section.encryption is not None:
         data["encrypt"] = {"format": section.encryption}
