@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Deep introspect() at least this many times faster than qemu-img check / map.
-TARGET_VS_QEMU = 10.0
+TARGET_VS_QEMU = 80.0
 #: The C scanners at least this many times faster than the Python twin (an expectation).
 EXPECT_C_VS_PYTHON = 20.0
 #: Table bytes scanned per second at least this fraction of plain read speed.
