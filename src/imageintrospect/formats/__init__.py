@@ -55,16 +55,20 @@ def _vhd(probe: Probe) -> bool:
     return probe.head[:8] == _VHD_COOKIE or _VHD_COOKIE in probe.tail[-512:]
 
 
+#: Bytes no VMDK text descriptor holds before its NUL padding (tab, line breaks allowed).
+_CONTROL_BYTES = bytes([*range(0, 9), *range(14, 32), 127])
+
+
 def _vmdk(probe: Probe) -> bool:
     head = probe.head
     if head[:4] in (b"KDMV", b"COWD") or head[:8] == (0xCAFEBABE).to_bytes(8, "little"):
         return True
-    # A text descriptor: qemu's probe wants a "version=" line in the first 2 KiB; ours a
-    # "# Disk DescriptorFile" comment or a "createType =" line (any case).
-    if b"version=" in head[:2048]:
+    if b"version=" in head[:2048]:  # qemu's test for a descriptor wants such a line
         return True
-    lowered = head.lower()
-    return b"descriptorfile" in lowered or b"createtype" in lowered
+    # Ours wants text up to the first NUL, without control bytes: its first 512 bytes must
+    # be such text (a few µs; every binary image fails here).
+    text = head[:512].split(b"\0", 1)[0]
+    return bool(text) and len(text.translate(None, _CONTROL_BYTES)) == len(text)
 
 
 #: Probe order: formats with a magic at offset 0 first, then those found elsewhere (an ISO's
