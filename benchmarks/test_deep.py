@@ -6,6 +6,9 @@ in one group named after the image:
 * ``qemu``: ``qemu-img check --output=json`` (qcow2) or ``qemu-img map --output=json``
   (vmdk, vhd, vhdx, vdi), the whole process, as an operator would run it.
 * ``ours-c``: ``introspect(path, deep=True)`` with the C scanners.
+* ``ours-header``: ``introspect(path, deep=False)``: what a deep walk costs before it reads
+  a table (opening, detection, headers, the answer); with ``read`` it bounds how close to
+  the read floor a deep walk of small tables can come.
 * ``ours-python``: the same with the pure-Python twin (switched in-process: the scanners
   dispatch through ``imageintrospect.scan._impl`` at call time).
 * ``read``: reading exactly the byte ranges ``ours-c`` read (recorded through a file wrapper,
@@ -37,7 +40,16 @@ from deep_tables import ScanJob, counting_scanner_calls, scan_job, use_backend
 from imageintrospect import Metadata, introspect
 from probes import WatchedFile
 
-SIDES = ("qemu", "ours-c", "ours-python", "read", "scan-c", "scan-python", "memcpy")
+SIDES = (
+    "qemu",
+    "ours-c",
+    "ours-header",
+    "ours-python",
+    "read",
+    "scan-c",
+    "scan-python",
+    "memcpy",
+)
 #: Seconds of timed rounds per side (at least one round, at most MAX_ROUNDS).
 BUDGET_S = {"ours-python": 30.0, "scan-python": 30.0}
 DEFAULT_BUDGET_S = 10.0
@@ -214,6 +226,11 @@ def test_deep(
         row.findings = summary(md)
         row.scanner_calls = sum(calls.values())
         benchmark.extra_info["scanner_calls"] = dict(calls)
+
+    elif side == "ours-header":
+        with use_backend("c"):
+            timed(benchmark, side, lambda: introspect(path, deep=False))
+        row.header_s = median_s(benchmark)
 
     elif side == "ours-python":
         with use_backend("python"):
