@@ -17,7 +17,7 @@ Each image (1 GiB of random data as qcow2 and as a streamOptimized VMDK, cached 
   it), then ``wrapper.format`` and its ``safety_check()``, Glance's pair.
 
 On a busy machine the sides, run one after the other, see different loads; so each of ours is
-also timed *paired*: ``PAIRED_ROUNDS`` times, the plain loop of its read size then ours,
+also timed *paired* (``test_deep.paired``): five times, the plain loop of its read size then ours,
 alternately, and the ratio of the two medians is the table's "paired" column.
 
 Every side opens the file inside the timed call.  Asserted: ours hands out exactly the file's
@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import statistics
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,7 @@ from deep_images import STREAM_CASE_NAMES, cached_image
 from deep_report import DeepResults, median_s
 from imageintrospect import InspectingReader, Metadata
 from probes import oslo_verdict
-from test_deep import summary, timed
+from test_deep import paired, summary, timed
 
 CHUNK = 64 * 1024
 #: read(n) sizes besides the 64 KiB chunk: side suffix -> n
@@ -102,20 +100,6 @@ def oslo(path: Path) -> str:
         except fi.ImageFormatError as exc:
             return f"refused: {exc}"
         return oslo_verdict(inspector)
-
-
-PAIRED_ROUNDS = 5
-
-
-def paired(plain_side: Callable[[], Any], ours_side: Callable[[], Any]) -> float:
-    """plain median / ours median over rounds that alternate the two (same load)."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(PAIRED_ROUNDS):
-        for side, out in zip((plain_side, ours_side), times, strict=True):
-            start = time.perf_counter()
-            side()
-            out.append(time.perf_counter() - start)
-    return statistics.median(times[0]) / statistics.median(times[1])
 
 
 def crc_of_ours(path: Path) -> tuple[int, int]:
