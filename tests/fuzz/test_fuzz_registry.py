@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from imageintrospect import detect, formats
 from imageintrospect.formats.base import Probe
+from tests.support import mutate_bytes
 
 from .seeds import every_seed, vmdk_descriptors
-from conftest import mutate_bytes
 
 #: Where the registry's magic bytes lie (from the start; the VHD footer is at the end).
 MAGIC_SPOTS = (0, 8, 0x40, 257, 0x8000, 0x8008)
