@@ -1,6 +1,6 @@
 """Deep introspection (issue 4): ours against qemu-img, C against Python, scan against read.
 
-For every image of :mod:`deep_images` (built once, cached) seven benchmarks run back to back
+For every image of :mod:`deep_images` (built once, cached) eight benchmarks run back to back
 in one group named after the image:
 
 * ``qemu``: ``qemu-img check --output=json`` (qcow2) or ``qemu-img map --output=json``
