@@ -81,13 +81,21 @@ def check_name(code: str) -> str:
     return known[0] if known else code.replace("-", "_")
 
 
+#: Findings of a partition table the library could not accept (a protective MBR without its
+#: GPT, overlapping entries): still a partitioned disk to oslo's callers.
+PARTITION_PROBLEMS = frozenset(
+    {"mbr-bad-partition", "gpt-header-invalid", "gpt-crc-mismatch", "gpt-partition-out-of-range"}
+)
+
+
 def oslo_names(metadata: Metadata, claims: list[str]) -> list[str]:
     """The oslo format names of an image: several for a polyglot, ``gpt`` for a disk with a
     partition table (raw to the library), ``iso`` and ``gpt`` for a hybrid ISO."""
     if len(claims) > 1:
         return claims
     if metadata.format == "raw":
-        return ["gpt"] if metadata.partition_table else ["raw"]
+        partitioned = metadata.partition_table or metadata.codes() & PARTITION_PROBLEMS
+        return ["gpt"] if partitioned else ["raw"]
     if metadata.format == "iso" and metadata.partition_table:
         return ["iso", "gpt"]
     return [metadata.format]
@@ -112,7 +120,6 @@ class Reading:
         self._early: list[str] | None = None
         self._early_checked = False
         self.finished = False
-        self.incomplete = False  # ended before the end of the image
         self._size = 0  # the image's true size, once known
 
     # -- feeding ------------------------------------------------------------------------
@@ -128,6 +135,8 @@ class Reading:
             )
         if self.broken or not chunk:
             return
+        if isinstance(chunk, str):  # some callers' tests hand text through (Glance's do)
+            chunk = chunk.encode()
         try:
             self.feed(chunk if type(chunk) is bytes else bytes(chunk))
         except Exception:  # the final parse runs again and reports what is wrong
@@ -144,12 +153,6 @@ class Reading:
         except ImageIntrospectError as exc:
             self.error = exc
         self._final = self._names(self._stream_probe())
-
-    def close_early(self) -> None:
-        """Closed before the end of a stream that cannot be read again: what arrived is
-        judged, but safety cannot be (a truncated image and an unread rest look alike)."""
-        self.finish()
-        self.incomplete = True
 
     def finish_from_file(self, path: str | os.PathLike[str] | Any) -> None:
         """Read a whole image at random (a path or a seekable file): the answer needs only

@@ -172,7 +172,7 @@ class FileInspector:
         :raises ImageFormatError: if the image was not read far enough, or is not this format.
         """
         reading = self._reading
-        if not self.complete or reading.incomplete:
+        if not self.complete:
             raise ImageFormatError("Incomplete file cannot be safety checked")
         if not self.format_match:
             raise ImageFormatError(
@@ -365,7 +365,7 @@ class InspectWrapper:
         try:
             chunk: bytes = next(self._source)
         except StopIteration:
-            self._finish()
+            self._reading.finish()
             if self._watch:
                 self._check_expected()
             raise
@@ -380,26 +380,16 @@ class InspectWrapper:
             self._source.close()
 
     def _finish(self) -> None:
-        """The end, or a close before it: a seekable file is then read at random."""
+        """The end, or a close before it.  A seekable file closed early is read at random
+        (only its structures); a stream is judged on what arrived (a cut image is unsafe)."""
         self._finished = True
         reading = self._reading
         if reading.finished:
             return
-        if self._at_end():
-            reading.finish()
-        elif _seekable(self._source):
+        if _unread_file(self._source):
             reading.finish_from_file(self._source)
         else:
-            reading.close_early()
-
-    def _at_end(self) -> bool:
-        source = self._source
-        if not _seekable(source):
-            return False
-        try:
-            return bool(source.tell() >= os.fstat(source.fileno()).st_size)
-        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
-            return False
+            reading.finish()
 
     def _check_expected(self) -> None:
         verdict = self._reading.says(str(self._expected_format))
@@ -445,10 +435,13 @@ class InspectWrapper:
         return matches[0]
 
 
-def _seekable(source: Any) -> bool:
+def _unread_file(source: Any) -> bool:
+    """True for a seekable file (a real one, with a descriptor) not read to its end."""
+    if not isinstance(source, io.IOBase):
+        return False
     try:
-        return bool(source.seekable()) and callable(getattr(source, "fileno", None))
-    except (AttributeError, ValueError, OSError):
+        return source.seekable() and source.tell() < os.fstat(source.fileno()).st_size
+    except (OSError, ValueError):
         return False
 
 
