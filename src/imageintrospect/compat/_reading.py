@@ -159,6 +159,8 @@ class Reading:
         the structures, not every byte."""
         self.finished = True
         try:
+            if not isinstance(path, (str, bytes, os.PathLike)):
+                path.seek(0)  # a file object is read from where it stands
             self.metadata = introspect(path)
         except ImageIntrospectError as exc:
             self.error = exc
