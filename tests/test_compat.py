@@ -18,11 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.compat.oslo_plugin import documented_differences
 
 from imageintrospect.compat import format_inspector as fi
-
-from conftest import CountingFile, edit, needs_qemu, qemu_img, qemu_info, run
+from tests.compat.oslo_plugin import documented_differences
+from tests.support import CountingFile, edit, needs_qemu, qemu_img, qemu_info, run
 
 MiB = 1024 * 1024
 
