@@ -93,19 +93,21 @@ def crc_of_file(path: Path) -> int:
 @pytest.fixture(scope="module", autouse=True)
 def ratio_lines(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if reporter is None:
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
+    if reporter is None or capture is None:
         return
-    reporter.write_line("\ncompat vs oslo InspectWrapper, 64 KiB chunks (median times):")
-    for image, sides in _MEDIANS.items():
-        if len(sides) < len(SIDES):
-            continue
-        plain_s, compat_s, oslo_s = (sides[s] for s in SIDES)
-        reporter.write_line(
-            f"  {image}: plain {plain_s:.3f} s, compat {compat_s:.3f} s "
-            f"({compat_s / plain_s:.2f}x plain), oslo {oslo_s:.3f} s "
-            f"({oslo_s / plain_s:.2f}x plain); compat/oslo = {compat_s / oslo_s:.2f}"
-        )
+    with capture.global_and_fixture_disabled():  # teardown output is captured otherwise
+        reporter.write_line("\ncompat vs oslo InspectWrapper, 64 KiB chunks (median times):")
+        for image, sides in _MEDIANS.items():
+            if len(sides) < len(SIDES):
+                continue
+            plain_s, compat_s, oslo_s = (sides[s] for s in SIDES)
+            reporter.write_line(
+                f"  {image}: plain {plain_s:.3f} s, compat {compat_s:.3f} s "
+                f"({compat_s / plain_s:.2f}x plain), oslo {oslo_s:.3f} s "
+                f"({oslo_s / plain_s:.2f}x plain); compat/oslo = {compat_s / oslo_s:.2f}"
+            )
 
 
 @pytest.mark.parametrize(
