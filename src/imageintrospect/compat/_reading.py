@@ -164,7 +164,10 @@ class Reading:
             self.metadata = introspect(path)
         except ImageIntrospectError as exc:
             self.error = exc
-        self._size = self.metadata.image_size or 0 if self.metadata else _size_of(path)
+        if self.metadata is not None and self.metadata.image_size is not None:
+            self._size = self.metadata.image_size
+        else:
+            self._size = _size_of(path)
         self._final = self._names(_file_probe(path, self._size))
 
     # -- verdicts -------------------------------------------------------------------------
