@@ -326,6 +326,23 @@ def test_luks_payload_past_the_end_is_unsafe(luks_path: Path) -> None:
     assert failures(inspector)
 
 
+def test_luks2_is_luks_and_passes(tmp_path: Path) -> None:
+    """oslo's version check refuses LUKS2, cryptsetup's default; the library reads it."""
+    cryptsetup = shutil.which("cryptsetup")
+    if cryptsetup is None:
+        pytest.skip("cryptsetup missing")
+    path = tmp_path / "disk.luks2"
+    path.write_bytes(bytes(32 * MiB))
+    subprocess.run(
+        [cryptsetup, "luksFormat", "--batch-mode", "--key-file", "-", "--type", "luks2",
+         "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", str(path)],
+        input=b"pw", check=True, capture_output=True,
+    )  # fmt: skip
+    fmt = fi.detect_file_format(str(path))
+    assert fmt is not None and fmt.NAME == "luks" and failures(fmt) == {}
+    assert fmt.virtual_size == 16 * MiB  # 32 MiB less cryptsetup's 16 MiB LUKS2 header
+
+
 # --- installing ---------------------------------------------------------------------------------
 
 
