@@ -23,10 +23,6 @@ from ._reading import Reading, Violation
 
 LOG = logging.getLogger(__name__)
 
-#: ``from_file`` reads a file at random; a wrapper over a seekable file closed before its end
-#: does the same (Nova stops reading as soon as the format is known).
-_CHUNK = 64 * 1024
-
 
 class ImageFormatError(Exception):
     """The content cannot be inspected as asked (not the format, several formats, ...)."""
