@@ -6,7 +6,7 @@ import functools
 import os
 from typing import IO, Any
 
-from . import detect
+from . import detect, scan
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
 from .findings import Findings
 from .formats.base import Context, Parsed, Probe
@@ -25,7 +25,9 @@ def introspect(
     """Describe the disk image in ``source`` from its own bytes.
 
     :param source: a path, a seekable binary file object (read at random, only what is
-        needed), or any object with ``read()`` (read forward once, memory bounded).
+        needed, from its current position on; the position is put back when the call
+        returns), or any object with ``read()`` (read forward once, to its end, memory
+        bounded).  Data in memory (``bytes``) and text-mode files are a :class:`TypeError`.
     :param deep: also validate the allocation tables and compute ``allocated_size``.
         ``False`` reads headers only (at most 1 MiB).
     :param expected_format: the format the caller was told (Glance's ``disk_format``);
@@ -36,6 +38,8 @@ def introspect(
     No file named inside the image (backing files, extents, parents) is ever opened.
     """
     with open_source(source) as src:
+        if deep:  # once the source is known good: a caller's mistake is no deep walk
+            scan.warn_if_slow(stacklevel=2)
         if isinstance(src, Source):
             return introspect_source(src, deep=deep, expected_format=expected_format)
         return _introspect_stream(src, deep=deep, expected_format=expected_format)
@@ -52,7 +56,8 @@ def _introspect_stream(reader: Any, *, deep: bool, expected_format: str | None) 
         if not chunk:
             break
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise InvalidImage(f"the stream returned {type(chunk).__name__}, not bytes")
+            # the caller's object is not a binary stream (a text stream gives str)
+            raise TypeError(f"the stream returned {type(chunk).__name__}, not bytes")
         inspector.feed(bytes(chunk))
     result: Metadata = inspector.finish()
     return result
@@ -120,5 +125,6 @@ def _metadata(name: str, parsed: Parsed, image_size: int, findings: Findings) ->
         image_size=image_size,
         findings=findings.freeze(),
         partition_table=parsed.partition_table,
+        partitions=parsed.partitions,
         **sections,
     )

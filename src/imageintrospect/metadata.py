@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .formats.vhdx import VhdxSection
     from .formats.vmdk import VmdkSection
 
-#: Detail sections the contract names, in the order ``to_dict`` looks for them.
+#: The formats with a detail section, in the order ``to_dict`` looks for them.
 SECTION_NAMES = ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "luks", "iso", "ova")
 
 #: ``ddb.adapterType`` (case-insensitive) → Glance ``vmware_adaptertype``.
@@ -38,7 +38,8 @@ GLANCE_DISK_TYPES = {"streamoptimized": "streamOptimized", "monolithicsparse": "
 
 @dataclass(frozen=True)
 class Metadata:
-    """What an image is, as read from its own bytes.  See the contract for every attribute."""
+    """What an image is, as read from its own bytes.  Every attribute is described in the
+    API reference (docs/api.rst)."""
 
     format: str
     virtual_size: int | None = None
@@ -46,6 +47,8 @@ class Metadata:
     image_size: int | None = None
     findings: tuple[Finding, ...] = ()
     partition_table: str | None = None
+    #: the partitions of a GPT or MBR disk (``MbrPartition``/``GptPartition``), in table order
+    partitions: tuple[Section, ...] = ()
     qcow2: Qcow2Section | None = None
     vmdk: VmdkSection | None = None
     vhd: VhdSection | None = None
@@ -73,7 +76,10 @@ class Metadata:
         return {f.code for f in self.findings}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict with the keys the contract names."""
+        """A JSON-serialisable dict: ``format``, ``virtual_size``, ``allocated_size``,
+        ``image_size``, ``safe``, ``findings`` (a list of ``{code, severity, message}``),
+        ``partition_table``, ``partitions`` (only when there are some), and the detected
+        format's section under the format's name."""
         result: dict[str, Any] = {
             "format": self.format,
             "virtual_size": self.virtual_size,
@@ -83,13 +89,15 @@ class Metadata:
             "findings": [f.to_dict() for f in self.findings],
             "partition_table": self.partition_table,
         }
+        if self.partitions:
+            result["partitions"] = [p.to_dict() for p in self.partitions]
         section = self.section
         if section is not None:
             result[self.format] = section.to_dict()
         return result
 
     def glance_properties(self) -> dict[str, Any]:
-        """The Glance image properties this image should carry (contract §3)."""
+        """The Glance image properties this image should carry (the table in the README)."""
         if self.ova is not None:
             from .formats.ova import glance_properties as ova_properties
 

@@ -65,6 +65,8 @@ class Parsed:
     section: Section | None
     allocated_size: int | None = None
     partition_table: str | None = None
+    #: the GPT or MBR partitions when ``partition_table`` is set, in table order
+    partitions: tuple[Section, ...] = ()
 
 
 class FormatSpec(NamedTuple):

@@ -321,6 +321,7 @@ def parse(ctx: Context) -> Parsed:
         virtual_size=_virtual_size(ctx, volume_bytes, layout),
         section=section,
         partition_table=layout.table,
+        partitions=layout.partitions(),
     )
 
 

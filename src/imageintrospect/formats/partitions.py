@@ -201,6 +201,10 @@ class DiskLayout(Section):
     gpt_partitions: tuple[GptPartition, ...]
     boot_sector: str | None
 
+    def partitions(self) -> tuple[MbrPartition | GptPartition, ...]:
+        """The table's partitions: GPT entries for a GPT disk, else the MBR's."""
+        return self.gpt_partitions or self.mbr_partitions
+
     def covered_bytes(self, offset: int, end: int) -> int:
         """How many bytes of ``offset..end`` lie inside some partition (for appended data)."""
         sector = self.gpt.sector_size if self.gpt is not None else MBR_SIZE
