@@ -88,10 +88,13 @@ def check_head(head: bytes, *, expected_format: str) -> None:
         raise FormatMismatch(expected_format, claims[0].name)
 
 
-def introspect_source(src: Source, *, deep: bool, expected_format: str | None) -> Metadata:
-    """Introspect an already opened :class:`Source` (shared by the streaming reader)."""
+def introspect_source(
+    src: Source, *, deep: bool, expected_format: str | None, depth: int = 0
+) -> Metadata:
+    """Introspect an already opened :class:`Source` (shared by the streaming reader, and by
+    an archive for its members: ``depth`` counts the archives around ``src``)."""
     try:
-        return _introspect(src, deep, expected_format)
+        return _introspect(src, deep, expected_format, depth)
     except ImageIntrospectError:
         raise
     except (MemoryError, RecursionError):
@@ -102,7 +105,7 @@ def introspect_source(src: Source, *, deep: bool, expected_format: str | None) -
         ) from exc
 
 
-def _introspect(src: Source, deep: bool, expected_format: str | None) -> Metadata:
+def _introspect(src: Source, deep: bool, expected_format: str | None, depth: int) -> Metadata:
     findings = Findings()
     probe = detect.read_probe(src)
     spec = detect.detect(probe, findings)
@@ -110,7 +113,9 @@ def _introspect(src: Source, deep: bool, expected_format: str | None) -> Metadat
         expected = detect.canonical_format(expected_format)
         if expected != spec.name:
             raise FormatMismatch(expected_format, spec.name)
-    parsed = spec.parse(Context(source=src, findings=findings, deep=deep))
+    nested = functools.partial(introspect_source, deep=deep, expected_format=None, depth=depth + 1)
+    ctx = Context(source=src, findings=findings, deep=deep, nested=nested, depth=depth)
+    parsed = spec.parse(ctx)
     return _metadata(spec.name, parsed, src.size, findings)
 
 

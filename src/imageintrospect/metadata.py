@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .findings import Finding
-from .formats.base import Section
 
 if TYPE_CHECKING:
+    from .formats.base import Section
     from .formats.iso import IsoSection
     from .formats.luks import LuksSection
     from .formats.ova import OvaSection
@@ -21,19 +21,6 @@ if TYPE_CHECKING:
 
 #: The formats with a detail section, in the order ``to_dict`` looks for them.
 SECTION_NAMES = ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "luks", "iso", "ova")
-
-#: ``ddb.adapterType`` (case-insensitive) → Glance ``vmware_adaptertype``.
-GLANCE_ADAPTER_TYPES = {
-    "ide": "ide",
-    "buslogic": "busLogic",
-    "lsilogic": "lsiLogic",
-    "lsilogicsas": "lsiLogicsas",
-    "lsisas1068": "lsiLogicsas",
-    "pvscsi": "paraVirtual",
-    "paravirtual": "paraVirtual",
-}
-#: VMDK ``createType`` (case-insensitive, as qemu and VMware read it) → ``vmware_disktype``.
-GLANCE_DISK_TYPES = {"streamoptimized": "streamOptimized", "monolithicsparse": "sparse"}
 
 
 @dataclass(frozen=True)
@@ -97,28 +84,12 @@ class Metadata:
         return result
 
     def glance_properties(self) -> dict[str, Any]:
-        """The Glance image properties this image should carry (the table in the README)."""
-        if self.ova is not None:
-            from .formats.ova import glance_properties as ova_properties
-
-            return ova_properties(self.ova)
+        """The Glance image properties this image should carry (docs/api.rst): the ones
+        every image has, with what its detail section adds or (an OVA) says instead."""
         props: dict[str, Any] = {
             "disk_format": self.format,
             "container_format": "bare",
             "virtual_size": self.virtual_size,
         }
-        if self.vmdk is not None:
-            props.update(vmware_properties(self.vmdk.create_type, self.vmdk.adapter_type))
-        return props
-
-
-def vmware_properties(create_type: str | None, adapter_type: str | None) -> dict[str, str]:
-    """Glance's ``vmware_disktype``/``vmware_adaptertype`` for a VMDK's descriptor values."""
-    props: dict[str, str] = {}
-    disk_type = GLANCE_DISK_TYPES.get((create_type or "").strip().lower())
-    if disk_type is not None:
-        props["vmware_disktype"] = disk_type
-    adapter = GLANCE_ADAPTER_TYPES.get((adapter_type or "").strip().lower())
-    if adapter is not None:
-        props["vmware_adaptertype"] = adapter
-    return props
+        section = self.section
+        return props if section is None else section.glance_properties(props)
