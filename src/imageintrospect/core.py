@@ -12,7 +12,7 @@ from .findings import Findings
 from .formats.base import Context, Parsed, Probe
 from .metadata import SECTION_NAMES, Metadata
 from .source import Source, open_source
-from .stream import StreamInspector
+from .stream import HEAD_KEEP, StreamInspector
 
 STREAM_READ = 256 * 1024
 
@@ -63,8 +63,11 @@ def _introspect_stream(reader: Any, *, deep: bool, expected_format: str | None) 
     return result
 
 
-def stream_inspector(*, deep: bool, expected_format: str | None) -> StreamInspector:
-    """The stream driver used by ``introspect()`` on streams and by ``InspectingReader``."""
+def stream_inspector(
+    *, deep: bool, expected_format: str | None, head_keep: int = HEAD_KEEP
+) -> StreamInspector:
+    """The stream driver used by ``introspect()`` on streams, by ``InspectingReader`` and by
+    the oslo.utils drop-in (which holds a smaller head: ``head_keep``)."""
     on_head = None
     if expected_format is not None:
         on_head = functools.partial(check_head, expected_format=expected_format)
@@ -72,6 +75,7 @@ def stream_inspector(*, deep: bool, expected_format: str | None) -> StreamInspec
         lambda src: introspect_source(src, deep=deep, expected_format=expected_format),
         on_head=on_head,
         head_size=detect.PROBE_HEAD,
+        head_keep=head_keep,
     )
 
 
