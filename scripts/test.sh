@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: installs what the suite needs, then runs lint, type check, tests and docs.
 #
-#   sudo bash scripts/test.sh        (or as root: bash scripts/test.sh)
+#   bash scripts/test.sh        (as root; as another user, apt-get needs sudo if tools are missing)
 #
 # Works on a fresh Debian 12 with python3 and network to PyPI and Debian. Idempotent: apt is
 # skipped when the tools are already there, and the virtualenv in .venv is reused.
@@ -85,6 +85,9 @@ run env IMAGEINTROSPECT_BACKEND=python python -m pytest tests -q -p no:cacheprov
     --ignore=tests/integration
 # The C core built with AddressSanitizer and UBSan, its tests run against that build.
 run bash scripts/sanitize.sh
+# The sdist and the wheel built, each installed into a fresh virtualenv (the sdist without a
+# compiler) and run on the example image.
+run bash scripts/package.sh
 run sphinx-build -q -E -W -b html docs docs/_build/html
 
 step "done in $((SECONDS - started)) s"

@@ -110,10 +110,10 @@ def _judge_ova(
     disk = disks[0]
     if disk.image is None:
         return refuse(f"the OVA's disk {disk.file!r} could not be read")
-    image: dict[str, Any] = disk.image
-    vmdk = image.get("vmdk") or {}
-    problem = format_problem(image["format"], disk_format) or vmdk_problem(
-        vmdk.get("create_type"), image["format"], settings
+    image = disk.image
+    create_type = image.vmdk.create_type if image.vmdk is not None else None
+    problem = format_problem(image.format, disk_format) or vmdk_problem(
+        create_type, image.format, settings
     )
     if problem is not None:
         return refuse(f"the OVA's disk {disk.file!r}: {problem}")
