@@ -6,8 +6,10 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import scan
 from .core import stream_inspector
 from .metadata import Metadata
+from .source import check_binary_source
 
 _DEFAULT_READ = 64 * 1024
 
@@ -15,7 +17,10 @@ _DEFAULT_READ = 64 * 1024
 class InspectingReader:
     """A readable binary stream over ``source`` that introspects the bytes it hands out.
 
-    ``source`` is a readable binary stream or an iterable of ``bytes`` chunks.  Iterate over
+    ``source`` is a readable binary stream or an iterable of ``bytes`` chunks; a ``bytes``,
+    ``bytearray``, ``memoryview`` or ``str`` given as the source itself, a text-mode file
+    and a chunk that is not bytes-like are a :class:`TypeError` (wrap data already in memory
+    as ``io.BytesIO(data)`` or ``[data]``).  Iterate over
     the reader or call :meth:`read`; the bytes come out unchanged.  After the end of the
     stream, :meth:`metadata` returns the :class:`Metadata`.  With ``expected_format``,
     :class:`~imageintrospect.FormatMismatch` is raised from ``read`` (or the iteration) as
@@ -25,6 +30,7 @@ class InspectingReader:
     def __init__(
         self, source: Any, expected_format: str | None = None, *, deep: bool = True
     ) -> None:
+        check_binary_source(source)
         read = getattr(source, "read", None)
         if callable(read):
             # iter(callable, sentinel) loops in C: no Python frame per chunk.
@@ -35,6 +41,8 @@ class InspectingReader:
             self._read = None
         else:
             raise TypeError("InspectingReader takes a readable stream or an iterable of bytes")
+        if deep:
+            scan.warn_if_slow(stacklevel=2)
         self._inspector = stream_inspector(deep=deep, expected_format=expected_format)
         self._feed = self._inspector.feed
         # What was fed but not yet handed out: the tail of one chunk, from _offset on (no
@@ -49,6 +57,10 @@ class InspectingReader:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes of the stream, unchanged (fewer only at its end; all that remains
+        with ``size`` negative or None); ``b""`` at the end.  The bytes are inspected as they
+        are read; :class:`~imageintrospect.FormatMismatch` is raised here as soon as the head
+        of the stream proves another format than ``expected_format``."""
         if size is None or size < 0:
             return self._read_all()
         held = len(self._chunk) - self._offset
@@ -76,13 +88,13 @@ class InspectingReader:
         if self._read is not None and size >= _DEFAULT_READ:
             data = self._read(size)
             if data:
-                data = data if type(data) is bytes else bytes(data)
+                data = data if type(data) is bytes else chunk_bytes(data)
                 self._feed(data)
                 return data
         else:
             for chunk in self._chunks:
                 if chunk:
-                    data = chunk if type(chunk) is bytes else bytes(chunk)
+                    data = chunk if type(chunk) is bytes else chunk_bytes(chunk)
                     self._feed(data)
                     return data
         self._eof = True
@@ -123,7 +135,7 @@ class InspectingReader:
         for chunk in self._chunks:
             if not chunk:
                 continue
-            data = chunk if type(chunk) is bytes else bytes(chunk)
+            data = chunk if type(chunk) is bytes else chunk_bytes(chunk)
             feed(data)
             yield data
         self._eof = True
@@ -135,3 +147,14 @@ class InspectingReader:
         if self._metadata is None:
             self._metadata = self._inspector.finish()
         return self._metadata
+
+
+def chunk_bytes(chunk: Any) -> bytes:
+    """A chunk as bytes; anything not bytes-like (an int from iterating over a bytes object,
+    a str) is the caller's mistake, not data to turn into zeros."""
+    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"InspectingReader: the source gave a {type(chunk).__name__}, not bytes; "
+            "pass a binary stream or an iterable of bytes chunks"
+        )
+    return bytes(chunk)
