@@ -74,4 +74,3 @@ def test_the_api_imports_no_format_module_nor_construct() -> None:
         "imageintrospect.formats.base"
     ]
     assert "construct" not in modules
-    assert "imageintrospect.scan" not in modules
