@@ -4,6 +4,7 @@
 #   deep:   deep introspect() against qemu-img check/map, C scanners against the Python twin,
 #           table scanning against plain reads of the same bytes;
 #   stream: plain read loop against InspectingReader and oslo's InspectWrapper;
+#   startup: process start of import and `imageintrospect info` against `qemu-img info`.
 #   audit:  imageintrospect audit of 10,000 small images on moto's S3 server (header-only and
 #           deep, 1 and 2 Dask workers) against downloading each whole
 #           (benchmarks/audit_bench.py; IMAGEINTROSPECT_BENCH_AUDIT_IMAGES=N for another count).
@@ -82,12 +83,12 @@ if [[ ${1:-} == audit ]]; then
 fi
 targets=(benchmarks)
 case "${1:-}" in
-    header | deep | stream)
+    header | deep | stream | startup)
         targets=("benchmarks/test_$1.py")
         shift
         ;;
 esac
-if [[ ${targets[0]} != benchmarks/test_header.py ]]; then
+if [[ ${targets[0]} != benchmarks/test_header.py && ${targets[0]} != benchmarks/test_startup.py ]]; then
     cache=${IMAGEINTROSPECT_BENCH_CACHE:-$HOME/.cache/imageintrospect-bench}
     mkdir -p "$cache"
     echo "image cache: $cache ($(du -sh "$cache" | cut -f1) used, $(df -h --output=avail "$cache" | tail -1 | tr -d ' ') free)"
