@@ -5,6 +5,9 @@
 #           table scanning against plain reads of the same bytes;
 #   stream: plain read loop against InspectingReader and oslo's InspectWrapper;
 #   startup: process start of import and `imageintrospect info` against `qemu-img info`.
+#   audit:  imageintrospect audit of 10,000 small images on moto's S3 server (header-only and
+#           deep, 1 and 2 Dask workers) against downloading each whole
+#           (benchmarks/audit_bench.py; IMAGEINTROSPECT_BENCH_AUDIT_IMAGES=N for another count).
 #
 #   bash scripts/bench.sh                 # all three
 #   bash scripts/bench.sh deep            # one of them (header, deep, stream)
@@ -72,6 +75,12 @@ try:
 except ImportError:
     print("imageintrospect C scanners: not built (pure Python)")'
 
+if [[ ${1:-} == audit ]]; then
+    step "pip install -e .[audit,integration]"
+    "$PY" -m pip install -q --disable-pip-version-check -e '.[audit,integration]'
+    step "python benchmarks/audit_bench.py"
+    exec "$PY" benchmarks/audit_bench.py
+fi
 targets=(benchmarks)
 case "${1:-}" in
     header | deep | stream | startup)
