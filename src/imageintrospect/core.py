@@ -61,22 +61,33 @@ def _introspect_stream(reader: Any, *, deep: bool, expected_format: str | None) 
 def stream_inspector(*, deep: bool, expected_format: str | None) -> StreamInspector:
     """The stream driver used by ``introspect()`` on streams and by ``InspectingReader``."""
     on_head = None
+    head_size = detect.PROBE_HEAD
     if expected_format is not None:
         on_head = functools.partial(check_head, expected_format=expected_format)
+        # checked as soon as the bytes that decide the expected format have arrived
+        expected = detect.canonical_format(expected_format)
+        head_size = detect.DECIDED_WITHIN.get(expected, detect.PROBE_HEAD)
     return StreamInspector(
         lambda src: introspect_source(src, deep=deep, expected_format=expected_format),
         on_head=on_head,
-        head_size=detect.PROBE_HEAD,
+        head_size=head_size,
     )
 
 
 def check_head(head: bytes, *, expected_format: str) -> None:
-    """Raise :class:`FormatMismatch` when the head alone proves another format."""
+    """Raise :class:`FormatMismatch` when the head alone proves another format: another
+    format claims it, or the expected format's probe, which looks at no more than this
+    head (:data:`detect.DECIDED_WITHIN`), rejects it."""
     probe = Probe(head=head, tail=b"", size=-1)
     claims = detect.claimants(probe)
     expected = detect.canonical_format(expected_format)
+    found = claims[0].name if claims else detect.RAW.name
     if claims and all(spec.name != expected for spec in claims):
-        raise FormatMismatch(expected_format, claims[0].name)
+        raise FormatMismatch(expected_format, found)
+    spec = detect.by_name(expected)
+    decided = len(head) >= detect.DECIDED_WITHIN.get(expected, detect.UNKNOWN_SIZE)
+    if spec is not None and decided and not spec.probe(probe):
+        raise FormatMismatch(expected_format, found)
 
 
 def introspect_source(src: Source, *, deep: bool, expected_format: str | None) -> Metadata:

@@ -16,6 +16,8 @@ from .source import Source, StreamGap
 
 PROBE_HEAD = 64 * 1024
 PROBE_TAIL = 4096
+#: More than any head: a format not in :data:`DECIDED_WITHIN` is never decided by its head.
+UNKNOWN_SIZE = 1 << 62
 
 #: Probe order: formats with a magic at offset 0 first, then those found elsewhere (an ISO's
 #: volume descriptor at 32 KiB, a fixed VHD's footer in the last sector, a tar's magic at 257).
@@ -31,6 +33,21 @@ FORMATS: tuple[FormatSpec, ...] = (
     ova.FORMAT,
 )
 RAW: FormatSpec = raw.FORMAT
+
+#: For the formats whose probe looks only at the head: how many leading bytes decide it.  A
+#: stream announced as one of these is refused once that many bytes show otherwise (a qcow2
+#: without its magic after 4 bytes); a VHD is found by its footer, so only the end of the
+#: stream can rule it out.
+DECIDED_WITHIN = {
+    qcow2.NAME: len(qcow2.MAGIC),
+    qed.NAME: len(qed.MAGIC),
+    luks.NAME: len(luks.MAGIC),
+    vhdx.NAME: len(vhdx.SIGNATURE),
+    vdi.NAME: vdi.SIGNATURE_OFFSET + 4,
+    vmdk.NAME: PROBE_HEAD,
+    iso.NAME: PROBE_HEAD,
+    ova.NAME: PROBE_HEAD,
+}
 
 #: Names callers may pass as ``expected_format`` for a detected format (Glance/qemu names).
 ALIASES = {"vpc": "vhd", "vmdk": "vmdk", "qcow": "qcow2", "iso9660": "iso"}
@@ -80,6 +97,11 @@ def detect(probe: Probe, findings: Findings) -> FormatSpec:
             f"the content is valid as more than one format ({names}); read as {claims[0].name}",
         )
     return claims[0]
+
+
+def by_name(name: str) -> FormatSpec | None:
+    """The registered format called ``name`` (canonical), or None."""
+    return next((spec for spec in (*FORMATS, RAW) if spec.name == name), None)
 
 
 def canonical_format(name: str) -> str:

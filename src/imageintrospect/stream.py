@@ -273,7 +273,9 @@ class Collector:
             return data
         for scan in self.scans.values():
             keep = scan.consumer
-            held = isinstance(keep, _Keep) and scan.complete
+            # what a keep holds is always the bytes from its offset on, in order: a keep the
+            # stream ended inside of (a window asked for past the end) holds them too
+            held = isinstance(keep, _Keep)
             if held and keep.offset <= offset and end <= keep.offset + len(keep.buffer):
                 start = offset - keep.offset
                 return bytes(keep.buffer[start : start + length])
@@ -302,6 +304,9 @@ class CollectedSource(Source):
         if not self._keep([(offset, length)]):
             raise StreamGap(offset, length)  # it went by before anyone asked
         return bytes(length)  # not here yet: go on with zeros, run again when it is
+
+    def pending(self, offset: int, length: int) -> bool:
+        return not self._final and offset + length > self._collector.position
 
     def prefetch(self, ranges: Sequence[Range]) -> None:
         if not self._final:
