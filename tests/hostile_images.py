@@ -17,13 +17,12 @@ import shutil
 import struct
 import subprocess
 import sys
-import tarfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import vmware_stream as vs  # noqa: E402
+import vmware_stream as vs
 
 KiB = 1024
 MiB = 1024 * KiB

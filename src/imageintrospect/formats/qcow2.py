@@ -702,9 +702,7 @@ def _read_snapshots(ctx: Context, hdr: Any, cluster_size: int) -> _Snapshots:
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "the snapshot table lay outside the kept stream")
     if read > len(snapshots) and listing:
-        ctx.findings.add(
-            F.LIST_CAPPED, f"{read} snapshots: the first {len(snapshots)} are listed"
-        )
+        ctx.findings.add(F.LIST_CAPPED, f"{read} snapshots: the first {len(snapshots)} are listed")
     return _Snapshots(tuple(snapshots), read, frozenset(l1_tables))
 
 
