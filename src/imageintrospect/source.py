@@ -136,6 +136,13 @@ class Source:
     def prefetch(self, ranges: Sequence[Range]) -> None:
         """Announce reads to come, so a stream keeps them all in one pass.  Seekable: no-op."""
 
+    def memo(self, key: Hashable) -> dict[str, Any]:
+        """A dict in which a walk keeps how far it got, across the rehearsals of a stream's
+        parse (stream.py), so that each rehearsal resumes the walk instead of repeating it:
+        an OVA of thousands of members would otherwise be walked once per member that
+        arrives.  Empty for every other parse, the final one of a stream included."""
+        return {}
+
     def pending(self, offset: int, length: int) -> bool:
         """True while a stream is still to deliver some of these bytes (a rehearsal then read
         zeros for them): a walk whose next step depends on them stops there, rather than
@@ -294,6 +301,9 @@ class SliceSource(Source):
 
     def pending(self, offset: int, length: int) -> bool:
         return self._parent.pending(self._offset + offset, length)
+
+    def memo(self, key: Hashable) -> dict[str, Any]:
+        return self._parent.memo(("slice", self._offset, key))
 
     def scan(
         self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C], *, wait: bool = True

@@ -18,8 +18,7 @@ import hashlib
 import io
 import re
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
@@ -31,7 +30,7 @@ from ..errors import ImageIntrospectError
 from ..metadata import vmware_properties
 from ..source import SliceSource, Source, StreamGap
 from ..structs import cstring
-from .base import Context, FormatSpec, Parsed, Probe, Section
+from .base import MAX_LISTED, Context, FormatSpec, Parsed, Probe, Section
 
 NAME = "ova"
 BLOCK = 512
@@ -51,7 +50,15 @@ REGULAR_TYPES = (b"0", b"\0", b"7")
 PAX_TYPES = (b"x", b"g")
 GNU_LONG_TYPES = (b"L", b"K")
 
+#: The most tar headers the walk reads (a member's pax or GNU long-name header counts as
+#: one): past them the archive is refused (``ova-bad-archive``).
 MAX_MEMBERS = 4096
+#: Header-only introspection (``deep=False``) reads at most this many tar headers (512 KiB),
+#: to stay within its 1 MiB; the members after them are reported unchecked.
+HEADER_ONLY_MEMBERS = 1024
+#: The longest member name accepted (no extractor takes a longer path): a longer one is
+#: refused (``ova-bad-archive``) and cut to this length in the answer.
+MAX_NAME = 1024
 #: Files, disks, virtual systems and hardware items described (an OVF may list millions).
 MAX_OVF_ITEMS = 1024
 MAX_OVF_ELEMENTS = 100_000
@@ -201,7 +208,15 @@ BAD_ARCHIVE = F.define(
     "ova-bad-archive",
     "unsafe",
     "ova",
-    "The tar structure is broken: bad checksum, bad size field, or too many members.",
+    "The tar structure is broken: bad checksum, bad size field, too many members, or a "
+    "member name too long to extract.",
+)
+MEMBERS_UNCHECKED = F.define(
+    "ova-members-unchecked",
+    "warning",
+    "ova",
+    "Header-only mode: the archive has more tar headers than it reads; the members after "
+    "them were not checked (a deep read checks them).",
 )
 
 # --- section -------------------------------------------------------------------------------
@@ -317,51 +332,136 @@ class _RawMember:
     linkname: str
 
 
-def _walk_tar(ctx: Context) -> Iterator[_RawMember]:
-    """Yield every member; pax and GNU long-name blocks are applied to the member after them."""
-    src = ctx.source
-    pos = 0
+@dataclass
+class _Walk:
+    """How far the tar walk got: the next header, the names and sizes a pax or GNU header
+    left for the member after it, and the members found so far."""
+
+    pos: int = 0
+    headers: int = 0
     pending_name: str | None = None
     pending_size: int | None = None
-    for _ in range(MAX_MEMBERS * 2):
-        block = src.read_at(pos, BLOCK)
-        if len(block) < BLOCK:
-            if block.strip(b"\0"):
-                ctx.findings.add(F.TRUNCATED, f"tar header at {pos} is cut short")
+    members: list[_RawMember] = field(default_factory=list)
+    # What the parse looks members up by, kept as they are found (not rebuilt per run).
+    by_name: dict[str, _RawMember] = field(default_factory=dict)
+    descriptors: list[_RawMember] = field(default_factory=list)
+    manifest: _RawMember | None = None
+    certificate: _RawMember | None = None
+
+    def add(self, member: _RawMember) -> None:
+        self.members.append(member)
+        self.by_name[member.name] = member
+        name = member.name.lower()
+        if name.endswith(".ovf") and member.typeflag in REGULAR_TYPES:
+            self.descriptors.append(member)
+        elif name.endswith(".mf") and self.manifest is None:
+            self.manifest = member
+        elif name.endswith(".cert") and self.certificate is None:
+            self.certificate = member
+
+
+def _members(ctx: Context) -> _Walk:
+    """Every member, walked from the start, or (a rehearsal of a stream's parse) from where
+    the previous rehearsal stopped (Source.memo) to the first header not yet arrived: the
+    walk costs one read per header however many times the parse runs."""
+    walk: _Walk = ctx.source.memo("ova-tar-walk").setdefault("walk", _Walk())
+    try:
+        _walk_tar(ctx, walk)
+    except StreamGap:
+        ctx.findings.add(F.STREAM_UNCHECKED, "tar headers lay outside the kept stream")
+    return walk
+
+
+def _walk_tar(ctx: Context, walk: _Walk) -> None:
+    """Add every member to ``walk``; pax and GNU long-name blocks apply to the member after
+    them."""
+    src = ctx.source
+    judge = not src.speculative  # a rehearsal's findings are thrown away
+    limit = MAX_MEMBERS if ctx.deep else HEADER_ONLY_MEMBERS
+    while walk.headers < limit:
+        member = _next_member(ctx, walk)
+        if member is None:
             return
-        if not block.strip(b"\0"):
-            return  # end-of-archive marker
-        if not _checksum_ok(block):
-            ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad checksum")
-            return
-        hdr = TarHeader._make(TAR_HEADER.unpack(block))
-        size = _octal(hdr.size)
-        if size is None or size < 0:
-            ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad size field")
-            return
-        data_at = pos + BLOCK
-        if data_at + size > src.size:
-            ctx.findings.add(
-                F.TRUNCATED, f"tar member at {pos} claims {size} bytes past the archive's end"
+        if member is _EXTENDED:
+            continue
+        walk.add(member)
+        problem = _member_problem(member) if judge else None
+        if problem:
+            ctx.findings.add(UNSAFE_MEMBER, f"member {member.name!r}: {problem}")
+    if not src.read_at(walk.pos, BLOCK).strip(b"\0"):
+        return  # the end-of-archive marker right after the last header allowed
+    if ctx.deep:
+        ctx.findings.add(BAD_ARCHIVE, f"more than {MAX_MEMBERS} tar headers")
+    else:
+        ctx.findings.add(MEMBERS_UNCHECKED, f"header-only mode reads the first {limit} tar headers")
+
+
+#: What ``_next_member`` returns for a pax or GNU header (it applies to the next member).
+_EXTENDED = _RawMember("", b"x", 0, 0, "")
+
+
+def _next_member(ctx: Context, walk: _Walk) -> _RawMember | None:
+    """Read the header at ``walk.pos`` and move past it and its data; None at the end."""
+    src = ctx.source
+    pos = walk.pos
+    block = src.read_at(pos, BLOCK)
+    if src.pending(pos, BLOCK):
+        return None  # a rehearsal: not here yet
+    if len(block) < BLOCK:
+        if block.strip(b"\0"):
+            ctx.findings.add(F.TRUNCATED, f"tar header at {pos} is cut short")
+        return None
+    if not block.strip(b"\0"):
+        return None  # end-of-archive marker
+    if not _checksum_ok(block):
+        ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad checksum")
+        return None
+    hdr = TarHeader._make(TAR_HEADER.unpack(block))
+    size = _octal(hdr.size)
+    if size is None or size < 0:
+        ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad size field")
+        return None
+    data_at = pos + BLOCK
+    extended = hdr.typeflag in PAX_TYPES or hdr.typeflag in GNU_LONG_TYPES
+    if not extended and walk.pending_size is not None:
+        size = walk.pending_size  # a pax size overrides the header's, even where it lies
+    if data_at + size > src.size:
+        ctx.findings.add(
+            F.TRUNCATED, f"tar member at {pos} claims {size} bytes past the archive's end"
+        )
+        size = max(0, src.size - data_at)
+    member: _RawMember = _EXTENDED
+    if extended:
+        extra = _read_extended(ctx, data_at, size, hdr.typeflag)
+        if src.pending(data_at, len(extra or b"")):
+            return None
+        if hdr.typeflag == b"x" and extra is not None:
+            walk.pending_name, walk.pending_size = _pax_fields(
+                extra, walk.pending_name, walk.pending_size
             )
-            size = max(0, src.size - data_at)
-        if hdr.typeflag in PAX_TYPES or hdr.typeflag in GNU_LONG_TYPES:
-            extra = _read_extended(ctx, data_at, size)
-            if hdr.typeflag == b"x" and extra is not None:
-                pending_name, pending_size = _pax_fields(extra, pending_name, pending_size)
-            elif hdr.typeflag == b"L" and extra is not None:
-                pending_name = cstring(extra)
-        else:
-            name = pending_name or _joined_name(hdr)
-            if pending_size is not None:
-                size = pending_size
-            yield _RawMember(name, hdr.typeflag, data_at, size, cstring(hdr.linkname))
-            pending_name, pending_size = None, None
-        pos = data_at + -(-size // BLOCK) * BLOCK
-    ctx.findings.add(BAD_ARCHIVE, f"more than {MAX_MEMBERS} members")
+        elif hdr.typeflag == b"L" and extra is not None:
+            walk.pending_name = cstring(extra)
+    else:
+        name = _bounded_name(ctx, walk.pending_name or _joined_name(hdr), pos)
+        member = _RawMember(name, hdr.typeflag, data_at, size, cstring(hdr.linkname)[:MAX_NAME])
+        walk.pending_name, walk.pending_size = None, None
+    walk.headers += 1
+    walk.pos = data_at + -(-size // BLOCK) * BLOCK
+    return member
 
 
-def _read_extended(ctx: Context, offset: int, size: int) -> bytes | None:
+def _bounded_name(ctx: Context, name: str, pos: int) -> str:
+    if len(name) <= MAX_NAME:
+        return name
+    ctx.findings.add(
+        BAD_ARCHIVE, f"tar member at {pos} has a name of {len(name)} characters (over {MAX_NAME})"
+    )
+    return name[:MAX_NAME]
+
+
+def _read_extended(ctx: Context, offset: int, size: int, typeflag: bytes) -> bytes | None:
+    if typeflag in GNU_LONG_TYPES:
+        size = min(size, MAX_NAME + 1)  # enough to tell a name too long (nothing is kept)
     if size > MAX_EXTENDED_HEADER:
         ctx.findings.add(BAD_ARCHIVE, f"extended tar header of {size} bytes at {offset}")
         return None
@@ -395,22 +495,23 @@ _DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("ova_depth", defaul
 
 
 def parse(ctx: Context) -> Parsed:
-    members = _members(ctx)
-    by_name = {m.name: m for m in members}
-    ovf_member = _descriptor(ctx, members)
+    walk = _members(ctx)
+    members, by_name = walk.members, walk.by_name
+    ovf_member = _descriptor(ctx, walk)
     envelope, ovf_version = (None, None)
     if ovf_member is not None:
         envelope, ovf_version = _read_ovf(ctx, ovf_member)
     files = _files(ctx, envelope, by_name)
-    manifest = _manifest(ctx, members, by_name)
-    cert = next((m.name for m in members if m.name.lower().endswith(".cert")), None)
+    manifest = _manifest(ctx, walk)
+    cert = walk.certificate.name if walk.certificate is not None else None
     if cert is not None:
         ctx.findings.add(CERTIFICATE, f"certificate {cert!r}")
     disks = _disks(ctx, envelope, files, by_name)
     systems = _virtual_systems(envelope)
     disks = _attach_controllers(disks, systems)
     _judge_adapters(ctx, disks)
-    _judge_members(ctx, members, files, ovf_member, manifest.file, cert)
+    if not ctx.source.speculative:
+        _judge_members(ctx, members, files, ovf_member, manifest.file, cert)
     section = OvaSection(
         ovf_file=ovf_member.name if ovf_member else None,
         ovf_version=ovf_version,
@@ -418,23 +519,22 @@ def parse(ctx: Context) -> Parsed:
         files=tuple(files.values()),
         virtual_systems=systems,
         disks=disks,
-        members=tuple(Member(m.name, m.size, m.offset, _kind(m.typeflag)) for m in members),
+        members=_listed(ctx, members),
         certificate=cert,
     )
     return Parsed(virtual_size=_virtual_size(disks), section=section)
 
 
-def _members(ctx: Context) -> list[_RawMember]:
-    members: list[_RawMember] = []
-    try:
-        for member in _walk_tar(ctx):
-            members.append(member)
-            problem = _member_problem(member)
-            if problem:
-                ctx.findings.add(UNSAFE_MEMBER, f"member {member.name!r}: {problem}")
-    except StreamGap:
-        ctx.findings.add(F.STREAM_UNCHECKED, "tar headers lay outside the kept stream")
-    return members
+def _listed(ctx: Context, members: list[_RawMember]) -> tuple[Member, ...]:
+    """The members as the answer lists them: the first :data:`MAX_LISTED`."""
+    if ctx.source.speculative:
+        return ()  # a rehearsal's answer is thrown away
+    if len(members) > MAX_LISTED:
+        ctx.findings.add(
+            F.LIST_CAPPED, f"{len(members)} tar members: the first {MAX_LISTED} are listed"
+        )
+    listed = members[:MAX_LISTED]
+    return tuple(Member(m.name, m.size, m.offset, _kind(m.typeflag)) for m in listed)
 
 
 def _member_problem(member: _RawMember) -> str | None:
@@ -460,15 +560,15 @@ def _kind(typeflag: bytes) -> str:
     )
 
 
-def _descriptor(ctx: Context, members: list[_RawMember]) -> _RawMember | None:
-    ovfs = [m for m in members if m.name.lower().endswith(".ovf") and m.typeflag in REGULAR_TYPES]
+def _descriptor(ctx: Context, walk: _Walk) -> _RawMember | None:
+    ovfs = walk.descriptors
     if not ovfs:
         ctx.findings.add(NO_DESCRIPTOR, "no .ovf member in the archive")
         return None
     if len(ovfs) > 1:
-        names = ", ".join(repr(m.name) for m in ovfs)
-        ctx.findings.add(SEVERAL_DESCRIPTORS, f"descriptors {names}; the first is used")
-    if members[0] is not ovfs[0]:
+        names = ", ".join(repr(m.name) for m in ovfs[:8]) + (", ..." if len(ovfs) > 8 else "")
+        ctx.findings.add(SEVERAL_DESCRIPTORS, f"{len(ovfs)} descriptors {names}; the first is used")
+    if walk.members[0] is not ovfs[0]:
         ctx.findings.add(DESCRIPTOR_NOT_FIRST, f"{ovfs[0].name!r} is not the first member")
     return ovfs[0]
 
@@ -594,8 +694,8 @@ def _files(
     return files
 
 
-def _manifest(ctx: Context, members: list[_RawMember], by_name: dict[str, _RawMember]) -> Manifest:
-    mf = next((m for m in members if m.name.lower().endswith(".mf")), None)
+def _manifest(ctx: Context, walk: _Walk) -> Manifest:
+    members, by_name, mf = walk.members, walk.by_name, walk.manifest
     if mf is None:
         if ctx.source.is_stream and ctx.deep:
             _hash_ahead(ctx.source, members)
@@ -635,9 +735,13 @@ def _hash_ahead(src: Source, members: list[_RawMember]) -> None:
     """A stream whose manifest may come last: hash members as they pass, before it is known.
 
     SHA-256 only (what ovftool and VirtualBox write); a later manifest in another algorithm
-    is reported unverified rather than paying for three digests of every byte.
+    is reported unverified rather than paying for three digests of every byte.  A rehearsal
+    starts only the digests of members it has not seen before.
     """
-    for member in members:
+    memo = src.memo("ova-hash-ahead")
+    done = memo.get("members", 0)
+    memo["members"] = len(members)
+    for member in members[done:]:
         if member.typeflag in REGULAR_TYPES and not member.name.lower().endswith(".ovf"):
             _digest(src, member, STREAM_DIGEST)
 
