@@ -20,8 +20,11 @@ import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from imageintrospect import ImageIntrospectError, introspect
+
 import vmware_stream as vs
 
 KiB = 1024
@@ -262,6 +265,35 @@ def not_qcow2(directory: Path, full: bool) -> Path:
     return path
 
 
+class FileStream:
+    """A forward-only reader of a file (no seek, no tell), that holds none of its bytes."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("rb")
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read(path: Path, mode: str) -> Any:
+    """The answer for ``path`` read in ``mode``, or the error's class name."""
+    try:
+        if mode == "seekable":
+            return introspect(path)
+        if mode == "header":
+            return introspect(path, deep=False)
+        stream = FileStream(path)
+        try:
+            return introspect(stream)
+        finally:
+            stream.close()
+    except ImageIntrospectError as exc:
+        return type(exc).__name__
+
+
 #: Every case, by name.
 CASES: dict[str, Builder] = {
     "qcow2-snapshots": qcow2_snapshots,
@@ -282,4 +314,4 @@ def build(name: str, directory: Path, full: bool = False) -> Path:
     return CASES[name](directory, full)
 
 
-__all__ = ["CASES", "build", "snapshot_entry", "tar_header"]
+__all__ = ["CASES", "FileStream", "build", "read", "snapshot_entry", "tar_header"]

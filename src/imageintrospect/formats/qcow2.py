@@ -917,6 +917,9 @@ def _walk_tables(
 ) -> Allocation | None:
     """Check every refcount table, L1 and L2 entry; count what the active tables map."""
     src = ctx.source
+    rehearsal = src.memo(("qcow2-tables", hdr.l1_table_offset))
+    if rehearsal:
+        return None  # an earlier rehearsal started the L2 walk: nothing more to keep
     bits = hdr.cluster_bits
     cluster = 1 << bits
     claimed = _claim_map(ctx, src.size, cluster)
@@ -945,6 +948,7 @@ def _walk_tables(
         ctx.findings.add(F.STREAM_UNCHECKED, "L2 tables went by before the L1 table named them")
         return None
     if src.speculative:
+        rehearsal["walk started"] = True
         return None  # a stream still arriving: the walker is judged once, at the end
     walker.report(ctx, src.size, claimed)
     return Allocation(
@@ -1014,6 +1018,9 @@ def _scan_pointer_table(
     """Read a table of cluster pointers (L1 or refcount table) and check every entry."""
     if offset + length > ctx.source.size:
         return None  # already reported as truncated by the geometry check
+    if ctx.source.pending(offset, length):
+        ctx.source.prefetch([(offset, length)])
+        return None  # a rehearsal: scanned once it has arrived, not once per run before
     # At most 32 MiB (qemu's L1 limit), read in windows below the per-read limit.
     table = b"".join(
         ctx.source.read_at(start, min(MAX_READ, offset + length - start))
