@@ -205,6 +205,25 @@ def ova_gnu_huge(directory: Path, full: bool) -> Path:
     return path
 
 
+def ova_disk_named_often(directory: Path, full: bool) -> Path:
+    """An OVF whose 1,000 Disk elements all name one qcow2 member (the shared-L2 image)."""
+    disk = qcow2_shared_l2(directory, full).read_bytes()
+    count = 1000
+    ovf = (
+        b'<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" '
+        b'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References>'
+        b'<File ovf:id="f" ovf:href="disk.qcow2"/></References><DiskSection>'
+        + b"".join(b'<Disk ovf:diskId="d%d" ovf:fileRef="f"/>' % i for i in range(count))
+        + b"</DiskSection></Envelope>"
+    )
+    path = directory / "disk-named-often.ova"
+    path.write_bytes(
+        tar_header(b"vm.ovf", len(ovf)) + _padded(ovf)
+        + tar_header(b"disk.qcow2", len(disk)) + _padded(disk) + bytes(2 * BLOCK)
+    )  # fmt: skip
+    return path
+
+
 def vmdk_many_markers(directory: Path, full: bool) -> Path:
     """A streamOptimized VMDK of 10^6 grain markers (2^15 for the tests), each one sector:
     every grain of a 64 GiB disk (4 GiB for the tests) is a compressed zero grain."""
@@ -302,6 +321,7 @@ CASES: dict[str, Builder] = {
     "ova-members": ova_many_members,
     "ova-pax-8g": ova_pax_huge,
     "ova-gnu-names": ova_gnu_huge,
+    "ova-disk-named-often": ova_disk_named_often,
     "vmdk-markers": vmdk_many_markers,
     "luks2-deep-json": luks2_deep_json,
     "not-qcow2": not_qcow2,

@@ -53,7 +53,7 @@ HEADER_READ_BOUND = 1 * MiB
 #: What a JSON answer may grow to: 1,024 listed entries of a few hundred bytes, findings.
 ANSWER_BOUND = 2 * MiB
 
-QEMU_CASES = {"qcow2-snapshots", "qcow2-shared-l2", "qcow2-refcount-loop"}
+QEMU_CASES = {"qcow2-snapshots", "qcow2-shared-l2", "qcow2-refcount-loop", "ova-disk-named-often"}
 CASES = [
     pytest.param(name, marks=needs_qemu) if name in QEMU_CASES else name
     for name in hostile_images.CASES
@@ -215,6 +215,24 @@ def test_long_member_names_are_refused_and_cut(images: Callable[[str], Path]) ->
     assert not md.safe and "ova-bad-archive" in md.codes()
     assert md.ova is not None
     assert max(len(m.name) for m in md.ova.members) == ova.MAX_NAME
+
+
+@needs_qemu
+def test_a_disk_named_by_many_disk_elements_is_read_once(
+    images: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 Disk elements name one member: it is introspected once per parse (a stream's
+    rehearsals each introspect it at most once too), not once per Disk element."""
+    path = images("ova-disk-named-often")
+    steps = counting(monkeypatch, ova, "_introspect_member")
+    md = introspect(path)
+    assert steps[0] == 1
+    assert md.ova is not None and len(md.ova.disks) == 1000
+    assert "cluster-claimed-twice" in md.codes()
+    parses = counting(monkeypatch, ova, "_members")
+    steps[0] = 0
+    read(path, "streamed")
+    assert steps[0] <= parses[0]
 
 
 # --- a file that shrinks after it was opened -------------------------------------------------

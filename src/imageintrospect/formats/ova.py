@@ -789,6 +789,9 @@ def _disks(
     by_name: dict[str, _RawMember],
 ) -> tuple[OvaDisk, ...]:
     disks = []
+    # Each member is introspected once, however many Disk elements name it: a thousand
+    # names for one disk must not cost a thousand walks of its tables.
+    images: dict[int, dict[str, Any] | None] = {}
     for section in _children(envelope, "DiskSection"):
         for node in _children(section, "Disk")[:MAX_OVF_ITEMS]:
             file_ref = _attr(node, "fileRef")
@@ -798,7 +801,9 @@ def _disks(
             member = by_name.get(href) if href and not _escapes(href) else None
             image = None
             if member is not None and href is not None:
-                image = _introspect_member(ctx, member, href)
+                if member.offset not in images:
+                    images[member.offset] = _introspect_member(ctx, member, href)
+                image = images[member.offset]
             disk_id = _attr(node, "diskId")
             if image is not None and capacity is not None:
                 inner = image.get("virtual_size")
