@@ -224,6 +224,20 @@ def ova_disk_named_often(directory: Path, full: bool) -> Path:
     return path
 
 
+def ova_big_descriptor(directory: Path, full: bool) -> Path:
+    """An OVF of almost 4 MiB (a comment) and a manifest of 1 MiB: the largest read whole."""
+    ovf = b'<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1">'
+    ovf += b"<!--" + b"x" * (4 * MiB - 200) + b"--></Envelope>"
+    line = b"SHA256(m)= " + b"0" * 64 + b"\n"
+    manifest = line * (MiB // len(line))
+    path = directory / "big-descriptor.ova"
+    path.write_bytes(
+        tar_header(b"vm.ovf", len(ovf)) + _padded(ovf)
+        + tar_header(b"vm.mf", len(manifest)) + _padded(manifest) + bytes(2 * BLOCK)
+    )  # fmt: skip
+    return path
+
+
 def vmdk_many_markers(directory: Path, full: bool) -> Path:
     """A streamOptimized VMDK of 10^6 grain markers (2^15 for the tests), each one sector:
     every grain of a 64 GiB disk (4 GiB for the tests) is a compressed zero grain."""
@@ -322,6 +336,7 @@ CASES: dict[str, Builder] = {
     "ova-pax-8g": ova_pax_huge,
     "ova-gnu-names": ova_gnu_huge,
     "ova-disk-named-often": ova_disk_named_often,
+    "ova-big-descriptor": ova_big_descriptor,
     "vmdk-markers": vmdk_many_markers,
     "luks2-deep-json": luks2_deep_json,
     "not-qcow2": not_qcow2,

@@ -201,7 +201,7 @@ def test_header_only_walk_stops_at_its_cap(
     steps = counting(monkeypatch, ova, "_next_member")
     md = introspect(images("ova-members"), deep=False)
     assert steps[0] == ova.HEADER_ONLY_MEMBERS
-    assert "ova-members-unchecked" in md.codes()
+    assert "ova-header-only-limit" in md.codes()
 
 
 def test_pax_size_past_the_end_is_truncation(images: Callable[[str], Path]) -> None:

@@ -53,9 +53,13 @@ GNU_LONG_TYPES = (b"L", b"K")
 #: The most tar headers the walk reads (a member's pax or GNU long-name header counts as
 #: one): past them the archive is refused (``ova-bad-archive``).
 MAX_MEMBERS = 4096
-#: Header-only introspection (``deep=False``) reads at most this many tar headers (512 KiB),
-#: to stay within its 1 MiB; the members after them are reported unchecked.
-HEADER_ONLY_MEMBERS = 1024
+#: Header-only introspection (``deep=False``) reads at most this many tar headers (256 KiB),
+#: an OVF of at most HEADER_ONLY_OVF_BYTES and a manifest of at most
+#: HEADER_ONLY_MANIFEST_BYTES (576 KiB in all, within its 1 MiB besides the disks' own
+#: header reads); what lies past them is reported (``ova-header-only-limit``), not read.
+HEADER_ONLY_MEMBERS = 512
+HEADER_ONLY_OVF_BYTES = 256 * 1024
+HEADER_ONLY_MANIFEST_BYTES = 64 * 1024
 #: The longest member name accepted (no extractor takes a longer path): a longer one is
 #: refused (``ova-bad-archive``) and cut to this length in the answer.
 MAX_NAME = 1024
@@ -211,12 +215,12 @@ BAD_ARCHIVE = F.define(
     "The tar structure is broken: bad checksum, bad size field, too many members, or a "
     "member name too long to extract.",
 )
-MEMBERS_UNCHECKED = F.define(
-    "ova-members-unchecked",
+HEADER_ONLY_LIMIT = F.define(
+    "ova-header-only-limit",
     "warning",
     "ova",
-    "Header-only mode: the archive has more tar headers than it reads; the members after "
-    "them were not checked (a deep read checks them).",
+    "Header-only mode: the archive holds more than header-only reads (more tar headers, a "
+    "larger OVF or manifest); what lies past that was not checked (a deep read checks it).",
 )
 
 # --- section -------------------------------------------------------------------------------
@@ -393,7 +397,7 @@ def _walk_tar(ctx: Context, walk: _Walk) -> None:
     if ctx.deep:
         ctx.findings.add(BAD_ARCHIVE, f"more than {MAX_MEMBERS} tar headers")
     else:
-        ctx.findings.add(MEMBERS_UNCHECKED, f"header-only mode reads the first {limit} tar headers")
+        ctx.findings.add(HEADER_ONLY_LIMIT, f"header-only mode reads the first {limit} tar headers")
 
 
 #: What ``_next_member`` returns for a pax or GNU header (it applies to the next member).
@@ -574,6 +578,11 @@ def _descriptor(ctx: Context, walk: _Walk) -> _RawMember | None:
 
 
 def _read_ovf(ctx: Context, member: _RawMember) -> tuple[Element | None, str | None]:
+    if not ctx.deep and member.size > HEADER_ONLY_OVF_BYTES:
+        ctx.findings.add(
+            HEADER_ONLY_LIMIT, f"{member.name!r} ({member.size} bytes) is not read header-only"
+        )
+        return None, None
     if member.size > MAX_OVF_BYTES:
         ctx.findings.add(XML_INVALID, f"descriptor of {member.size} bytes is not read")
         return None, None
@@ -700,6 +709,11 @@ def _manifest(ctx: Context, walk: _Walk) -> Manifest:
         if ctx.source.is_stream and ctx.deep:
             _hash_ahead(ctx.source, members)
         return Manifest(None, None, None, ())
+    if not ctx.deep and mf.size > HEADER_ONLY_MANIFEST_BYTES:
+        ctx.findings.add(
+            HEADER_ONLY_LIMIT, f"{mf.name!r} ({mf.size} bytes) is not read header-only"
+        )
+        return Manifest(mf.name, None, None, ())
     if mf.size > MAX_MANIFEST_BYTES:
         ctx.findings.add(MANIFEST_BAD, f"manifest of {mf.size} bytes is not read")
         return Manifest(mf.name, None, None, ())
