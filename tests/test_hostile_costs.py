@@ -235,6 +235,17 @@ def test_a_disk_named_by_many_disk_elements_is_read_once(
     assert steps[0] <= parses[0]
 
 
+def test_a_large_ovf_is_handed_to_expat_in_few_pieces(
+    images: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4 MiB OVF (one comment): expat rescans a token that spans pieces, so the pieces are
+    large: a few of them, not 256 of 16 KiB."""
+    pieces = counting(monkeypatch, ova._Pieces, "read")
+    md = introspect(images("ova-big-descriptor"))
+    assert md.ova is not None and md.ova.ovf_version is not None
+    assert pieces[0] <= ova.MAX_OVF_BYTES // ova.XML_PIECE + 2
+
+
 # --- a file that shrinks after it was opened -------------------------------------------------
 
 SHRINKING = [
