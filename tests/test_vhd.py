@@ -24,8 +24,7 @@ from hypothesis import strategies as st
 from imageintrospect import Metadata, introspect
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.qemu_json import qemu_info_dict
-
-from conftest import (
+from tests.support import (
     QEMU_IMG,
     CountingBytes,
     forward_only,
