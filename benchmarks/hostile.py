@@ -2,7 +2,7 @@
 
     python benchmarks/hostile.py [--full] [--case NAME ...] [--mode MODE ...] [--dir DIR]
 
-The images are those of ``tests/hostile_images.py`` (``--full``: the benchmark sizes,
+The images are those of ``tests/support/hostile_images.py`` (``--full``: the benchmark sizes,
 otherwise the test-suite sizes).  Modes:
 
 * ``seekable``: ``introspect(path)``;
@@ -27,8 +27,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-import hostile_images  # noqa: E402
+sys.path.insert(0, str(HERE.parent))
+from tests.support import hostile_images  # noqa: E402
 
 MODES = ("seekable", "header", "streamed", "reader")
 

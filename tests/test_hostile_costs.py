@@ -1,6 +1,6 @@
 """Hostile images cost what honest ones cost: bounded memory, bounded reads, linear work.
 
-The images (tests/hostile_images.py) put absurd counts in small files: qemu's maximum of
+The images (tests/support/hostile_images.py) put absurd counts in small files: qemu's maximum of
 65,536 snapshots, an L1 table whose every entry names one L2 table, a refcount table that
 points at itself, 10,000 tar members, pax and GNU headers claiming 8 GiB or 60 KiB names, a
 streamOptimized VMDK of 32,768 grain markers, a LUKS2 JSON area nested as deep as it goes.
@@ -34,16 +34,14 @@ from typing import Any
 
 import pytest
 
-import hostile_images
-from hostile_images import read
 from imageintrospect import FormatMismatch, ImageIntrospectError, InspectingReader, introspect
 from imageintrospect.core import introspect_source
 from imageintrospect.findings import MAX_FINDINGS, MAX_PER_CODE, Findings
 from imageintrospect.formats import ova, qcow2
 from imageintrospect.formats.base import MAX_LISTED
 from imageintrospect.source import SeekableSource
-
-from conftest import QEMU_IMG, CountingFile, needs_qemu, run
+from tests.support import QEMU_IMG, CountingFile, hostile_images, needs_qemu, run
+from tests.support.hostile_images import read
 
 MiB = 1024 * 1024
 #: docs/security.md: at most 64 MiB held for one image, whatever its headers claim.
@@ -83,7 +81,7 @@ import resource, sys
 sys.path.insert(0, sys.argv[2])
 import imageintrospect
 from pathlib import Path
-from hostile_images import read
+from tests.support.hostile_images import read
 
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -100,7 +98,7 @@ def test_memory_bounded(images: Callable[[str], Path], name: str) -> None:
     """The peak resident set of a fresh interpreter, after ``import imageintrospect``, grows
     by at most 64 MiB while the image is read seekable, header-only and streamed (a process
     of its own: tracemalloc would multiply the cost of 65,536 snapshots thirtyfold)."""
-    here = str(Path(__file__).resolve().parent)
+    here = str(Path(__file__).resolve().parent.parent)
     out = run(sys.executable, "-c", RSS_RUNNER, images(name), here)
     growth = int(out.strip().splitlines()[-1])
     assert growth <= HEAP_BOUND, f"{name}: the resident set grew by {growth / MiB:.1f} MiB"

@@ -16,16 +16,13 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from imageintrospect import ImageIntrospectError, introspect
-
-import vmware_stream as vs
+from tests.support import vmware_stream as vs
 
 KiB = 1024
 MiB = 1024 * KiB
