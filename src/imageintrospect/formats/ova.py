@@ -217,10 +217,11 @@ BAD_ARCHIVE = F.define(
 )
 HEADER_ONLY_LIMIT = F.define(
     "ova-header-only-limit",
-    "warning",
+    "unsafe",
     "ova",
     "Header-only mode: the archive holds more than header-only reads (more tar headers, a "
-    "larger OVF or manifest); what lies past that was not checked (a deep read checks it).",
+    "larger OVF or manifest), so members or references that make an OVA unsafe may lie "
+    "past what was checked; a deep read checks them.",
 )
 
 # --- section -------------------------------------------------------------------------------
