@@ -26,6 +26,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -129,6 +130,26 @@ def test_stream_answer_is_the_seekable_one(images: Callable[[str], Path], name: 
     seekable = answer(read(path, "seekable"))
     assert answer(read(path, "streamed")) == seekable
     assert len(json.dumps(seekable)) <= ANSWER_BOUND
+
+
+@needs_qemu
+def test_refcount_table_after_the_l2_tables_streams_like_a_file(tmp_path: Path) -> None:
+    """A stream starts the L2 walk once the L1 table has arrived, without waiting for a
+    refcount table that lies after the L2 tables (by then they would have gone by)."""
+    path = tmp_path / "late-refcounts.qcow2"
+    run(QEMU_IMG, "create", "-q", "-f", "qcow2", path, "2G")
+    # the second L2 table is written after the first 4 MiB of data: past the stream's head
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 7 0 4M", "-c", "write -P 8 1G 1M", path)
+    data = bytearray(path.read_bytes())
+    (table_at,) = struct.unpack_from(">Q", data, 48)
+    cluster = 65536
+    moved = len(data) + -len(data) % cluster
+    data += bytes(moved - len(data)) + data[table_at : table_at + cluster]
+    struct.pack_into(">Q", data, 48, moved)
+    path.write_bytes(bytes(data))
+    seekable = introspect(path)
+    assert seekable.qcow2 is not None and seekable.qcow2.allocation is not None
+    assert introspect(hostile_images.FileStream(path)).to_dict() == seekable.to_dict()
 
 
 def counting(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:

@@ -936,7 +936,9 @@ def _walk_tables(
     except StreamGap as gap:
         ctx.findings.add(F.STREAM_UNCHECKED, f"qcow2 tables at {gap.offset:#x} went by unkept")
         return None
-    if refcounts is None or l1 is None:
+    # A rehearsal starts the L2 walk once the L1 table has arrived, whether or not the
+    # refcount table has (it may lie after the L2 tables, which would then go by).
+    if l1 is None or (refcounts is None and not src.speculative):
         return None
     tables = sorted(set(l1.offsets))
     make_walker = functools.partial(_L2Walker, section, bits, src.size, claimed, src.is_stream)
@@ -947,8 +949,8 @@ def _walk_tables(
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "L2 tables went by before the L1 table named them")
         return None
-    if src.speculative:
-        rehearsal["walk started"] = True
+    if src.speculative or refcounts is None:
+        rehearsal["walk started"] = True  # (the final parse's memo is its own, unused)
         return None  # a stream still arriving: the walker is judged once, at the end
     walker.report(ctx, src.size, claimed)
     return Allocation(
