@@ -214,6 +214,18 @@ def test_tar_walk_reads_each_header_once_per_pass(
     assert streamed.to_dict() == seekable.to_dict()
 
 
+def test_stream_rehearsals_parse_the_ovf_once(
+    images: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OVF comes first and thousands of members follow: the rehearsals parse it once it
+    has arrived (and the final parse once more), not once per member that arrives."""
+    parses = counting(monkeypatch, ova, "_read_ovf")
+    rehearsals = counting(monkeypatch, ova, "_members")
+    read(images("ova-members"), "streamed")
+    assert rehearsals[0] > 8  # the walk did take many rehearsals
+    assert parses[0] <= 3
+
+
 def test_header_only_walk_stops_at_its_cap(
     images: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

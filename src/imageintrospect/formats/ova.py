@@ -505,7 +505,14 @@ def parse(ctx: Context) -> Parsed:
     ovf_member = _descriptor(ctx, walk)
     envelope, ovf_version = (None, None)
     if ovf_member is not None:
-        envelope, ovf_version = _read_ovf(ctx, ovf_member)
+        # a rehearsal parses the OVF once it has arrived, not once per member after it
+        parsed = ctx.source.memo(("ova-ovf", ovf_member.offset))
+        if "ovf" not in parsed:
+            envelope, ovf_version = _read_ovf(ctx, ovf_member)
+            if not ctx.source.pending(ovf_member.offset, ovf_member.size):
+                parsed["ovf"] = envelope, ovf_version
+        else:
+            envelope, ovf_version = parsed["ovf"]
     files = _files(ctx, envelope, by_name)
     manifest = _manifest(ctx, walk)
     cert = walk.certificate.name if walk.certificate is not None else None
