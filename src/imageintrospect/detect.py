@@ -104,6 +104,11 @@ def by_name(name: str) -> FormatSpec | None:
     return next((spec for spec in (*FORMATS, RAW) if spec.name == name), None)
 
 
+def known_formats() -> list[str]:
+    """Every name ``expected_format`` recognises: the formats and their aliases, sorted."""
+    return sorted({spec.name for spec in (*FORMATS, RAW)} | set(ALIASES))
+
+
 def canonical_format(name: str) -> str:
     """Normalise a caller's format name (``vpc`` → ``vhd``)."""
     lowered = name.strip().lower()

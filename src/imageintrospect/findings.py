@@ -56,6 +56,9 @@ MAX_PER_CODE = 32
 #: At most this many findings in all are kept (the per-code summaries aside): an answer is
 #: stored, logged and sent over RPC, so it must not grow with what a hostile image holds.
 MAX_FINDINGS = 256
+#: A longer message is cut to this many characters (ending in ``...``): a hostile image
+#: names things (archive members, backing files) as long as it likes.
+MAX_MESSAGE = 1024
 
 
 class Findings:
@@ -64,7 +67,8 @@ class Findings:
     Duplicates are dropped, and a hostile image cannot make the list grow without bound: past
     :data:`MAX_PER_CODE` findings of one code, or :data:`MAX_FINDINGS` in all, the others are
     only counted, in one summary finding per code that keeps the code's severity (so a
-    finding left out still makes the image unsafe).
+    finding left out still makes the image unsafe), and no message is longer than
+    :data:`MAX_MESSAGE` characters.
     """
 
     def __init__(self) -> None:
@@ -77,6 +81,8 @@ class Findings:
         info = REGISTRY.get(code)
         if info is None:
             raise KeyError(f"undefined finding code {code!r}")
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
         self._keep(Finding(code, info.severity, message))
 
     def extend(self, findings: tuple[Finding, ...] | list[Finding]) -> None:
