@@ -36,6 +36,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: The most entries a section's list holds (qcow2 snapshots and bitmaps, OVA members): an
+#: answer is stored, logged and sent over RPC, so its size must not follow what a hostile
+#: image claims.  The first ones are listed, and a ``list-capped`` finding counts them all.
+MAX_LISTED = 1024
+
+
 @dataclass(frozen=True)
 class Section:
     """Base of every format's detail section (``Metadata.qcow2``, ``Metadata.vmdk``, ...)."""
