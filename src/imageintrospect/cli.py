@@ -21,6 +21,7 @@ from . import __version__
 from .core import introspect
 from .errors import ImageIntrospectError
 from .findings import Finding
+from .formats.base import QemuRefuses
 from .metadata import Metadata
 from .qemu_json import qemu_info_json
 
@@ -134,7 +135,12 @@ def run_info(args: argparse.Namespace) -> int:
     elif args.output == "glance":
         print(json.dumps(md.glance_properties(), indent=2), file=out)
     elif args.output == "qemu-json":
-        print(qemu_info_json(md, args.path, actual_size(args.path)), file=out)
+        try:
+            text = qemu_info_json(md, args.path, actual_size(args.path))
+        except QemuRefuses as exc:  # fail as qemu-img info would, with its status
+            print(f"qemu-img: Could not open '{args.path}': {exc}", file=sys.stderr)
+            return exc.status
+        print(text, file=out)
     else:
         write_human(md, args.path, out)
     return EXIT_SAFE

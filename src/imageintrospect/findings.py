@@ -119,3 +119,10 @@ STREAM_UNCHECKED = define(
     "any",
     "Read as a stream: a structure lay outside what a forward read keeps, so it was not checked.",
 )
+QEMU_CANNOT_OPEN = define(
+    "qemu-cannot-open",
+    "unsafe",
+    "any",
+    "qemu refuses to open the image (qemu-img info fails; the message gives qemu's reason): "
+    "a consumer that runs qemu cannot use it.",
+)

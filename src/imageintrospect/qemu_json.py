@@ -19,7 +19,8 @@ import os
 from typing import Any
 
 from . import detect
-from .formats.base import FormatSpec
+from .findings import QEMU_CANNOT_OPEN
+from .formats.base import FormatSpec, QemuRefuses
 from .metadata import Metadata
 
 _QDICT_BUCKETS = 512
@@ -32,7 +33,11 @@ def qemu_info_dict(md: Metadata, filename: str, actual_size: int | None) -> dict
     :param filename: the name to report, as the user wrote it.
     :param actual_size: bytes the image occupies on disk (``st_blocks * 512``), or None when
         unknown (standard input); the key is then left out.
+    :raises QemuRefuses: when qemu-img cannot open the image (its message is qemu's reason).
     """
+    for finding in md.findings:
+        if finding.code == QEMU_CANNOT_OPEN:
+            raise QemuRefuses(finding.message)
     info: dict[str, Any] = {"filename": filename, "format": md.format, "dirty-flag": False}
     if actual_size is not None:
         info["actual-size"] = actual_size

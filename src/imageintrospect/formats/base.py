@@ -67,6 +67,19 @@ class Parsed:
     partition_table: str | None = None
 
 
+class QemuRefuses(Exception):
+    """``qemu-img info`` fails on this image: raised by a ``qemu_info`` (and by the qemu-img
+    view for a ``qemu-cannot-open`` finding), so that the view fails where qemu-img does.
+
+    ``str(exc)`` is qemu's reason; ``status`` is qemu-img's exit status (1 for every image
+    it cannot open).
+    """
+
+    def __init__(self, reason: str, status: int = 1) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
 class FormatSpec(NamedTuple):
     """A format as the detector sees it."""
 
@@ -75,5 +88,6 @@ class FormatSpec(NamedTuple):
     parse: Callable[[Context], Parsed]
     #: ``qemu_info(md, filename)``: the format's keys of ``qemu-img info --output=json``;
     #: ``filename`` is the image's name as given (qemu builds extent names from it).  A key
-    #: whose value is None is one qemu leaves out.
+    #: whose value is None is one qemu leaves out.  It raises :class:`QemuRefuses` for an
+    #: image qemu-img cannot open.
     qemu_info: Callable[[Any, str | None], dict[str, Any]] | None = None

@@ -32,9 +32,10 @@ from ..errors import InvalidImage
 from ..scan import crc32c  # C when built, else the shared pure-Python one
 from ..source import StreamGap
 from ..structs import EntryTable, parse_struct
-from . import blocktables
-from .base import Context, FormatSpec, Parsed, Probe, Section
+from . import blocktables, vhdx_log
+from .base import Context, FormatSpec, Parsed, Probe, QemuRefuses, Section
 from .blocktables import TableSummary
+from .vhdx_log import Replay, ReplayedSource
 
 NAME = "vhdx"
 SIGNATURE = b"vhdxfile"
@@ -201,7 +202,23 @@ LOG_PENDING = F.define(
     "vhdx-log-pending",
     "warning",
     "vhdx",
-    "The header's log GUID is set: the log may hold writes not yet replayed into the file.",
+    "The header's log GUID is set but the log holds no sequence of entries to replay "
+    "(qemu opens such an image).",
+)
+LOG_REPLAYED = F.define(
+    "vhdx-log-replayed",
+    "warning",
+    "vhdx",
+    "The log held writes not yet applied: they were replayed in memory and the image is "
+    "described as it reads after replay (qemu-img refuses to open it read-only).",
+)
+LOG_UNREPLAYABLE = F.define(
+    "vhdx-log-unreplayable",
+    "unsafe",
+    "vhdx",
+    "The log may hold writes not yet applied, and they could not be replayed: entries that "
+    "break the specification, a log over 16 MiB, a truncated file, header-only mode or a "
+    "stream that let the log go by. What the file says before replay cannot be trusted.",
 )
 HEADER_INVALID = F.define(
     "vhdx-header-invalid",
@@ -436,6 +453,9 @@ class VhdxSection(Section):
     bat: BatLayout | None
     #: What the deep walk of the BAT counted (None without ``deep`` or without a usable BAT).
     allocation: VhdxAllocation | None = None
+    #: The log sequence replayed before the rest was read (None when there was nothing to
+    #: replay): ``entries``, ``first_sequence``, ``last_sequence``, ``writes``.
+    log_replay: dict[str, int] | None = None
 
 
 # --- probe ---------------------------------------------------------------------------------
@@ -487,11 +507,21 @@ class _Metadata:
 
 
 def parse(ctx: Context) -> Parsed:
+    return _parse(ctx, replayed=None)
+
+
+def _parse(ctx: Context, replayed: dict[str, int] | None) -> Parsed:
+    """Parse the image; ``replayed`` says the source is already the log-replayed view."""
     problems = _Problems()
     creator = _read_creator(ctx)
     header, active_header, header_copies = _read_headers(ctx, problems)
-    if header is not None:
-        _check_log(ctx, problems, header)
+    if header is not None and replayed is None:
+        replay = _check_log(ctx, problems, header)
+        if replay is not None:
+            # Judge the disk as it reads after the log is applied, never the stale file.
+            view = ReplayedSource(ctx.source, replay)
+            inner = Context(source=view, findings=ctx.findings, deep=ctx.deep)
+            return _parse(inner, replay_summary(replay))
     regions, active_table, table_copies = _read_region_table(ctx, problems)
     bat_region, metadata_region = (
         _check_regions(ctx, problems, regions, header) if active_table else (None, None)
@@ -526,6 +556,7 @@ def parse(ctx: Context) -> Parsed:
         metadata_items=meta.items,
         chunk_ratio=_chunk_ratio(meta),
         bat=bat,
+        log_replay=replayed,
     )
     allocated_size = None
     if ctx.deep and bat is not None:
@@ -646,28 +677,81 @@ def _checksum(block: bytes) -> int:
     return crc32c(block[:CHECKSUM_OFFSET] + b"\0\0\0\0" + block[CHECKSUM_OFFSET + 4 :])
 
 
-def _check_log(ctx: Context, problems: _Problems, header: Any) -> None:
+def _check_log(ctx: Context, problems: _Problems, header: Any) -> Replay | None:
+    """Check the log fields; search a log with a GUID for entries to replay (the sequence
+    to replay, when there is one)."""
     log_guid = _guid(header.log_guid)
+    sane = True
     if header.log_version != 0:
         problems.add(BAD_LOG, f"log version {header.log_version}, not 0")
+        sane = False
     offset, length = header.log_offset, header.log_length
     if offset < HEADER_SECTION_SIZE or offset % ALIGNMENT:
         problems.add(BAD_LOG, f"log offset {offset:#x} is not a 1 MiB multiple past the headers")
+        sane = False
     if length % ALIGNMENT:
         problems.add(BAD_LOG, f"log length {length:#x} is not a multiple of 1 MiB")
-    if log_guid != ZERO_GUID:
-        if length == 0:
-            problems.add(BAD_LOG, f"log GUID {log_guid} is set but the log is empty")
-        problems.add(
-            LOG_PENDING,
-            f"log GUID {log_guid}: the {length}-byte log at {offset:#x} may hold unreplayed writes",
-        )
+        sane = False
     if length and offset + length > ctx.source.size:
         problems.add(
             F.TRUNCATED,
             f"the log at {offset:#x} ({length} bytes) ends past the image's "
             f"{ctx.source.size} bytes",
         )
+    if log_guid == ZERO_GUID:
+        return None
+    if length == 0:
+        problems.add(BAD_LOG, f"log GUID {log_guid} is set but the log is empty")
+        return None
+    where = f"log GUID {log_guid}, {length}-byte log at {offset:#x}"
+    if not sane:
+        problems.add(LOG_UNREPLAYABLE, f"{where}: its fields are impossible (see vhdx-bad-log)")
+        return None
+    return _search_log(ctx, problems, header, where)
+
+
+def _search_log(ctx: Context, problems: _Problems, header: Any, where: str) -> Replay | None:
+    offset, length = header.log_offset, header.log_length
+    if not ctx.deep:
+        problems.add(LOG_UNREPLAYABLE, f"{where}: header-only introspection does not read it")
+        return None
+    if length > vhdx_log.MAX_LOG:
+        problems.add(
+            LOG_UNREPLAYABLE, f"{where}: larger than the {vhdx_log.MAX_LOG} bytes replayed"
+        )
+        return None
+    ctx.source.prefetch([(offset, length)])
+    try:
+        log = ctx.source.read_at(offset, length)
+        replay = vhdx_log.find_active(log, bytes(header.log_guid), ctx.source.size)
+    except StreamGap:
+        problems.add(F.STREAM_UNCHECKED, f"{where}: went by before it could be kept")
+        problems.add(LOG_UNREPLAYABLE, f"{where}: not kept from the stream")
+        return None
+    except vhdx_log.Unreplayable as exc:
+        problems.add(LOG_UNREPLAYABLE, f"{where}: {exc}")
+        return None
+    if replay is None:
+        problems.add(LOG_PENDING, f"{where}: no sequence of entries to replay")
+        return None
+    summary = replay_summary(replay)
+    # The other problems are found again in the replayed view (the log may have fixed them).
+    ctx.findings.add(
+        LOG_REPLAYED,
+        f"{where}: {summary['entries']} entries (sequence {summary['first_sequence']} to "
+        f"{summary['last_sequence']}, {summary['writes']} writes) were replayed in memory; "
+        "the image is described as it reads after replay",
+    )
+    return replay
+
+
+def replay_summary(replay: Replay) -> dict[str, int]:
+    return {
+        "entries": len(replay.entries),
+        "first_sequence": replay.entries[0].sequence,
+        "last_sequence": replay.entries[-1].sequence,
+        "writes": len(replay.writes),
+    }
 
 
 # --- region table --------------------------------------------------------------------------
@@ -1249,6 +1333,12 @@ def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     section = md.vhdx
     if not isinstance(section, VhdxSection):
         raise InvalidImage("VHDX metadata too damaged for a qemu-img view")
+    if section.log_replay is not None:
+        name = filename or "-"
+        raise QemuRefuses(
+            f"VHDX image file '{name}' opened read-only, but contains a log that needs to be "
+            f"replayed.  To replay the log, execute:\n qemu-img check -r all '{name}'"
+        )
     info: dict[str, Any] = {"format": NAME}
     if section.block_size is not None:
         info["cluster-size"] = section.block_size
