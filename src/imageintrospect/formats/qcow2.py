@@ -128,6 +128,7 @@ BITMAP_FLAGS = {0: "in-use", 1: "auto", 2: "extra-data-compatible"}
 MIN_CLUSTER_BITS = 9
 MAX_CLUSTER_BITS = 21
 MIN_EXTENDED_L2_CLUSTER_BITS = 14
+INT_MAX = (1 << 31) - 1  # qemu keeps the L1 index of the end of the disk in an int
 MAX_L1_BYTES = 32 * 1024 * 1024
 MAX_REFTABLE_BYTES = 8 * 1024 * 1024
 MAX_SNAPSHOTS = 65536
@@ -482,12 +483,14 @@ def _check_geometry(ctx: Context, hdr: Any, v3: _V3Fields, extended_l2: bool) ->
         bad.append(f"refcount_order {v3.refcount_order} > 6")
     if hdr.size > MAX_SIZE:
         bad.append(f"virtual size {hdr.size} exceeds 2^63 - 1")
+    refusal = _qemu_refusal(hdr, extended_l2)
+    if refusal is not None:
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, refusal)
     if bad:  # the numbers below are meaningless without a sane cluster size
         ctx.findings.add(BAD_GEOMETRY, "; ".join(bad))
         return
+    needed_l1 = _l1_entries_needed(hdr.size, bits, extended_l2)
     cluster_size = 1 << bits
-    l2_entries = cluster_size // (16 if extended_l2 else 8)
-    needed_l1 = -(-hdr.size // (cluster_size * l2_entries))
     if hdr.l1_size < needed_l1:
         bad.append(f"l1_size {hdr.l1_size} cannot map {hdr.size} bytes (needs {needed_l1})")
     if hdr.l1_size * 8 > MAX_L1_BYTES:
@@ -513,6 +516,32 @@ def _check_geometry(ctx: Context, hdr: Any, v3: _V3Fields, extended_l2: bool) ->
         hdr.refcount_table_offset,
         hdr.refcount_table_clusters * cluster_size,
     )
+
+
+def _l1_entries_needed(size: int, cluster_bits: int, extended_l2: bool) -> int:
+    """L1 entries that map ``size`` bytes (qemu's ``size_to_l1``)."""
+    cluster_size = 1 << cluster_bits
+    l2_entries = cluster_size // (16 if extended_l2 else 8)
+    return -(-size // (cluster_size * l2_entries))
+
+
+def _qemu_refusal(hdr: Any, extended_l2: bool) -> str | None:
+    """qemu's reason to refuse the image for its cluster size, L1 size or virtual size (the
+    first it checks, worded as qemu words it), or None."""
+    bits = hdr.cluster_bits
+    if not MIN_CLUSTER_BITS <= bits <= MAX_CLUSTER_BITS:
+        return f"Unsupported cluster size: 2^{bits}"
+    if hdr.l1_size * 8 > MAX_L1_BYTES:
+        return f"Active L1 table too large ({hdr.l1_size} entries)"
+    needed = _l1_entries_needed(hdr.size, bits, extended_l2)
+    if needed > INT_MAX:
+        return (
+            f"Image is too big (a virtual size of {hdr.size} bytes needs {needed} L1 entries; "
+            f"qemu takes at most {INT_MAX})"
+        )
+    if hdr.l1_size < needed:
+        return f"L1 table is too small ({hdr.l1_size} entries, {needed} needed)"
+    return None
 
 
 def _check_in_file(ctx: Context, what: str, offset: int, length: int) -> None:
@@ -819,6 +848,7 @@ def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
     if unknown:
         labels = [_label(exts, 0, int(f[4:])) for f in unknown]
         add(UNKNOWN_INCOMPATIBLE, "unknown incompatible features: " + ", ".join(labels))
+        add(F.QEMU_CANNOT_OPEN, "Unsupported qcow2 feature(s): " + ", ".join(labels))
     if section.corrupt:
         add(CORRUPT, "the corrupt bit is set")
     if section.dirty:
