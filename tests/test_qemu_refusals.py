@@ -83,3 +83,67 @@ def test_qcow2_qemu_opens_stays_openable(make_image: MakeImage) -> None:
     ours, stdout, _ = ours_status(path)
     assert status == ours == 0 and stdout
     assert "qemu-cannot-open" not in introspect(path).codes()
+
+
+# --- VMDK ------------------------------------------------------------------------------------
+
+
+@needs_qemu
+def test_one_extent_of_a_split_vmdk_alone(make_image: MakeImage) -> None:
+    path = make_image("vmdk", "3G", "-o", "subformat=twoGbMaxExtentSparse")
+    piece = path.with_name(path.stem + "-s001.vmdk")
+    status, _ = qemu_info_status(piece)
+    ours, stdout, _ = ours_status(piece)
+    assert status == ours == 1 and stdout == ""
+    md = introspect(piece)
+    assert {"qemu-cannot-open", "vmdk-descriptor-missing"} <= md.codes() and not md.safe
+    # The whole split disk, opened through its descriptor, is not refused by qemu.
+    assert qemu_info_status(path)[0] == 0
+    assert "qemu-cannot-open" not in introspect(path).codes()
+
+
+def descriptor_without(make_image: MakeImage, prefix: str) -> Path:
+    path = make_image("vmdk", "1M", "-o", "subformat=monolithicFlat")
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if not line.startswith(prefix)))
+    return path
+
+
+@needs_qemu
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [("createType", "invalid VMDK image descriptor"), ("parentCID", "Invalid argument")],
+)
+def test_descriptor_lacking_a_line_qemu_requires(
+    make_image: MakeImage, line: str, reason: str
+) -> None:
+    path = descriptor_without(make_image, line)
+    status, qemu_stderr = qemu_info_status(path)
+    assert status == 1 and reason in qemu_stderr
+    ours, stdout, stderr = ours_status(path)
+    assert (ours, stdout) == (1, "") and stderr.startswith(f"qemu-img: Could not open '{path}': ")
+    assert "qemu-cannot-open" in introspect(path).codes()
+
+
+@needs_qemu
+def test_descriptor_lacking_cid_opens_in_qemu(make_image: MakeImage) -> None:
+    path = descriptor_without(make_image, "CID")
+    assert qemu_info_status(path)[0] == 0
+    assert ours_status(path)[0] == 0
+    assert "qemu-cannot-open" not in introspect(path).codes()
+
+
+@needs_qemu
+def test_descriptor_without_extents_aborts_qemu_img(make_image: MakeImage) -> None:
+    path = descriptor_without(make_image, "RW ")
+    status, qemu_stderr = qemu_info_status(path)
+    assert status == -6 and "num_extents" in qemu_stderr  # qemu-img 7.2 dies on SIGABRT
+    ours, stdout, _ = ours_status(path)
+    assert (ours, stdout) == (128 + 6, "")  # what a shell reports for qemu-img
+    assert "qemu-cannot-open" in introspect(path).codes()
+
+
+@needs_qemu
+def test_zero_size_vmdk_qemu_made_but_cannot_open(make_image: MakeImage) -> None:
+    path = make_image("vmdk", "0")
+    assert_refused_like_qemu(path, "Unsupported image type 'monolithicSparse'")

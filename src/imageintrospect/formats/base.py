@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..errors import ImageIntrospectError
 from ..findings import Findings
 from ..source import Source
 
@@ -67,9 +68,10 @@ class Parsed:
     partition_table: str | None = None
 
 
-class QemuRefuses(Exception):
+class QemuRefuses(ImageIntrospectError):
     """``qemu-img info`` fails on this image: raised by a ``qemu_info`` (and by the qemu-img
     view for a ``qemu-cannot-open`` finding), so that the view fails where qemu-img does.
+    The image was described; only the qemu-img view of it does not exist.
 
     ``str(exc)`` is qemu's reason; ``status`` is qemu-img's exit status (1 for every image
     it cannot open).
