@@ -9,7 +9,7 @@ from typing import IO, Any
 from . import detect
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
 from .findings import Findings
-from .formats.base import Context, Parsed, Probe
+from .formats.base import Context, FormatSpec, NotThisFormat, Parsed, Probe
 from .metadata import SECTION_NAMES, Metadata
 from .source import Source, open_source
 from .stream import StreamInspector
@@ -97,12 +97,26 @@ def _introspect(src: Source, deep: bool, expected_format: str | None) -> Metadat
     findings = Findings()
     probe = detect.read_probe(src)
     spec = detect.detect(probe, findings)
+    _check_expected(spec, expected_format)
+    detected = findings.freeze()
+    try:
+        parsed = spec.parse(Context(source=src, findings=findings, deep=deep))
+    except NotThisFormat as exc:
+        # The claimant's own findings described a format the bytes are not: start afresh.
+        findings = Findings()
+        findings.extend(detected)
+        findings.add(exc.code, str(exc))
+        spec = detect.RAW
+        _check_expected(spec, expected_format)
+        parsed = spec.parse(Context(source=src, findings=findings, deep=deep))
+    return _metadata(spec.name, parsed, src.size, findings)
+
+
+def _check_expected(spec: FormatSpec, expected_format: str | None) -> None:
     if expected_format is not None:
         expected = detect.canonical_format(expected_format)
         if expected != spec.name:
             raise FormatMismatch(expected_format, spec.name)
-    parsed = spec.parse(Context(source=src, findings=findings, deep=deep))
-    return _metadata(spec.name, parsed, src.size, findings)
 
 
 def _metadata(name: str, parsed: Parsed, image_size: int, findings: Findings) -> Metadata:

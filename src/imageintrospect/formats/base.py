@@ -82,6 +82,16 @@ class QemuRefuses(ImageIntrospectError):
         self.status = status
 
 
+class NotThisFormat(Exception):
+    """Raised by a ``parse`` that finds the bytes are not its format after all (a tar with no
+    OVF descriptor is not an OVA); the image is then read as raw, with ``code`` (a registered
+    finding code) and the message saying why."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
 class FormatSpec(NamedTuple):
     """A format as the detector sees it."""
 
