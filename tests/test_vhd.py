@@ -28,6 +28,7 @@ from imageintrospect.qemu_json import qemu_info_dict
 from conftest import (
     QEMU_IMG,
     CountingBytes,
+    assert_view_refuses,
     forward_only,
     introspect_hostile,
     needs_qemu,
@@ -130,6 +131,7 @@ def qemu_refuses(path: Path) -> str:
         [QEMU_IMG, "info", "-U", "-f", "vpc", str(path)], capture_output=True, text=True
     )
     assert proc.returncode != 0, f"qemu-img opened {path}"
+    assert_view_refuses(path)
     return proc.stderr
 
 

@@ -33,6 +33,7 @@ from conftest import (
     CountingFile,
     OnlyRead,
     assert_same_as_qemu,
+    assert_view_refuses,
     forward_only,
     introspect_hostile,
     needs_qemu,
@@ -81,6 +82,8 @@ def qemu_refuses(path: Path) -> bool:
     proc = subprocess.run(
         [QEMU_IMG, "info", "-U", "--output=json", str(path)], capture_output=True, check=False
     )
+    if proc.returncode != 0:
+        assert_view_refuses(path)
     return proc.returncode != 0
 
 
