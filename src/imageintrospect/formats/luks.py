@@ -283,6 +283,15 @@ def _parse_v1(ctx: Context, head: bytes) -> LuksSection | None:
     section, problems = read_luks1(head, ctx.source.size)
     if problems:
         ctx.findings.add(BAD_HEADER, "; ".join(problems))
+    # qemu opens LUKS1 itself: it refuses every header problem above (they are its checks
+    # and cryptsetup's), the algorithms it does not implement, and a payload past the end.
+    refusals = problems + qemu_unsupported(section)
+    if section.payload_offset is not None and section.payload_offset > ctx.source.size:
+        refusals.append(f"the payload starts at {section.payload_offset}, past the end")
+    if refusals:
+        ctx.findings.add(
+            F.QEMU_CANNOT_OPEN, "qemu refuses the LUKS1 header: " + "; ".join(refusals)
+        )
     return section
 
 
