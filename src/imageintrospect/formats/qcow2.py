@@ -453,6 +453,7 @@ def _v3_fields(ctx: Context, hdr: Any, head: bytes) -> _V3Fields | None:
         return _V3Fields(0, 0, 0, 4, V2_HEADER_LENGTH)
     if hdr.version != 3:
         ctx.findings.add(BAD_VERSION, f"qcow2 version {hdr.version}")
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"Unsupported qcow2 version {hdr.version}")
         return None
     if len(head) < V3_MIN_HEADER_LENGTH:
         ctx.findings.add(F.TRUNCATED, f"qcow2 v3 header cut short: {len(head)} of 104 bytes")
@@ -484,10 +485,9 @@ def _check_geometry(ctx: Context, hdr: Any, v3: _V3Fields, extended_l2: bool) ->
     if hdr.size > MAX_SIZE:
         bad.append(f"virtual size {hdr.size} exceeds 2^63 - 1")
     refusal = _qemu_refusal(hdr, extended_l2)
-    if refusal is not None:
-        ctx.findings.add(F.QEMU_CANNOT_OPEN, refusal)
     if bad:  # the numbers below are meaningless without a sane cluster size
         ctx.findings.add(BAD_GEOMETRY, "; ".join(bad))
+        _refuse(ctx, refusal, bad)
         return
     needed_l1 = _l1_entries_needed(hdr.size, bits, extended_l2)
     cluster_size = 1 << bits
@@ -503,12 +503,14 @@ def _check_geometry(ctx: Context, hdr: Any, v3: _V3Fields, extended_l2: bool) ->
         value = getattr(hdr, name)
         if value % cluster_size:
             bad.append(f"{name} {value:#x} not aligned to the {cluster_size}-byte cluster")
+    refused = list(bad)  # qemu refuses all of the above; it accepts the overlaps below
     if hdr.l1_size and hdr.l1_table_offset < cluster_size:
         bad.append(f"L1 table at {hdr.l1_table_offset:#x} overlaps the header cluster")
     if hdr.refcount_table_offset < cluster_size:
         bad.append(f"refcount table at {hdr.refcount_table_offset:#x} overlaps the header cluster")
     if bad:
         ctx.findings.add(BAD_GEOMETRY, "; ".join(bad))
+    _refuse(ctx, refusal, refused)
     _check_in_file(ctx, "L1 table", hdr.l1_table_offset, hdr.l1_size * 8)
     _check_in_file(
         ctx,
@@ -516,6 +518,14 @@ def _check_geometry(ctx: Context, hdr: Any, v3: _V3Fields, extended_l2: bool) ->
         hdr.refcount_table_offset,
         hdr.refcount_table_clusters * cluster_size,
     )
+
+
+def _refuse(ctx: Context, refusal: str | None, problems: list[str]) -> None:
+    """``qemu-cannot-open``: qemu's own words where we have them, else the problems."""
+    if refusal is None and problems:
+        refusal = "qemu refuses the qcow2 header: " + "; ".join(problems)
+    if refusal is not None:
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, refusal)
 
 
 def _l1_entries_needed(size: int, cluster_bits: int, extended_l2: bool) -> int:
@@ -671,12 +681,12 @@ def _compression_type(ctx: Context, version: int, v3: _V3Fields, head: bytes) ->
     name = COMPRESSION_TYPES.get(code)
     if name is None:
         ctx.findings.add(BAD_GEOMETRY, f"unknown compression type {code}")
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"qcow2: unknown compression type: {code}")
         return f"type-{code}"
     if (code != 0) != has_bit:
-        ctx.findings.add(
-            BAD_GEOMETRY,
-            f"compression type {name} disagrees with the compression-type feature bit",
-        )
+        problem = f"compression type {name} disagrees with the compression-type feature bit"
+        ctx.findings.add(BAD_GEOMETRY, problem)
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"qcow2: {problem}")
     return name
 
 
@@ -686,6 +696,7 @@ def _read_snapshots(ctx: Context, hdr: Any, cluster_size: int) -> tuple[Snapshot
         return ()
     if count > MAX_SNAPSHOTS:
         ctx.findings.add(BAD_SNAPSHOTS, f"{count} snapshots (qemu allows {MAX_SNAPSHOTS})")
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"Too many snapshots ({count})")
         return ()
     if not cluster_size or hdr.snapshots_offset < cluster_size:
         ctx.findings.add(BAD_SNAPSHOTS, f"snapshot table at {hdr.snapshots_offset:#x}")
@@ -859,6 +870,7 @@ def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
             add(LEGACY_AES, "legacy AES-CBC encryption")
         elif section.encryption != "luks":
             add(BAD_GEOMETRY, f"unknown encryption {section.encryption}")
+            add(F.QEMU_CANNOT_OPEN, f"Unsupported encryption method {section.encryption}")
     if section.encryption == "luks" and section.encryption_header is None:
         add(BAD_EXTENSION, "LUKS encryption without a LUKS header extension")
     if section.snapshots:
