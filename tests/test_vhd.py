@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from imageintrospect import Metadata, introspect
 from imageintrospect.errors import FormatMismatch
+from imageintrospect.formats.base import QemuRefuses
 from imageintrospect.qemu_json import qemu_info_dict
 
 from conftest import (
@@ -226,7 +227,8 @@ def test_empty_fixed_disk(make_image: MakeImage) -> None:
     assert path.stat().st_size == 512
     assert "dynamic" in qemu_refuses(path)
     md = introspect(path)
-    assert md.format == "vhd" and md.virtual_size == 0 and md.safe
+    assert md.format == "vhd" and md.virtual_size == 0
+    assert md.codes() == {"qemu-cannot-open"} and not md.safe  # qemu cannot use it
     assert md.vhd is not None and md.vhd.to_dict()["footer_location"] == "tail"
 
 
@@ -712,5 +714,8 @@ def test_mutated_metadata_never_escapes(seed_images: list[bytes], data: st.DataO
     if md is None:
         return
     if md.format == "vhd":
-        json.dumps(qemu_info_dict(md, "x.vhd", None))
+        try:
+            json.dumps(qemu_info_dict(md, "x.vhd", None))
+        except QemuRefuses:
+            assert "qemu-cannot-open" in md.codes()
         assert introspect(forward_only(bytes(blob), 4096)).to_dict() == md.to_dict()
