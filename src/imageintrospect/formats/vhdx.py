@@ -62,6 +62,7 @@ ALIGNMENT = 1 * MiB
 MIN_BLOCK_SIZE = 1 * MiB
 MAX_BLOCK_SIZE = 256 * MiB
 SECTOR_SIZES = (512, 4096)
+QEMU_LOGICAL_SECTOR = 512  # the only logical sector size qemu 7.2 opens
 MAX_VIRTUAL_SIZE = 64 * TiB
 BAT_ENTRY_SIZE = 8
 # chunk_ratio = 2^23 * logical_sector_size / block_size: one sector-bitmap block covers
@@ -474,6 +475,12 @@ class _Problems:
     def __init__(self) -> None:
         self._shown: dict[str, list[str]] = {}
         self._more: dict[str, int] = {}
+        self._refusals: list[str] = []
+
+    def refuse(self, code: str, message: str) -> None:
+        """A problem that qemu's VHDX driver refuses to open the image for, too."""
+        self.add(code, message)
+        self._refusals.append(message)
 
     def add(self, code: str, message: str) -> None:
         shown = self._shown.setdefault(code, [])
@@ -488,6 +495,9 @@ class _Problems:
         for code, shown in self._shown.items():
             more = self._more.get(code, 0)
             ctx.findings.add(code, "; ".join(shown) + (f"; and {more} more" if more else ""))
+        if self._refusals:
+            shown = self._refusals[:MESSAGES_PER_FINDING]
+            ctx.findings.add(F.QEMU_CANNOT_OPEN, "qemu refuses the VHDX: " + "; ".join(shown))
 
 
 @dataclass
@@ -631,7 +641,7 @@ def _read_headers(
         copies.append(HeaderCopy(offset, problem is None, problem, sequence))
     first, second = parsed
     if first is None and second is None:
-        problems.add(
+        problems.refuse(
             NO_VALID_HEADER,
             f"header 1: {copies[0].problem}; header 2: {copies[1].problem}",
         )
@@ -647,7 +657,7 @@ def _read_headers(
     if first.sequence_number == second.sequence_number:
         # Identical twins are accepted (qemu notes Disk2VHD writes them); differing ones are not.
         if raws[0] != raws[1]:
-            problems.add(
+            problems.refuse(
                 HEADER_CONFLICT,
                 f"both headers have sequence number {first.sequence_number} but differ",
             )
@@ -683,11 +693,11 @@ def _check_log(ctx: Context, problems: _Problems, header: Any) -> Replay | None:
     log_guid = _guid(header.log_guid)
     sane = True
     if header.log_version != 0:
-        problems.add(BAD_LOG, f"log version {header.log_version}, not 0")
+        problems.refuse(BAD_LOG, f"log version {header.log_version}, not 0")
         sane = False
     offset, length = header.log_offset, header.log_length
     if offset < HEADER_SECTION_SIZE or offset % ALIGNMENT:
-        problems.add(BAD_LOG, f"log offset {offset:#x} is not a 1 MiB multiple past the headers")
+        problems.refuse(BAD_LOG, f"log offset {offset:#x} is not a 1 MiB multiple past the headers")
         sane = False
     if length % ALIGNMENT:
         problems.add(BAD_LOG, f"log length {length:#x} is not a multiple of 1 MiB")
@@ -774,14 +784,15 @@ def _read_region_table(
         copies.append(TableCopy(offset, problem is None, problem))
     valid = [index for index, copy in enumerate(copies) if copy.valid]
     if not valid:
-        problems.add(
+        problems.refuse(
             NO_VALID_REGION_TABLE,
             f"region table 1: {copies[0].problem}; region table 2: {copies[1].problem}",
         )
         return (), None, tuple(copies)
     chosen = valid[0]
     if chosen == 1:
-        problems.add(
+        # qemu reads only the first copy: the specification's spare is no help to it.
+        problems.refuse(
             REGION_TABLE_INVALID,
             f"region table 1 at {REGION_TABLE_OFFSETS[0]:#x}: {copies[0].problem}; "
             "region table 2 is used",
@@ -811,7 +822,7 @@ def _region_entries(problems: _Problems, raw: bytes) -> tuple[RegionEntry, ...]:
     )
     count = table.entry_count
     if count > MAX_TABLE_ENTRIES:
-        problems.add(BAD_REGION_TABLE, f"{count} region table entries (at most 2047)")
+        problems.refuse(BAD_REGION_TABLE, f"{count} region table entries (at most 2047)")
         return ()
     # a valid table is 64 KiB, which holds 2047 entries after its header
     end = REGION_TABLE_HEADER_SIZE + count * REGION_ENTRY_SIZE
@@ -844,16 +855,20 @@ def _check_regions(
         spans.append((region.file_offset, region.length, label))
         if region.name is None:
             if region.required:
-                problems.add(UNKNOWN_REQUIRED_REGION, f"unknown required region {region.guid}")
+                problems.refuse(UNKNOWN_REQUIRED_REGION, f"unknown required region {region.guid}")
         elif region.name in found:
-            problems.add(BAD_REGION_TABLE, f"a second {region.name} region ({label})")
+            problems.refuse(BAD_REGION_TABLE, f"a second {region.name} region ({label})")
         else:
             found[region.name] = region
     for name in ("bat", "metadata"):
         if name not in found:
-            problems.add(BAD_REGION_TABLE, f"no {name} region")
+            problems.refuse(BAD_REGION_TABLE, f"no {name} region")
     for later, earlier in _overlaps(spans):
-        problems.add(BAD_LAYOUT, f"{later} overlaps {earlier}")
+        # qemu checks regions against each other and the log, not the header section.
+        if "the header section" in (later, earlier):
+            problems.add(BAD_LAYOUT, f"{later} overlaps {earlier}")
+        else:
+            problems.refuse(BAD_LAYOUT, f"{later} overlaps {earlier}")
     return found.get("bat"), found.get("metadata")
 
 
@@ -910,10 +925,10 @@ def _read_metadata_region(ctx: Context, problems: _Problems, region: RegionEntry
         METADATA_TABLE_HEADER, raw[:METADATA_TABLE_HEADER_SIZE], "vhdx metadata table header"
     )
     if table.signature != METADATA_SIGNATURE:
-        problems.add(BAD_METADATA, f"metadata table signature {bytes(table.signature)!r}")
+        problems.refuse(BAD_METADATA, f"metadata table signature {bytes(table.signature)!r}")
         return _Metadata()
     if table.entry_count > MAX_TABLE_ENTRIES:
-        problems.add(BAD_METADATA, f"{table.entry_count} metadata entries (at most 2047)")
+        problems.refuse(BAD_METADATA, f"{table.entry_count} metadata entries (at most 2047)")
         return _Metadata()
     # the 64 KiB table holds 2047 entries after its header
     end = METADATA_TABLE_HEADER_SIZE + table.entry_count * METADATA_ENTRY_SIZE
@@ -960,7 +975,7 @@ def _check_items(
             spans.append((item.offset, item.length, label))
         if item.name is None:
             if item.is_required:
-                problems.add(UNKNOWN_REQUIRED_METADATA, f"unknown required item {item.item_id}")
+                problems.refuse(UNKNOWN_REQUIRED_METADATA, f"unknown required item {item.item_id}")
         elif item.name in known:
             problems.add(BAD_METADATA, f"a second {item.name} item ({label})")
         else:
@@ -969,7 +984,7 @@ def _check_items(
         problems.add(BAD_METADATA, f"{later} overlaps {earlier}")
     for name in REQUIRED_ITEMS:
         if name not in known:
-            problems.add(BAD_METADATA, f"no {name} item")
+            problems.refuse(BAD_METADATA, f"no {name} item")
     return known
 
 
@@ -1080,7 +1095,7 @@ def _bat_layout(
     else:
         entries = data_blocks + (data_blocks - 1) // chunk_ratio
     if entries * BAT_ENTRY_SIZE > region.length:
-        problems.add(
+        problems.refuse(
             BAT_TOO_SMALL,
             f"{entries} BAT entries ({entries * BAT_ENTRY_SIZE} bytes) needed for {size} bytes "
             f"in {block_size}-byte blocks; the BAT region holds {region.length} bytes",
@@ -1104,13 +1119,16 @@ def _valid_block_size(block_size: int) -> bool:
 def _judge(problems: _Problems, meta: _Metadata) -> None:
     """The findings that follow from the metadata items' values."""
     if meta.block_size is not None and not _valid_block_size(meta.block_size):
-        problems.add(BAD_BLOCK_SIZE, f"block size {meta.block_size}")
+        problems.refuse(BAD_BLOCK_SIZE, f"block size {meta.block_size}")
     for name, value in (
         ("logical", meta.logical_sector_size),
         ("physical", meta.physical_sector_size),
     ):
         if value is not None and value not in SECTOR_SIZES:
             problems.add(BAD_SECTOR_SIZE, f"{name} sector size {value}")
+    if meta.logical_sector_size is not None and meta.logical_sector_size != QEMU_LOGICAL_SECTOR:
+        # The specification allows 4096; qemu 7.2 does not (a consumer running it cannot).
+        problems.refuse(F.QEMU_CANNOT_OPEN, f"logical sector size {meta.logical_sector_size}")
     size = meta.virtual_size
     if size is not None:
         if size == 0:
@@ -1129,13 +1147,15 @@ def _judge_parent(problems: _Problems, meta: _Metadata) -> None:
         return
     if has_parent and PARENT_LOCATOR not in meta.present:
         problems.add(BAD_METADATA, "the has-parent bit is set but there is no parent locator")
-        problems.add(DIFFERENCING, "the has-parent bit is set (no parent locator names the parent)")
+        problems.refuse(
+            DIFFERENCING, "the has-parent bit is set (no parent locator names the parent)"
+        )
         return
     start = "the has-parent bit is set" if has_parent else "a parent locator is present"
     if meta.locator_type is not None and meta.locator_type != VHDX_PARENT_LOCATOR_TYPE:
         start += f"; locator type {meta.locator_type}"
     described = ", ".join(f"{k}={_shorten(v)!r}" for k, v in list((meta.locator or {}).items())[:8])
-    problems.add(DIFFERENCING, f"{start}; parent: {described or '(no entries)'}")
+    problems.refuse(DIFFERENCING, f"{start}; parent: {described or '(no entries)'}")
 
 
 def _shorten(text: str, limit: int = 300) -> str:
