@@ -12,7 +12,8 @@ images are as large as their data: by default 4 GiB (big stream VMDK, qemu layou
 (the same in VMware's layout) + 1 GiB qcow2 + 1 GiB stream VMDK, plus a 4 GiB scratch raw
 file while building.  ``IMAGEINTROSPECT_BENCH_STREAM_GIB=1`` makes the big stream VMDK 1 GiB.
 
-``python benchmarks/deep_images.py [name ...]`` builds (or checks) them ahead of a run.
+``PYTHONPATH=. python benchmarks/deep_images.py [name ...]`` builds (or checks) them ahead of a run
+(the repository root on the path: the VMware layout comes from ``tests.support``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from images import run
+# tests/support/vmware_stream.py lays out VMware's streamOptimized structures (stdlib only).
+from tests.support import vmware_stream as vs
 
-# tests/vmware_stream.py lays out VMware's streamOptimized structures (stdlib only).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import vmware_stream as vs
+from images import run
 
 GIB = 1024**3
 MIB = 1024**2

@@ -83,7 +83,7 @@ if [[ ${targets[0]} != benchmarks/test_header.py ]]; then
     mkdir -p "$cache"
     echo "image cache: $cache ($(du -sh "$cache" | cut -f1) used, $(df -h --output=avail "$cache" | tail -1 | tr -d ' ') free)"
     step "build or reuse the deep/stream images"
-    (cd benchmarks && "../$PY" deep_images.py)
+    (cd benchmarks && PYTHONPATH=.. "../$PY" deep_images.py)
 fi
 
 step "python -m pytest ${targets[*]} --benchmark-only"

@@ -26,8 +26,7 @@ from imageintrospect import (
     introspect,
 )
 from imageintrospect.findings import REGISTRY, SEVERITIES
-
-from conftest import needs_qemu, qemu_img, qemu_info
+from tests.support import needs_qemu, qemu_img, qemu_info
 
 MakeImage = Callable[..., Path]
 

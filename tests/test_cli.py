@@ -15,8 +15,7 @@ import pytest
 
 from imageintrospect import Finding, Metadata, __version__, cli, introspect
 from imageintrospect.qemu_json import qemu_key_order
-
-from conftest import needs_qemu, qemu_img, qemu_info
+from tests.support import needs_qemu, qemu_img, qemu_info
 
 pytestmark = needs_qemu
 

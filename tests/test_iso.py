@@ -23,8 +23,7 @@ from imageintrospect.formats import partitions
 from imageintrospect.formats.base import Context
 from imageintrospect.qemu_json import qemu_info_dict
 from imageintrospect.source import open_source
-
-from conftest import CountingFile, OnlyRead, needs_qemu, patch, qemu_info, run
+from tests.support import CountingFile, OnlyRead, needs_qemu, patch, qemu_info, run
 
 XORRISO = shutil.which("xorriso")
 pytestmark = [

@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from imageintrospect import introspect
 from imageintrospect.errors import FormatMismatch, InvalidImage
 from imageintrospect.formats.luks import luks1_qemu_encrypt_info
-
-from conftest import (
+from tests.support import (
     QEMU_IMG,
     CountingFile,
     assert_same_as_qemu,

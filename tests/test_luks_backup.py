@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from imageintrospect import introspect
-from test_luks import CRYPTSETUP, cryptsetup_format, needs_cryptsetup
-
-from conftest import forward_only, patch, run
+from tests.support import forward_only, patch, run
+from tests.test_luks import CRYPTSETUP, cryptsetup_format, needs_cryptsetup
 
 pytestmark = needs_cryptsetup
 KiB = 1024

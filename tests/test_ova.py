@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imageintrospect import introspect
-
-from conftest import introspect_hostile, needs_qemu, qemu_img, run
-from conftest import streamed as streamed_answer
+from tests.support import introspect_hostile, needs_qemu, qemu_img, qemu_io
+from tests.support import streamed as streamed_answer
 
 pytestmark = needs_qemu
 
@@ -235,7 +234,7 @@ def stream_vmdk(make_image: MakeImage) -> bytes:
     path = make_image(
         "vmdk", "64M", "-o", "subformat=streamOptimized,adapter_type=buslogic", name="disk1.vmdk"
     )
-    run("qemu-io", "-f", "vmdk", "-c", "write -P 0x11 0 1M", path)
+    qemu_io(path, "vmdk", "write -P 0x11 0 1M")
     return path.read_bytes()
 
 
@@ -417,7 +416,7 @@ def test_qcow2_member_deep_walk_as_alone(tmp_path: Path, make_image: MakeImage) 
     """A member's L2 tables are read in place (through the archive) into the walker's
     batch: the member's deep answer is the answer for the file alone."""
     path = make_image("qcow2", "64M", "-o", "cluster_size=4096,preallocation=metadata")
-    run("qemu-io", "-f", "qcow2", "-c", "write -P 7 1M 2M", path)
+    qemu_io(path, "qcow2", "write -P 7 1M 2M")
     disk = path.read_bytes()
     ovf = VMWARE_OVF.format(disk="disk1.vmdk", size=len(disk), capacity_gib=1,
                             controller="buslogic")  # fmt: skip
@@ -450,7 +449,7 @@ def test_absurd_member_size(tmp_path: Path) -> None:
 
 
 def test_qemu_sees_raw(tmp_path: Path, stream_vmdk: bytes) -> None:
-    from conftest import qemu_info
+    from tests.support import qemu_info
 
     path = vmware_ova(tmp_path, stream_vmdk)
     assert qemu_info(path)["format"] == "raw"
@@ -485,7 +484,7 @@ def test_streamed_appliance_is_verified_in_one_pass(
     tmp_path: Path, make_image: MakeImage, manifest_last: bool, chunk: int
 ) -> None:
     disk_path = make_image("vmdk", "64M", "-o", "subformat=streamOptimized", name="d.vmdk")
-    run("qemu-io", "-f", "vmdk", "-c", "write -P 0x33 0 3M", disk_path)
+    qemu_io(disk_path, "vmdk", "write -P 0x33 0 3M")
     disk = disk_path.read_bytes()
     ovf = VMWARE_OVF.format(disk="disk1.vmdk", size=len(disk), capacity_gib=1,
                             controller="buslogic").encode()  # fmt: skip

@@ -14,9 +14,8 @@ import pytest
 
 from imageintrospect import introspect
 from imageintrospect.errors import FormatMismatch
-from test_ova import VBOX_OVF, VMWARE_OVF, build_ova, stream_vmdk, vmware_ova
-
-from conftest import assert_same_as_qemu, needs_qemu, qemu_info
+from tests.support import assert_same_as_qemu, needs_qemu, qemu_info
+from tests.test_ova import VBOX_OVF, VMWARE_OVF, build_ova, stream_vmdk, vmware_ova
 
 pytestmark = needs_qemu
 MakeImage = Callable[..., Path]

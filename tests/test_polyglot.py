@@ -18,8 +18,7 @@ from imageintrospect import Metadata, introspect
 from imageintrospect.detect import claimants, read_probe
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.source import open_source
-
-from conftest import forward_only, needs_qemu, patch, qemu_img, run
+from tests.support import forward_only, needs_qemu, patch, qemu_img, run
 
 XORRISO = shutil.which("xorriso")
 pytestmark = [needs_qemu, pytest.mark.skipif(XORRISO is None, reason="xorriso missing")]

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from imageintrospect import introspect
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.qemu_json import qemu_info_dict
-
-from conftest import (
+from tests.support import (
     CountingFile,
     assert_same_as_qemu,
     edit,
@@ -27,8 +26,8 @@ from conftest import (
     patch,
     qemu_img,
     qemu_info,
+    qemu_io,
     qemu_refuses,
-    run,
 )
 
 pytestmark = needs_qemu
@@ -96,7 +95,7 @@ def test_section_reports_the_options(make_image: MakeImage) -> None:
 
 def test_written_and_compressed_data(make_image: MakeImage, tmp_path: Path) -> None:
     path = make_image("qcow2", "16M")
-    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 3M", path)
+    qemu_io(path, "qcow2", "write -P 0x5a 1M 3M")
     assert_same_as_qemu(path)
     compressed = tmp_path / "c.qcow2"
     qemu_img("convert", "-c", "-O", "qcow2", path, compressed)
@@ -106,7 +105,7 @@ def test_written_and_compressed_data(make_image: MakeImage, tmp_path: Path) -> N
 
 def test_snapshots(make_image: MakeImage) -> None:
     path = make_image("qcow2", "16M")
-    run("qemu-io", "-f", "qcow2", "-c", "write 0 64k", path)
+    qemu_io(path, "qcow2", "write 0 64k")
     qemu_img("snapshot", "-c", "first", path)
     qemu_img("snapshot", "-c", "second snapshot with a long name", path)
     md = assert_same_as_qemu(path)

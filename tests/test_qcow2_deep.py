@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imageintrospect import Metadata, introspect
-
-from conftest import introspect_hostile, needs_qemu, patch, qemu_img, run
-from conftest import streamed as streamed_answer
+from tests.support import introspect_hostile, needs_qemu, patch, qemu_img, qemu_io
+from tests.support import streamed as streamed_answer
 
 pytestmark = needs_qemu
 
@@ -51,7 +50,7 @@ def assert_allocated_as_qemu(path: Path) -> Metadata:
 
 def io_write(path: Path, *commands: str) -> None:
     for command in commands:
-        run("qemu-io", "-f", "qcow2", "-c", command, path)
+        qemu_io(path, "qcow2", command)
 
 
 @pytest.mark.parametrize(
@@ -262,7 +261,7 @@ def test_seekable_file_objects_agree(make_image: MakeImage) -> None:
 def table_seed(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, int, int]:
     path = tmp_path_factory.mktemp("deep-seed") / "seed.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", path, "8M")
-    run("qemu-io", "-f", "qcow2", "-c", "write -P 5 0 300k", "-c", "write -c 1M 64k", path)
+    qemu_io(path, "qcow2", "write -P 5 0 300k", "write -c 1M 64k")
     _, l1, l2, _ = layout(path)
     return path.read_bytes(), l1, l2
 

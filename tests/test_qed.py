@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 from imageintrospect import introspect
 from imageintrospect.errors import FormatMismatch
-
-from conftest import (
+from tests.support import (
     assert_same_as_qemu,
     edit,
     forward_only,
@@ -25,8 +24,8 @@ from conftest import (
     needs_qemu,
     qemu_img,
     qemu_info,
+    qemu_io,
     qemu_refuses,
-    run,
 )
 
 pytestmark = needs_qemu
@@ -68,7 +67,7 @@ def test_qed_is_described_and_refused(
 
 def test_written_data(make_image: MakeImage) -> None:
     path = make_image("qed", "64M")
-    run("qemu-io", "-f", "qed", "-c", "write -P 0x33 0 3M", "-c", "write 40M 64k", path)
+    qemu_io(path, "qed", "write -P 0x33 0 3M", "write 40M 64k")
     md = assert_same_as_qemu(path)
     assert md.codes() == {"qed-image"}
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from imageintrospect import introspect
-
-from conftest import QEMU_IMG, needs_qemu, patch
+from tests.support import QEMU_IMG, needs_qemu, patch
 
 MakeImage = Callable[..., Path]
 

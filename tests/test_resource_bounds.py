@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from conftest import QEMU_IMG, qemu_img
+from tests.support import QEMU_IMG, qemu_img
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 
 from imageintrospect import scan
 from imageintrospect.scan import Reason, _python
-
-from conftest import needs_qemu, qemu_img, run
+from tests.support import needs_qemu, qemu_img, qemu_io, run
 
 try:
     from imageintrospect.scan import _c
@@ -821,13 +820,6 @@ def test_scan_c_compiles_cleanly_as_strict_c99(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------
 # tables from real qemu-img images
-
-
-def qemu_io(path: Path, fmt: str, *commands: str) -> None:
-    args: list[str] = []
-    for command in commands:
-        args += ["-c", command]
-    run("qemu-io", "-f", fmt, *args, path)
 
 
 def qemu_json(*args: str | Path) -> Any:

@@ -16,9 +16,8 @@ import pytest
 
 from imageintrospect import FormatMismatch, InspectingReader, Metadata, introspect, stream
 from imageintrospect.stream import HEAD_KEEP, TAIL_KEEP
-
-from conftest import OnlyRead, needs_qemu, qemu_img, run
-from conftest import streamed as streamed_answer
+from tests.support import OnlyRead, needs_qemu, qemu_img, qemu_io
+from tests.support import streamed as streamed_answer
 
 pytestmark = needs_qemu
 
@@ -27,7 +26,7 @@ MiB = 1024 * 1024
 
 def _write(path: Path, *commands: str) -> None:
     for command in commands:
-        run("qemu-io", "-f", path.suffix.lstrip(".").replace("vhd", "vpc"), "-c", command, path)
+        qemu_io(path, path.suffix.lstrip(".").replace("vhd", "vpc"), command)
 
 
 @pytest.fixture(scope="module")

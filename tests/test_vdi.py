@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from imageintrospect import introspect
 from imageintrospect.errors import FormatMismatch
-
-from conftest import (
+from tests.support import (
     CountingFile,
     OnlyRead,
     assert_same_as_qemu,
@@ -29,8 +28,8 @@ from conftest import (
     needs_qemu,
     qemu_img,
     qemu_info,
+    qemu_io,
     qemu_refuses,
-    run,
 )
 
 pytestmark = needs_qemu
@@ -128,7 +127,7 @@ def test_section_fields_agree_with_the_raw_header(make_image: MakeImage) -> None
 
 def test_written_data_counts_blocks(make_image: MakeImage) -> None:
     path = make_image("vdi", "64M")
-    run("qemu-io", "-f", "vdi", "-c", "write -P 0x11 0 1536K", "-c", "write 10M 4k", path)
+    qemu_io(path, "vdi", "write -P 0x11 0 1536K", "write 10M 4k")
     md = assert_same_as_qemu(path)
     assert md.vdi is not None
     assert md.vdi.blocks_allocated == data_blocks(path) == 3
@@ -327,7 +326,7 @@ def test_header_only_reads_little(make_image: MakeImage) -> None:
 @pytest.mark.parametrize("static", ["off", "on"])
 def test_stream_and_seekable_agree(make_image: MakeImage, chunk: int, static: str) -> None:
     path = make_image("vdi", "3M", "-o", f"static={static}")
-    run("qemu-io", "-f", "vdi", "-c", "write 1M 4k", path)
+    qemu_io(path, "vdi", "write 1M 4k")
     assert introspect(forward_only(path, chunk)).to_dict() == introspect(path).to_dict()
 
 
@@ -360,7 +359,7 @@ def seed_images(tmp_path_factory: pytest.TempPathFactory) -> Seeds:
     for index, options in enumerate(["static=off", "static=on"]):
         path = directory / f"s{index}.vdi"
         qemu_img("create", "-q", "-f", "vdi", "-o", options, path, "4M")
-        run("qemu-io", "-f", "vdi", "-c", "write 2M 4k", path)
+        qemu_io(path, "vdi", "write 2M 4k")
         seeds.append(path.read_bytes())
     return Seeds(seeds)
 

@@ -21,17 +21,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imageintrospect import Metadata, introspect
-
-from conftest import (
+from tests.support import (
     QEMU_IMG,
     assert_stream_agrees,
     assert_stream_describes_alike,
     needs_qemu,
     patch,
     qemu_img,
-    run,
+    qemu_io,
+    qemu_map_data,
 )
-from conftest import OnlyRead as Stream
+from tests.support import OnlyRead as Stream
 
 pytestmark = needs_qemu
 
@@ -42,18 +42,6 @@ DEEP_CODES = {"vdi-block-index-out-of-range", "vdi-block-past-eof", "vdi-block-u
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def qemu_io(path: Path, *commands: str) -> None:
-    args: list[str | Path] = ["qemu-io", "-f", "vdi"]
-    for command in commands:
-        args += ["-c", command]
-    run(*args, path)
-
-
-def qemu_map_data(path: Path) -> int:
-    extents = json.loads(qemu_img("map", "-f", "vdi", "--output=json", path))
-    return sum(e["length"] for e in extents if e["data"] and e["present"] and "offset" in e)
 
 
 def qemu_corruptions(path: Path) -> int:
@@ -113,6 +101,7 @@ def with_data(make_image: MakeImage) -> Path:
     path = make_image("vdi", "64M")
     qemu_io(
         path,
+        "vdi",
         "write -P 0xab 0 1M",
         "write -P 0xcd 10M 3M",
         "write -P 0x11 63M 1M",
@@ -138,10 +127,10 @@ def test_allocated_size_matches_qemu_map(
 ) -> None:
     path = make_image("vdi", size)
     if writes:
-        qemu_io(path, *writes)
+        qemu_io(path, "vdi", *writes)
     md = introspect(path)
     assert md.safe, md.findings
-    assert md.allocated_size == qemu_map_data(path)
+    assert md.allocated_size == qemu_map_data(path, "vdi")
     assert md.vdi is not None and md.vdi.allocation is not None
     assert md.vdi.allocation.allocated == len(used(path)) == header(path)["allocated"]
     assert md.vdi.allocation.entries == header(path)["blocks"]
@@ -151,7 +140,7 @@ def test_static_image_stores_every_block(make_image: MakeImage) -> None:
     path = make_image("vdi", "8M", "-o", "static=on")
     md = introspect(path)
     assert md.safe, md.findings
-    assert md.allocated_size == md.virtual_size == qemu_map_data(path)
+    assert md.allocated_size == md.virtual_size == qemu_map_data(path, "vdi")
 
 
 def test_converted_image(tmp_path: Path) -> None:
@@ -165,7 +154,7 @@ def test_converted_image(tmp_path: Path) -> None:
     qemu_img("convert", "-q", "-f", "raw", "-O", "vdi", raw, path)
     md = introspect(path)
     assert md.safe, md.findings
-    assert md.allocated_size == qemu_map_data(path) == 3 * MiB
+    assert md.allocated_size == qemu_map_data(path, "vdi") == 3 * MiB
 
 
 def test_header_only_has_no_allocated_size(with_data: Path) -> None:
@@ -239,7 +228,9 @@ def test_zero_block_and_a_recount(with_data: Path) -> None:
     assert md.safe, md.findings
     assert md.vdi is not None and md.vdi.allocation is not None
     assert md.vdi.allocation.zero == 1
-    assert before is not None and md.allocated_size == before - MiB == qemu_map_data(with_data)
+    assert before is not None and md.allocated_size == before - MiB == qemu_map_data(
+        with_data, "vdi"
+    )
     assert "vdi-blocks-allocated-mismatch" in md.codes()
     assert qemu_corruptions(with_data) > 0
 
@@ -291,7 +282,7 @@ def test_huge_counts_are_fast(make_image: MakeImage) -> None:
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     path = tmp_path_factory.mktemp("vdi") / "fuzz.vdi"
     qemu_img("create", "-q", "-f", "vdi", path, "24M")
-    qemu_io(path, "write -P 0x44 0 1M", "write -P 0x55 9M 2M", "write -P 0x66 23M 1M")
+    qemu_io(path, "vdi", "write -P 0x44 0 1M", "write -P 0x55 9M 2M", "write -P 0x66 23M 1M")
     return path.read_bytes()
 
 

@@ -25,8 +25,7 @@ from imageintrospect import Metadata, introspect
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.formats.base import QemuRefuses
 from imageintrospect.qemu_json import qemu_info_dict
-
-from conftest import (
+from tests.support import (
     QEMU_IMG,
     CountingBytes,
     assert_view_refuses,

@@ -7,7 +7,6 @@ wrote, not through the module under test.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import subprocess
@@ -22,17 +21,17 @@ from hypothesis import strategies as st
 
 from imageintrospect import Metadata, introspect
 from imageintrospect.formats.blocktables import STREAM_HOLD_LIMIT
-
-from conftest import (
+from tests.support import (
     QEMU_IMG,
     assert_stream_agrees,
     assert_stream_describes_alike,
     needs_qemu,
     patch,
     qemu_img,
-    run,
+    qemu_io,
+    qemu_map_data,
 )
-from conftest import OnlyRead as Stream
+from tests.support import OnlyRead as Stream
 
 pytestmark = needs_qemu
 
@@ -44,19 +43,6 @@ DEEP_CODES = {"vhd-bat-out-of-range", "vhd-bat-in-metadata", "vhd-bat-claimed-tw
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def qemu_io(path: Path, *commands: str) -> None:
-    args: list[str | Path] = ["qemu-io", "-f", "vpc"]
-    for command in commands:
-        args += ["-c", command]
-    run(*args, path)
-
-
-def qemu_map_data(path: Path) -> int:
-    """Bytes qemu-img map says are data stored in this file."""
-    extents = json.loads(qemu_img("map", "-f", "vpc", "--output=json", path))
-    return sum(e["length"] for e in extents if e["data"] and e["present"] and "offset" in e)
 
 
 def read_at(path: Path, offset: int, length: int) -> bytes:
@@ -106,6 +92,7 @@ def with_data(make_image: MakeImage) -> Path:
     path = make_image("vpc", "64M")
     qemu_io(
         path,
+        "vpc",
         "write -P 0xab 0 1M",
         "write -P 0xcd 10M 3M",
         "write -P 0x11 63M 1M",
@@ -129,10 +116,10 @@ WRITES = {
 def test_allocated_size_matches_qemu_map(make_image: MakeImage, writes: list[str]) -> None:
     path = make_image("vpc", "64M")
     if writes:
-        qemu_io(path, *writes)
+        qemu_io(path, "vpc", *writes)
     md = introspect(path)
     assert md.safe, md.findings
-    assert md.allocated_size == qemu_map_data(path)
+    assert md.allocated_size == qemu_map_data(path, "vpc")
     assert md.vhd is not None and md.vhd.allocation is not None
     allocated = allocated_indexes(path)
     assert md.vhd.allocation.allocated == len(allocated)
@@ -148,7 +135,7 @@ def test_block_straddling_the_end_counts_up_to_the_end(with_data: Path) -> None:
     assert allocated_indexes(with_data)[-1] == size // bat["block_size"]
     md = introspect(with_data)
     whole_blocks = (len(allocated_indexes(with_data)) - 1) * bat["block_size"]
-    assert md.allocated_size == whole_blocks + 16384 == qemu_map_data(with_data)
+    assert md.allocated_size == whole_blocks + 16384 == qemu_map_data(with_data, "vpc")
 
 
 def test_converted_image(tmp_path: Path) -> None:
@@ -162,7 +149,7 @@ def test_converted_image(tmp_path: Path) -> None:
     qemu_img("convert", "-q", "-f", "raw", "-O", "vpc", raw, path)
     md = introspect(path)
     assert md.safe, md.findings
-    assert md.allocated_size == qemu_map_data(path) > 0
+    assert md.allocated_size == qemu_map_data(path, "vpc") > 0
 
 
 def test_fixed_disk_stores_every_byte(make_image: MakeImage) -> None:
@@ -170,7 +157,7 @@ def test_fixed_disk_stores_every_byte(make_image: MakeImage) -> None:
     path = make_image("vpc", "64M", "-o", "subformat=fixed")
     md = introspect(path)
     assert md.vhd is not None and md.vhd.disk_type == "fixed"
-    assert md.allocated_size == md.virtual_size == qemu_map_data(path)
+    assert md.allocated_size == md.virtual_size == qemu_map_data(path, "vpc")
     assert md.vhd.allocation is None
 
 
@@ -191,7 +178,7 @@ def test_differencing_disk_walks_its_own_blocks(with_data: Path) -> None:
     with_data.write_bytes(data)
     md = introspect(with_data)
     assert "vhd-differencing" in md.codes()
-    assert md.allocated_size == qemu_map_data(with_data)
+    assert md.allocated_size == qemu_map_data(with_data, "vpc")
 
 
 # --- streams -------------------------------------------------------------------------------
@@ -374,7 +361,7 @@ def test_file_too_large_for_the_claim_map(with_data: Path) -> None:
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     path = tmp_path_factory.mktemp("vhd") / "fuzz.vhd"
     qemu_img("create", "-q", "-f", "vpc", path, "16M")
-    qemu_io(path, "write -P 0x44 0 1M", "write -P 0x55 9M 2M")
+    qemu_io(path, "vpc", "write -P 0x44 0 1M", "write -P 0x55 9M 2M")
     return path.read_bytes()
 
 

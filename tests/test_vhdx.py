@@ -27,8 +27,7 @@ from imageintrospect.crc32c import crc32c, crc32c_bytewise
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.formats.vhdx import VhdxSection
 from imageintrospect.source import Source, StreamGap
-
-from conftest import (
+from tests.support import (
     QEMU_IMG,
     CountingFile,
     OnlyRead,

@@ -21,17 +21,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imageintrospect import Metadata, introspect
-
-from conftest import (
+from tests.support import (
     QEMU_IMG,
     assert_stream_agrees,
     assert_stream_describes_alike,
     needs_qemu,
     patch,
     qemu_img,
-    run,
+    qemu_io,
 )
-from conftest import OnlyRead as Stream
+from tests.support import OnlyRead as Stream
 
 pytestmark = needs_qemu
 
@@ -59,13 +58,6 @@ def read_at(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(length)
-
-
-def qemu_io(path: Path, *commands: str) -> None:
-    args: list[str | Path] = ["qemu-io", "-f", "vhdx"]
-    for command in commands:
-        args += ["-c", command]
-    run(*args, path)
 
 
 def qemu_corruptions(path: Path) -> int:
@@ -153,7 +145,7 @@ def with_data(make_image: MakeImage) -> Path:
     """64 MiB in 8 MiB blocks (qemu's choice), data in blocks 0, 1 and 7."""
     path = make_image("vhdx", "64M")
     assert block_size_of(path) == 8 * MiB
-    qemu_io(path, "write -P 0xab 0 1M", "write -P 0xcd 10M 3M", "write -P 0x11 63M 1M")
+    qemu_io(path, "vhdx", "write -P 0xab 0 1M", "write -P 0xcd 10M 3M", "write -P 0x11 63M 1M")
     return path
 
 
@@ -176,7 +168,7 @@ def test_allocated_size_is_what_was_written(
 ) -> None:
     path = make_image("vhdx", size, *(["-o", f"block_size={block}"] if block else []))
     if writes:
-        qemu_io(path, *(f"write -P 0x5a {start} {length}" for start, length in writes))
+        qemu_io(path, "vhdx", *(f"write -P 0x5a {start} {length}" for start, length in writes))
     md = introspect(path)
     assert md.safe, md.findings
     assert md.virtual_size is not None
@@ -225,7 +217,7 @@ def test_one_tib_disk_across_sector_bitmap_entries(tmp_path: Path) -> None:
     path = tmp_path / "big.vhdx"
     qemu_img("create", "-q", "-f", "vhdx", "-o", "block_size=1M", path, "1T")
     blocks = [0, 4095, 4096, 8191, 8192, 1024 * 1024 - 1]
-    qemu_io(path, *(f"write -P 0x77 {b * MiB + 4096} 512" for b in blocks))
+    qemu_io(path, "vhdx", *(f"write -P 0x77 {b * MiB + 4096} 512" for b in blocks))
     entries = bat(path, entry_index(blocks[-1], MiB) + 1)
     present = [i for i, e in enumerate(entries) if e & 7 == FULLY_PRESENT]
     assert present == [entry_index(b, MiB) for b in blocks]
@@ -415,7 +407,7 @@ def test_bat_region_too_small_is_walked_as_far_as_it_goes(make_image: MakeImage)
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     path = tmp_path_factory.mktemp("vhdx") / "fuzz.vhdx"
     qemu_img("create", "-q", "-f", "vhdx", "-o", "block_size=1M", path, "12M")
-    qemu_io(path, "write -P 0x44 0 1M", "write -P 0x55 9M 2M")
+    qemu_io(path, "vhdx", "write -P 0x44 0 1M", "write -P 0x55 9M 2M")
     return path.read_bytes()
 
 

@@ -21,7 +21,8 @@ import pytest
 
 from imageintrospect import introspect
 from imageintrospect.formats.vhdx import VhdxSection
-from test_vhdx import (
+from tests.support import QEMU_IMG, forward_only, needs_qemu, patch, qemu_img, qemu_info
+from tests.test_vhdx import (
     FILE_PARAMETERS,
     VIRTUAL_DISK_SIZE,
     edit_header,
@@ -31,8 +32,6 @@ from test_vhdx import (
     read,
     with_checksum,
 )
-
-from conftest import QEMU_IMG, forward_only, needs_qemu, patch, qemu_img, qemu_info
 
 SECTOR = 4096
 MiB = 1024 * 1024

@@ -20,9 +20,7 @@ import pytest
 from imageintrospect import ImageIntrospectError, Metadata, introspect
 from imageintrospect.errors import FormatMismatch
 from imageintrospect.formats import vmdk
-
-import vmware_stream as vs
-from conftest import (
+from tests.support import (
     CountingBytes,
     OnlyRead,
     forward_only,
@@ -30,8 +28,10 @@ from conftest import (
     patch,
     qemu_img,
     qemu_info,
+    qemu_io,
     run,
 )
+from tests.support import vmware_stream as vs
 
 pytestmark = needs_qemu
 
@@ -221,7 +221,7 @@ def test_options_match_qemu(make_image: MakeImage, options: str, check: Any) -> 
 @pytest.mark.parametrize("subformat", ["monolithicSparse", "streamOptimized"])
 def test_written_data_matches_qemu(make_image: MakeImage, subformat: str) -> None:
     path = make_image("vmdk", "16M", "-o", f"subformat={subformat}")
-    run("qemu-io", "-f", "vmdk", "-c", "write -P 0xab 0 1M", "-c", "write -P 0x11 9M 64k", path)
+    qemu_io(path, "vmdk", "write -P 0xab 0 1M", "write -P 0x11 9M 64k")
     md = assert_same_as_qemu(path)
     assert md.safe, md.findings
     assert md.vmdk is not None

@@ -32,9 +32,16 @@ from imageintrospect import (
     Metadata,
     introspect,
 )
-
-import vmware_stream as vs
-from conftest import CountingBytes, OnlyRead, needs_qemu, patch, qemu_img, run, streamed
+from tests.support import (
+    CountingBytes,
+    OnlyRead,
+    needs_qemu,
+    patch,
+    qemu_img,
+    qemu_io,
+    streamed,
+)
+from tests.support import vmware_stream as vs
 
 pytestmark = needs_qemu
 
@@ -125,13 +132,6 @@ def deep(path: Path) -> Metadata:
     return md
 
 
-def qemu_io(path: Path, *commands: str) -> None:
-    args: list[str | Path] = ["qemu-io", "-f", "vmdk"]
-    for command in commands:
-        args += ["-c", command]
-    run(*args, path)
-
-
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -152,14 +152,14 @@ STREAM_WRITES = ("write -P 0x11 0 192k", "write -P 0x22 5M 64k", "write -P 0x33 
 @pytest.fixture
 def sparse(make_image: MakeImage) -> Path:
     path = make_image("vmdk", "64M")
-    qemu_io(path, *WRITES)
+    qemu_io(path, "vmdk", *WRITES)
     return path
 
 
 @pytest.fixture
 def qemu_stream(make_image: MakeImage) -> Path:
     path = make_image("vmdk", "64M", "-o", "subformat=streamOptimized")
-    qemu_io(path, *STREAM_WRITES)
+    qemu_io(path, "vmdk", *STREAM_WRITES)
     return path
 
 
@@ -188,7 +188,7 @@ def vmware(tmp_path: Path) -> tuple[Path, vs.StreamLayout]:
 )
 def test_qemu_images_with_data(make_image: MakeImage, options: str, writes: tuple[str]) -> None:
     path = make_image("vmdk", "64M", "-o", options)
-    qemu_io(path, *writes)
+    qemu_io(path, "vmdk", *writes)
     md = deep(path)
     assert md.safe, md.findings
     assert md.allocated_size == map_allocated(path)
@@ -247,7 +247,7 @@ def test_seekable_stream_walk_reads_markers_not_grains(
 
 def test_two_gb_extents_add_up_to_the_map(make_image: MakeImage) -> None:
     path = make_image("vmdk", "5G", "-o", "subformat=twoGbMaxExtentSparse")
-    qemu_io(path, "write -P 1 0 128k", "write -P 2 3G 64k", "write -P 3 4G 4k")
+    qemu_io(path, "vmdk", "write -P 1 0 128k", "write -P 2 3G 64k", "write -P 3 4G 4k")
     extents = sorted(path.parent.glob(path.stem + "-s*.vmdk"))
     assert len(extents) == 3
     total = 0
@@ -329,7 +329,7 @@ def test_tables_beyond_what_a_stream_keeps_anyway(
 ) -> None:
     """Megabytes of grain tables past the kept head: kept because the directory asked."""
     path = make_image("vmdk", size, "-o", options)
-    qemu_io(path, *writes)
+    qemu_io(path, "vmdk", *writes)
     h = header(path.read_bytes())
     assert gt_offsets(path.read_bytes(), h.gd, gd_entries(h))[-1] > 2 * MIB
     md = deep(path)
@@ -340,7 +340,7 @@ def test_tables_beyond_what_a_stream_keeps_anyway(
 
 
 def test_disk_inside_a_streamed_ova(tmp_path: Path, qemu_stream: Path) -> None:
-    from test_ova import vmware_ova
+    from tests.test_ova import vmware_ova
 
     rng = random.Random(3)
     layout = vs.build_stream(8192 * 64, {i: rng.randbytes(60000) for i in range(40)})
@@ -466,7 +466,7 @@ def test_too_many_tables_are_not_walked(tmp_path: Path) -> None:
 
 def test_claim_map_over_its_limit_says_so(make_image: MakeImage) -> None:
     path = make_image("vmdk", "1M")
-    qemu_io(path, "write -P 1 0 64k")
+    qemu_io(path, "vmdk", "write -P 1 0 64k")
     os.truncate(path, 200 * 1024**3)  # a sparse 200 GiB file: too big for a sector map
     tracemalloc.start()
     md = introspect(path)
@@ -596,7 +596,7 @@ def seeds(tmp: Path) -> dict[str, tuple[bytes, list[tuple[int, int]]]]:
     for subformat in ("monolithicSparse", "streamOptimized"):
         path = tmp / f"{subformat}.vmdk"
         qemu_img("create", "-q", "-f", "vmdk", "-o", f"subformat={subformat}", path, "8M")
-        qemu_io(path, "write -P 0x5a 0 128k", "write -P 7 3M 64k")
+        qemu_io(path, "vmdk", "write -P 0x5a 0 128k", "write -P 7 3M 64k")
         data = path.read_bytes()
         h = header(data)
         areas = [(h.rgd * SECTOR, h.overhead * SECTOR - h.rgd * SECTOR)]

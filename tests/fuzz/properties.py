@@ -39,9 +39,9 @@ from hypothesis import currently_in_test_context, event, note
 from imageintrospect import ImageIntrospectError, InternalParserError, Metadata, introspect
 from imageintrospect.findings import STREAM_UNCHECKED
 from imageintrospect.qemu_json import qemu_info_json
+from tests.support import CountingBytes, OnlyRead
 
 from .known_bugs import Failure, known
-from conftest import CountingBytes, OnlyRead
 
 #: Generous: the slowest legitimate example takes milliseconds on a 2-core machine.
 TIME_LIMIT = 5.0

@@ -30,8 +30,8 @@ import pytest
 
 from imageintrospect.crc32c import crc32c
 from imageintrospect.formats import iso, luks, ova, partitions, qcow2, qed, vdi, vhd, vhdx, vmdk
+from tests.support import vmware_stream as vs
 
-import vmware_stream as vs
 from .strategies import (
     KIB,
     MIB,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-import vmware_stream as vs
+from tests.support import vmware_stream as vs
+
 from .properties import fuzz_one
 from .seeds import SECTOR, Seed, vmdk_descriptors
 from .strategies import Mutant, mutants, pristine_or_cut, text_edits

@@ -11,7 +11,6 @@ import functools
 import io
 import json
 import struct
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,8 @@ from hypothesis import strategies as st
 
 from imageintrospect import ImageIntrospectError, InternalParserError, Metadata, introspect
 from imageintrospect.formats import vmdk
-
-import vmware_stream as vs
-from conftest import OnlyRead, needs_qemu, qemu_img
+from tests.support import OnlyRead, needs_qemu, qemu_img, qemu_io
+from tests.support import vmware_stream as vs
 
 pytestmark = needs_qemu
 
@@ -43,11 +41,7 @@ def seeds() -> dict[str, bytes]:
         for subformat in ("monolithicSparse", "streamOptimized"):
             path = Path(tmp) / f"{subformat}.vmdk"
             qemu_img("create", "-q", "-f", "vmdk", "-o", f"subformat={subformat}", path, "4M")
-            subprocess.run(
-                ["qemu-io", "-f", "vmdk", "-c", "write -P 0x5a 0 128k", str(path)],
-                check=True,
-                capture_output=True,
-            )
+            qemu_io(path, "vmdk", "write -P 0x5a 0 128k")
             out[subformat] = path.read_bytes()
         flat = Path(tmp) / "flat.vmdk"
         qemu_img("create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", flat, "1M")
