@@ -43,7 +43,12 @@ class OptionalBuildExt(build_ext):
         print(f"WARNING: {message}")
 
 
+# The C module uses only the stable ABI (cffi builds it with Py_LIMITED_API), so one wheel
+# serves CPython 3.10 and every later version: tag it cp310-abi3.
+LIMITED_API = "cp310"
+
 setup(
     cffi_modules=["src/_cffi_src/build_scan.py:ffibuilder"],
     cmdclass={"build_ext": OptionalBuildExt},
+    options={"bdist_wheel": {"py_limited_api": LIMITED_API}},
 )

@@ -269,7 +269,7 @@ DEEP_CASES: tuple[DeepCase, ...] = (
 DEEP_CASE_NAMES = tuple(case.name for case in DEEP_CASES)
 BY_NAME = {case.name: case for case in DEEP_CASES}
 
-#: The images the stream benchmark (issue 5) reads through.
+#: The images the stream benchmark reads through.
 STREAM_CASE_NAMES = ("qcow2-1G-random", "vmdk-stream-1G-random")
 
 

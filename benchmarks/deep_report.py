@@ -1,6 +1,6 @@
 """What the deep and stream benchmarks measured, and the closing tables they print.
 
-The targets (issues 4 and 5) are reported in the tables, never asserted: timings belong to a
+The targets are reported in the tables, never asserted: timings belong to a
 machine.  What is asserted is correctness: ``allocated_size`` equal to qemu-img's figure
 wherever deep validation has landed, and the stream reader handing out the bytes unchanged.
 """

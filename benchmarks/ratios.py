@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The contract's bound on header-only introspection (CONTRACT.md §5), checked per image.
+#: The bound on header-only introspection (docs/security.md), checked per image.
 MAX_HEADER_READ = 1024 * 1024
 #: The issue's speed target: ours at least this many times faster than oslo, per image.
 TARGET_RATIO = 10.0

@@ -1,4 +1,4 @@
-"""Deep introspection (issue 4): ours against qemu-img, C against Python, scan against read.
+"""Deep introspection: ours against qemu-img, C against Python, scan against read.
 
 For every image of :mod:`deep_images` (built once, cached) seven benchmarks run back to back
 in one group named after the image:

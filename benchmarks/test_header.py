@@ -9,7 +9,8 @@ For every image there are two benchmarks in one group (named after the image):
   is caught and counted as part of the work.
 
 ``test_ours`` also counts the bytes it reads through a counting file object and asserts the
-contract's bound (≤ 1 MiB for ``deep=False``): that is a correctness check, not a timing one.
+library's bound (≤ 1 MiB for ``deep=False``, docs/security.md): that is a correctness check,
+not a timing one.
 Speed targets are reported in the closing table, never asserted: timings vary by machine.
 """
 

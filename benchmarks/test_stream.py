@@ -1,4 +1,4 @@
-"""Streaming pass-through (issue 5): plain read vs InspectingReader vs oslo's InspectWrapper.
+"""Streaming pass-through: plain read vs InspectingReader vs oslo's InspectWrapper.
 
 Each image (1 GiB of random data as qcow2 and as a streamOptimized VMDK, cached by
 :mod:`deep_images`) is read from the page cache in 64 KiB chunks three ways, back to back in

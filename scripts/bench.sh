@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark command, with closing ratio tables (see docs/performance.md):
-#   header: header-level introspect() against oslo.utils' format_inspector (issue 2);
+#   header: header-level introspect() against oslo.utils' format_inspector;
 #   deep:   deep introspect() against qemu-img check/map, C scanners against the Python twin,
-#           table scanning against plain reads of the same bytes (issue 4);
-#   stream: plain read loop against InspectingReader and oslo's InspectWrapper (issue 5).
+#           table scanning against plain reads of the same bytes;
+#   stream: plain read loop against InspectingReader and oslo's InspectWrapper.
 #
 #   bash scripts/bench.sh                 # all three
 #   bash scripts/bench.sh deep            # one of them (header, deep, stream)

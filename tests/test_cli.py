@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import imageintrospect.scan
 from imageintrospect import Finding, Metadata, __version__, cli, introspect
 from imageintrospect.qemu_json import qemu_key_order
 from tests.support import needs_qemu, qemu_img, qemu_info
@@ -91,24 +93,32 @@ def test_info_glance_prints_glance_properties(
     assert props["virtual_size"] == qemu_info(path)["virtual-size"]
 
 
-def test_info_human_shows_sizes_section_and_findings(
+def test_info_human_puts_the_verdict_first_and_details_under_verbose(
     tmp_path: Path, make_image: MakeImage, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = qcow2_with_backing(tmp_path, make_image)
     md = introspect(path)
     status, out, _ = run_main(capsys, "info", path)
     assert status == 0
-    assert "format:" in out and md.format in out
-    assert str(qemu_info(path)["virtual-size"]) in out
-    assert md.section is not None
-    for key in md.section.to_dict():
-        assert f"  {key}:" in out
+    lines = out.splitlines()
+    assert lines[1].split(":", 1) == ["verdict", "        UNSAFE (1 unsafe finding)"]
     assert md.findings, "a backing file must be reported"
     for finding in md.findings:
         assert f"{finding.code}: {finding.message}" in out
+    # the findings come before the facts, the facts before the Glance properties
+    findings_at = out.index(md.findings[0].code)
+    assert findings_at < out.index("\nformat:") < out.index("glance properties:")
+    assert str(qemu_info(path)["virtual-size"]) in out
+    assert "backing file:   base.qcow2" in out
+    assert "l1_table_offset" not in out and "backend:" not in out
+    status, verbose, _ = run_main(capsys, "info", "--verbose", path)
+    assert md.section is not None
+    for key in md.section.to_dict():
+        assert f"  {key}:" in verbose
+    assert "backend:" in verbose
 
 
-def test_info_human_says_unknown_for_missing_sizes(
+def test_info_human_leaves_out_what_is_unknown(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, _ = run_main(capsys, "info", raw_image(tmp_path, b"\0" * 4096))
@@ -116,7 +126,7 @@ def test_info_human_says_unknown_for_missing_sizes(
     lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     assert lines["format"].strip() == "raw"
     assert lines["virtual size"].strip() == "4 KiB (4096 bytes)"
-    assert lines["allocated size"].strip() == "unknown"
+    assert "allocated size" not in lines
     assert lines["findings"].strip() == "none"
 
 
@@ -163,7 +173,7 @@ def test_check_backing_file_exits_1_and_prints_findings(
 ) -> None:
     path = qcow2_with_backing(tmp_path, make_image)
     md = introspect(path)
-    assert not md.safe, "the contract makes a backing file unsafe"
+    assert not md.safe, "a backing file is always unsafe"
     status, out, _ = run_main(capsys, "check", path)
     assert status == cli.EXIT_UNSAFE
     for finding in md.findings:
@@ -262,7 +272,8 @@ def test_stdin_check(make_image: MakeImage) -> None:
 def test_python_dash_m_is_the_same_program(tmp_path: Path) -> None:
     version = run_module("--version")
     assert version.returncode == 0
-    assert version.stdout.split() == ["imageintrospect", __version__]
+    backend = imageintrospect.scan.describe_backend()
+    assert version.stdout.strip() == f"imageintrospect {__version__} (backend: {backend})"
     proc = run_module("info", "--output", "glance", raw_image(tmp_path, b"\0" * 1024))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["disk_format"] == "raw"
@@ -463,30 +474,42 @@ def test_progress_line_shapes() -> None:
     assert progress_line(5 << 20, None) == "deep scan: 5.0 MiB read"
 
 
-def test_progress_bar_only_after_a_second_on_a_terminal(
+class _WatchedTerminal(_Terminal):
+    """A terminal that says when the painter has drawn the bar (and not just erased it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawn = threading.Event()
+
+    def write(self, text: str) -> int:
+        if "deep scan" in text:
+            self.drawn.set()
+        return super().write(text)
+
+
+def test_progress_bar_only_after_a_delay_on_a_terminal(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import time
-
-    from imageintrospect import cli
-
+    """No clock in the test: the delays are set to "never" or "at once", and the scan waits
+    for the painter's first drawing instead of sleeping."""
     image = tmp_path / "x.img"
     image.write_bytes(bytes(4096))
     source = cli.Tracked(str(image))
     try:
+        monkeypatch.setattr(cli, "PROGRESS_AFTER", 1e9)
         quick = _Terminal()
         with cli.deep_scan_progress(source, quick):
             source.position = 2048
-        assert quick.getvalue() == ""  # done within the first second: nothing drawn
-        monkeypatch.setattr(cli, "PROGRESS_AFTER", 0.05)
-        monkeypatch.setattr(cli, "PROGRESS_EVERY", 0.02)
-        slow = _Terminal()
+        assert quick.getvalue() == ""  # ended before the delay: nothing drawn
+        monkeypatch.setattr(cli, "PROGRESS_AFTER", 0.0)
+        monkeypatch.setattr(cli, "PROGRESS_EVERY", 0.0)
+        slow = _WatchedTerminal()
         with cli.deep_scan_progress(source, slow):
-            time.sleep(0.3)
+            slow.drawn.wait()  # a scan still running when the painter looks
         assert " 50%" in slow.getvalue() and slow.getvalue().endswith("\r")
         not_a_terminal = io.StringIO()
         with cli.deep_scan_progress(source, not_a_terminal):
-            time.sleep(0.1)
+            source.position = 4096
         assert not_a_terminal.getvalue() == ""
     finally:
         source.close()

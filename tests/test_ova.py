@@ -264,8 +264,8 @@ def test_vmware_style_appliance(tmp_path: Path, stream_vmdk: bytes) -> None:
     assert system.nics == ({"subtype": "VmxNet3", "network": "VM Network"},)
     (disk,) = ova.disks
     assert disk.capacity == 64 << 20 and disk.file == "disk1.vmdk"
-    assert disk.image is not None and disk.image["format"] == "vmdk"
-    assert disk.image["virtual_size"] == 64 << 20
+    assert disk.image is not None and disk.image.format == "vmdk"
+    assert disk.image.virtual_size == 64 << 20
     assert md.virtual_size == 64 << 20
     assert md.glance_properties() == {
         "container_format": "ova",
@@ -422,9 +422,10 @@ def test_qcow2_member_deep_walk_as_alone(tmp_path: Path, make_image: MakeImage) 
                             controller="buslogic")  # fmt: skip
     md = introspect(build_ova(tmp_path / "p.ova", [("a.ovf", ovf.encode()), ("disk1.vmdk", disk)]))
     assert md.ova is not None
-    member = md.ova.disks[0].image
+    image = md.ova.disks[0].image
     alone = introspect(path).to_dict()
-    assert member is not None and alone["allocated_size"] == 64 * 1024 * 1024
+    assert image is not None and alone["allocated_size"] == 64 * 1024 * 1024
+    member = image.to_dict()
     assert {key: member[key] for key in alone} == alone
 
 

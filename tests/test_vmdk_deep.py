@@ -349,8 +349,9 @@ def test_disk_inside_a_streamed_ova(tmp_path: Path, qemu_stream: Path) -> None:
         md = deep(ova)
         assert md.ova is not None
         image = md.ova.disks[0].image
-        assert image is not None and image["allocated_size"] is not None
-        assert image["vmdk"]["markers"]["complete"], image["findings"]
+        assert image is not None and image.allocated_size is not None
+        assert image.vmdk is not None and image.vmdk.markers is not None
+        assert image.vmdk.markers.complete, image.findings
 
 
 def test_inspecting_reader_walks_as_bytes_pass(vmware: tuple[Path, vs.StreamLayout]) -> None:

@@ -54,6 +54,8 @@ def make_builder(base: Path = Path()) -> FFI:
         depends=[str(base / HEADER)],
         include_dirs=[str(base / HEADER.parent)],
         extra_compile_args=compile_args(),
+        # the stable ABI (cffi's default, said out loud): the wheel is tagged abi3
+        py_limited_api=True,
     )
     return builder
 

@@ -1,8 +1,10 @@
 """The ``imageintrospect`` command: ``info`` describes an image, ``check`` gives a verdict.
 
-Exit status of ``check``: 0 safe, 1 unsafe, 2 unreadable (the image could not be described,
-or could not be opened).  ``info`` exits 0, or 2 for an unreadable image.  Errors are one line
-on standard error, never a traceback.
+Exit status: ``check`` exits 0 safe, 1 unsafe; every command exits 2 when the image cannot
+be read or described (a missing file, a closed standard input, not ``--expected-format``),
+74 (``EX_IOERR`` of sysexits.h) when its output cannot be written (a closed standard output),
+141 when the reader of a pipe went away (as a tool killed by SIGPIPE), 130 on Ctrl-C.  Errors
+are one line on standard error, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ import argparse
 import io
 import json
 import os
+import stat
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, TextIO
 
-from . import __version__
+from . import __version__, detect, human, scan
 from .core import introspect
 from .errors import ImageIntrospectError
-from .findings import Finding
 from .formats.base import QemuRefuses
 from .metadata import Metadata
 from .qemu_json import qemu_info_json
@@ -28,17 +31,24 @@ from .qemu_json import qemu_info_json
 EXIT_SAFE = 0
 EXIT_UNSAFE = 1
 EXIT_UNREADABLE = 2
+EXIT_OUTPUT_FAILED = 74  # EX_IOERR (sysexits.h): the answer could not be written
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
+EXIT_INTERRUPTED = 128 + 2  # Ctrl-C, as a shell reports SIGINT
 
 OUTPUTS = ("human", "json", "qemu-json", "glance")
+CHECK_OUTPUTS = ("human", "json")
 STDIN = "-"
+
+
+class OutputFailed(Exception):
+    """Standard output is closed or refuses the answer."""
 
 
 class ForwardOnly:
     """Standard input as a stream: only ``read()``, even when the shell gave us a file.
 
-    The contract reads ``-`` as a stream, so the answer for ``- < disk.img`` is the one a pipe
-    would get, whatever kind of file descriptor 0 happens to be.
+    ``-`` is read as a stream, so the answer for ``- < disk.img`` is the one a pipe would get,
+    whatever kind of file descriptor 0 happens to be.  Named pipes are read this way too.
     """
 
     def __init__(self, raw: IO[bytes]) -> None:
@@ -51,6 +61,10 @@ class ForwardOnly:
         self.position += len(data)
         return data
 
+    def close(self) -> None:
+        if self._raw is not getattr(sys.stdin, "buffer", None):
+            self._raw.close()
+
 
 class Tracked(io.FileIO):
     """An image file that remembers how far into it reads have reached (for progress)."""
@@ -58,7 +72,7 @@ class Tracked(io.FileIO):
     def __init__(self, path: str) -> None:
         super().__init__(path, "rb")
         self.position = 0
-        self.size: int | None = os.fstat(self.fileno()).st_size
+        self.size: int | None = os.fstat(self.fileno()).st_size or None
 
     def read(self, size: int | None = -1, /) -> bytes:
         start = self.tell()
@@ -72,20 +86,46 @@ class Tracked(io.FileIO):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script passes it to exit)."""
     args = build_parser().parse_args(argv)
+    where = describe_path(getattr(args, "path", None) or "")
     try:
-        status: int = args.run(args)
-        sys.stdout.flush()
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            status: int = args.run(args)
+        flush_stdout()
     except BrokenPipeError:
         # The reader went away (``| head``): exit as a SIGPIPE'd tool would, without the
         # interpreter complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OutputFailed as exc:
+        error(f"cannot write the answer to standard output: {exc}")
+        return EXIT_OUTPUT_FAILED
     except (ImageIntrospectError, OSError) as exc:
-        print(f"imageintrospect: {describe_path(args.path)}: {exc}", file=sys.stderr)
+        error(f"{where}: {exc}")
         return EXIT_UNREADABLE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return status
+
+
+def error(message: str) -> None:
+    """One line on standard error, if there is one."""
+    if sys.stderr is not None:
+        print(f"imageintrospect: {message}", file=sys.stderr)
+
+
+def show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings as one plain line on standard error (no source line, no module path)."""
+    error(f"warning: {message}")
+
+
+class ShowVersion(argparse.Action):
+    """``--version``: the version and the live backend, on one line however long (argparse's
+    own version action wraps it at the terminal's width)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"{parser.prog} {__version__} (backend: {scan.describe_backend()})")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,9 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tell what a disk image really is, from its own bytes. "
         "Files named inside the image (backing files, extents) are reported, never opened.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version", action=ShowVersion, nargs=0, help="show the version and backend, and exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_info(commands)
+    add_check(commands)
+    return parser
 
+
+def add_info(commands: Any) -> None:
     info = commands.add_parser("info", help="describe an image")
     info.add_argument(
         "--output",
@@ -111,67 +158,125 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="read the headers only; skip validating the allocation tables",
     )
+    info.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="human output: also every field read (header fields, offsets, qemu's view) and "
+        "the backend in use",
+    )
     info.add_argument("path", metavar="PATH", help="the image, or - for standard input")
     info.set_defaults(run=run_info)
 
+
+def add_check(commands: Any) -> None:
     check = commands.add_parser(
         "check", help="exit 0 if the image is safe, 1 if unsafe, 2 if unreadable"
     )
     check.add_argument(
         "--expected-format",
         metavar="FMT",
-        help="the format the image is supposed to be (e.g. qcow2); anything else is an error",
+        type=str.lower,
+        choices=detect.known_formats(),
+        help="the format the image is supposed to be; anything else is an error. "
+        f"One of: {', '.join(detect.known_formats())}",
+    )
+    check.add_argument(
+        "--output",
+        choices=CHECK_OUTPUTS,
+        default="human",
+        help="human (default: the findings, then the verdict) or json "
+        "({image, format, safe, findings}, or {image, safe: false, error} when unreadable)",
     )
     check.add_argument("path", metavar="PATH", help="the image, or - for standard input")
     check.set_defaults(run=run_check)
-    return parser
 
 
 def run_info(args: argparse.Namespace) -> int:
     md = inspect_path(args.path, deep=args.deep, expected_format=None)
-    out = sys.stdout
     if args.output == "json":
-        print(json.dumps(md.to_dict(), indent=2), file=out)
+        write(json.dumps(md.to_dict(), indent=2))
     elif args.output == "glance":
-        print(json.dumps(md.glance_properties(), indent=2), file=out)
+        write(json.dumps(md.glance_properties(), indent=2))
     elif args.output == "qemu-json":
         try:
             text = qemu_info_json(md, args.path, actual_size(args.path))
         except QemuRefuses as exc:  # fail as qemu-img info would, with its status
             print(f"qemu-img: Could not open '{args.path}': {exc}", file=sys.stderr)
             return exc.status
-        print(text, file=out)
+        write(text)
     else:
-        write_human(md, args.path, out)
+        lines = human.write_info(
+            md, describe_path(args.path), verbose=args.verbose, backend=scan.describe_backend()
+        )
+        write("\n".join(lines))
     return EXIT_SAFE
 
 
 def run_check(args: argparse.Namespace) -> int:
-    md = inspect_path(args.path, deep=True, expected_format=args.expected_format)
-    for finding in md.findings:
-        print(finding_line(finding))
-    unsafe = sum(1 for finding in md.findings if finding.severity == "unsafe")
-    if md.safe:
-        print(f"{describe_path(args.path)}: safe ({md.format})")
-        return EXIT_SAFE
-    print(f"{describe_path(args.path)}: UNSAFE ({md.format}, {unsafe} unsafe finding(s))")
-    return EXIT_UNSAFE
+    name = describe_path(args.path)
+    try:
+        md = inspect_path(args.path, deep=True, expected_format=args.expected_format)
+    except ImageIntrospectError as exc:
+        if args.output == "json":
+            answer = {"image": name, "safe": False, "error": str(exc)}
+            write(json.dumps({**answer, "error_type": type(exc).__name__}, indent=2))
+        raise
+    if args.output == "json":
+        answer = {"image": name, "format": md.format, "safe": md.safe}
+        write(json.dumps({**answer, "findings": [f.to_dict() for f in md.findings]}, indent=2))
+    else:
+        write("\n".join(human.check_lines(md, name)))
+    return EXIT_SAFE if md.safe else EXIT_UNSAFE
+
+
+def write(text: str) -> None:
+    """Print the answer; a closed or failing standard output is :class:`OutputFailed`."""
+    if sys.stdout is None:  # started with standard output closed (``>&-``)
+        raise OutputFailed("it is closed")
+    try:
+        print(text, file=sys.stdout)
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:  # EBADF, ENOSPC, a closed file object
+        raise OutputFailed(str(exc)) from exc
+
+
+def flush_stdout() -> None:
+    if sys.stdout is None:
+        return
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise OutputFailed(str(exc)) from exc
+
+
+def open_input(path: str) -> ForwardOnly | Tracked:
+    """The image as the CLI reads it: a regular file or block device at random, anything
+    else (standard input, a named pipe, ``/dev/stdin``, ``<(...)``) forward, as a stream."""
+    if path == STDIN:
+        if sys.stdin is None:  # started with standard input closed (``<&-``)
+            raise ImageIntrospectError("standard input is closed")
+        return ForwardOnly(sys.stdin.buffer)
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+        return Tracked(path)
+    # a pipe cannot seek: reading it as a file would fail at the first seek
+    return ForwardOnly(open(path, "rb", buffering=0))
 
 
 def inspect_path(path: str, *, deep: bool, expected_format: str | None) -> Metadata:
-    if path == STDIN:
-        source: ForwardOnly | Tracked = ForwardOnly(sys.stdin.buffer)
-    else:
-        try:
-            source = Tracked(path)
-        except OSError:  # let introspect() word the error as for any unreadable path
-            return introspect(path, deep=deep, expected_format=expected_format)
+    try:
+        source = open_input(path)
+    except OSError:  # let introspect() word the error as for any unreadable path
+        return introspect(path, deep=deep, expected_format=expected_format)
     try:
         with deep_scan_progress(source if deep else None, sys.stderr):
             return introspect(source, deep=deep, expected_format=expected_format)
     finally:
-        if isinstance(source, Tracked):
-            source.close()
+        source.close()
 
 
 #: Reads this close to the end of the file do not move the progress bar.
@@ -189,7 +294,7 @@ def deep_scan_progress(source: ForwardOnly | Tracked | None, stream: TextIO) -> 
     It shows how far into the image the reads have reached (tables are walked in file
     order), or the bytes read from a stream whose size is unknown.
     """
-    if source is None or not stream.isatty():
+    if source is None or stream is None or not stream.isatty():
         yield
         return
     done = threading.Event()
@@ -241,97 +346,6 @@ def actual_size(path: str) -> int | None:
 
 def describe_path(path: str) -> str:
     return "<stdin>" if path == STDIN else path
-
-
-# -- human output ------------------------------------------------------------------------------
-
-
-def write_human(md: Metadata, path: str, out: TextIO) -> None:
-    rows: list[tuple[str, str]] = [
-        ("image", describe_path(path)),
-        ("format", md.format),
-        ("virtual size", size_text(md.virtual_size)),
-        ("image size", size_text(md.image_size)),
-        ("allocated size", size_text(md.allocated_size)),
-    ]
-    if md.partition_table is not None:
-        rows.append(("partition table", md.partition_table))
-    rows.append(("safe", "yes" if md.safe else "NO"))
-    width = max(len(label) for label, _ in rows) + 1
-    for label, value in rows:
-        print(f"{label + ':':<{width}} {value}", file=out)
-    section = md.section
-    if section is not None:
-        print(f"{md.format}:", file=out)
-        for line in nested_lines(section.to_dict(), indent=1):
-            print(line, file=out)
-    if md.findings:
-        print("findings:", file=out)
-        for finding in md.findings:
-            print(f"  {finding_line(finding)}", file=out)
-    else:
-        print("findings: none", file=out)
-
-
-def finding_line(finding: Finding) -> str:
-    return f"{finding.severity:<7} {finding.code}: {finding.message}"
-
-
-def size_text(size: int | None) -> str:
-    if size is None:
-        return "unknown"
-    units = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    value = float(size)
-    unit = "bytes"
-    for candidate in units:
-        if value < 1024:
-            break
-        value /= 1024
-        unit = candidate
-    if unit == "bytes":
-        return f"{size} bytes"
-    return f"{value:.4g} {unit} ({size} bytes)"
-
-
-def nested_lines(value: Any, indent: int) -> list[str]:
-    """A section dict as indented ``key: value`` lines; lists of records as ``-`` items."""
-    pad = "  " * indent
-    lines: list[str] = []
-    for key, item in value.items():
-        if isinstance(item, dict):
-            if item:
-                lines.append(f"{pad}{key}:")
-                lines.extend(nested_lines(item, indent + 1))
-            else:
-                lines.append(f"{pad}{key}: {{}}")
-        elif isinstance(item, list) and any(isinstance(entry, dict) for entry in item):
-            lines.append(f"{pad}{key}:")
-            for entry in item:
-                lines.extend(list_entry_lines(entry, indent + 1))
-        else:
-            lines.append(f"{pad}{key}: {scalar_text(item)}")
-    return lines
-
-
-def list_entry_lines(entry: Any, indent: int) -> list[str]:
-    pad = "  " * indent
-    if not isinstance(entry, dict):
-        return [f"{pad}- {scalar_text(entry)}"]
-    inner = nested_lines(entry, indent + 1)
-    if not inner:
-        return [f"{pad}- {{}}"]
-    # The first key goes on the dash line, the rest align under it.
-    return [f"{pad}- {inner[0].lstrip()}", *inner[1:]]
-
-
-def scalar_text(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(scalar_text(v) for v in value) if value else "(none)"
-    return str(value)
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m imageintrospect.cli

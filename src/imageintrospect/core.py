@@ -6,7 +6,7 @@ import functools
 import os
 from typing import IO, Any
 
-from . import detect
+from . import detect, scan
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
 from .findings import Findings
 from .formats.base import Context, FormatSpec, NotThisFormat, Parsed, Probe
@@ -25,7 +25,9 @@ def introspect(
     """Describe the disk image in ``source`` from its own bytes.
 
     :param source: a path, a seekable binary file object (read at random, only what is
-        needed), or any object with ``read()`` (read forward once, memory bounded).
+        needed, from its current position on; the position is put back when the call
+        returns), or any object with ``read()`` (read forward once, to its end, memory
+        bounded).  Data in memory (``bytes``) and text-mode files are a :class:`TypeError`.
     :param deep: also validate the allocation tables and compute ``allocated_size``.
         ``False`` reads headers only (at most 1 MiB).
     :param expected_format: the format the caller was told (Glance's ``disk_format``);
@@ -36,6 +38,8 @@ def introspect(
     No file named inside the image (backing files, extents, parents) is ever opened.
     """
     with open_source(source) as src:
+        if deep:  # once the source is known good: a caller's mistake is no deep walk
+            scan.warn_if_slow(stacklevel=2)
         if isinstance(src, Source):
             return introspect_source(src, deep=deep, expected_format=expected_format)
         return _introspect_stream(src, deep=deep, expected_format=expected_format)
@@ -52,7 +56,8 @@ def _introspect_stream(reader: Any, *, deep: bool, expected_format: str | None) 
         if not chunk:
             break
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise InvalidImage(f"the stream returned {type(chunk).__name__}, not bytes")
+            # the caller's object is not a binary stream (a text stream gives str)
+            raise TypeError(f"the stream returned {type(chunk).__name__}, not bytes")
         inspector.feed(bytes(chunk))
     result: Metadata = inspector.finish()
     return result
@@ -79,10 +84,13 @@ def check_head(head: bytes, *, expected_format: str) -> None:
         raise FormatMismatch(expected_format, claims[0].name)
 
 
-def introspect_source(src: Source, *, deep: bool, expected_format: str | None) -> Metadata:
-    """Introspect an already opened :class:`Source` (shared by the streaming reader)."""
+def introspect_source(
+    src: Source, *, deep: bool, expected_format: str | None, depth: int = 0
+) -> Metadata:
+    """Introspect an already opened :class:`Source` (shared by the streaming reader, and by
+    an archive for its members: ``depth`` counts the archives around ``src``)."""
     try:
-        return _introspect(src, deep, expected_format)
+        return _introspect(src, deep, expected_format, depth)
     except ImageIntrospectError:
         raise
     except (MemoryError, RecursionError):
@@ -93,14 +101,16 @@ def introspect_source(src: Source, *, deep: bool, expected_format: str | None) -
         ) from exc
 
 
-def _introspect(src: Source, deep: bool, expected_format: str | None) -> Metadata:
+def _introspect(src: Source, deep: bool, expected_format: str | None, depth: int) -> Metadata:
     findings = Findings()
     probe = detect.read_probe(src)
     spec = detect.detect(probe, findings)
     _check_expected(spec, expected_format)
     detected = findings.freeze()
+    nested = functools.partial(introspect_source, deep=deep, expected_format=None, depth=depth + 1)
     try:
-        parsed = spec.parse(Context(source=src, findings=findings, deep=deep))
+        ctx = Context(source=src, findings=findings, deep=deep, nested=nested, depth=depth)
+        parsed = spec.parse(ctx)
     except NotThisFormat as exc:
         # The claimant's own findings described a format the bytes are not: start afresh.
         findings = Findings()
@@ -108,7 +118,8 @@ def _introspect(src: Source, deep: bool, expected_format: str | None) -> Metadat
         findings.add(exc.code, str(exc))
         spec = detect.RAW
         _check_expected(spec, expected_format)
-        parsed = spec.parse(Context(source=src, findings=findings, deep=deep))
+        ctx = Context(source=src, findings=findings, deep=deep, nested=nested, depth=depth)
+        parsed = spec.parse(ctx)
     return _metadata(spec.name, parsed, src.size, findings)
 
 
@@ -130,5 +141,6 @@ def _metadata(name: str, parsed: Parsed, image_size: int, findings: Findings) ->
         image_size=image_size,
         findings=findings.freeze(),
         partition_table=parsed.partition_table,
+        partitions=parsed.partitions,
         **sections,
     )

@@ -82,6 +82,11 @@ def detect(probe: Probe, findings: Findings) -> FormatSpec:
     return claims[0]
 
 
+def known_formats() -> list[str]:
+    """Every name ``expected_format`` recognises: the formats and their aliases, sorted."""
+    return sorted({spec.name for spec in (*FORMATS, RAW)} | set(ALIASES))
+
+
 def canonical_format(name: str) -> str:
     """Normalise a caller's format name (``vpc`` → ``vhd``)."""
     lowered = name.strip().lower()

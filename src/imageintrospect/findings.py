@@ -53,13 +53,17 @@ def define(code: str, severity: Severity, scope: str, description: str) -> str:
 
 #: At most this many findings of one code are kept; the rest are counted in a last one.
 MAX_PER_CODE = 32
+#: A longer message is cut to this many characters (ending in ``...``): a hostile image
+#: names things (archive members, backing files) as long as it likes.
+MAX_MESSAGE = 1024
 
 
 class Findings:
     """The findings collected while one image is introspected, in the order they were made.
 
     Duplicates are dropped, and a hostile image cannot make the list grow without bound: past
-    :data:`MAX_PER_CODE` findings of one code, the others are only counted.
+    :data:`MAX_PER_CODE` findings of one code, the others are only counted, and no message is
+    longer than :data:`MAX_MESSAGE` characters.
     """
 
     def __init__(self) -> None:
@@ -72,6 +76,8 @@ class Findings:
         info = REGISTRY.get(code)
         if info is None:
             raise KeyError(f"undefined finding code {code!r}")
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
         self._keep(Finding(code, info.severity, message))
 
     def extend(self, findings: tuple[Finding, ...] | list[Finding]) -> None:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .findings import Finding
-from .formats.base import Section
 
 if TYPE_CHECKING:
+    from .formats.base import Section
     from .formats.iso import IsoSection
     from .formats.luks import LuksSection
     from .formats.ova import OvaSection
@@ -19,26 +19,14 @@ if TYPE_CHECKING:
     from .formats.vhdx import VhdxSection
     from .formats.vmdk import VmdkSection
 
-#: Detail sections the contract names, in the order ``to_dict`` looks for them.
+#: The formats with a detail section, in the order ``to_dict`` looks for them.
 SECTION_NAMES = ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "luks", "iso", "ova")
-
-#: ``ddb.adapterType`` (case-insensitive) → Glance ``vmware_adaptertype``.
-GLANCE_ADAPTER_TYPES = {
-    "ide": "ide",
-    "buslogic": "busLogic",
-    "lsilogic": "lsiLogic",
-    "lsilogicsas": "lsiLogicsas",
-    "lsisas1068": "lsiLogicsas",
-    "pvscsi": "paraVirtual",
-    "paravirtual": "paraVirtual",
-}
-#: VMDK ``createType`` (case-insensitive, as qemu and VMware read it) → ``vmware_disktype``.
-GLANCE_DISK_TYPES = {"streamoptimized": "streamOptimized", "monolithicsparse": "sparse"}
 
 
 @dataclass(frozen=True)
 class Metadata:
-    """What an image is, as read from its own bytes.  See the contract for every attribute."""
+    """What an image is, as read from its own bytes.  Every attribute is described in the
+    API reference (docs/api.rst)."""
 
     format: str
     virtual_size: int | None = None
@@ -46,6 +34,8 @@ class Metadata:
     image_size: int | None = None
     findings: tuple[Finding, ...] = ()
     partition_table: str | None = None
+    #: the partitions of a GPT or MBR disk (``MbrPartition``/``GptPartition``), in table order
+    partitions: tuple[Section, ...] = ()
     qcow2: Qcow2Section | None = None
     vmdk: VmdkSection | None = None
     vhd: VhdSection | None = None
@@ -73,7 +63,10 @@ class Metadata:
         return {f.code for f in self.findings}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict with the keys the contract names."""
+        """A JSON-serialisable dict: ``format``, ``virtual_size``, ``allocated_size``,
+        ``image_size``, ``safe``, ``findings`` (a list of ``{code, severity, message}``),
+        ``partition_table``, ``partitions`` (only when there are some), and the detected
+        format's section under the format's name."""
         result: dict[str, Any] = {
             "format": self.format,
             "virtual_size": self.virtual_size,
@@ -83,34 +76,20 @@ class Metadata:
             "findings": [f.to_dict() for f in self.findings],
             "partition_table": self.partition_table,
         }
+        if self.partitions:
+            result["partitions"] = [p.to_dict() for p in self.partitions]
         section = self.section
         if section is not None:
             result[self.format] = section.to_dict()
         return result
 
     def glance_properties(self) -> dict[str, Any]:
-        """The Glance image properties this image should carry (contract §3)."""
-        if self.ova is not None:
-            from .formats.ova import glance_properties as ova_properties
-
-            return ova_properties(self.ova)
+        """The Glance image properties this image should carry (docs/api.rst): the ones
+        every image has, with what its detail section adds or (an OVA) says instead."""
         props: dict[str, Any] = {
             "disk_format": self.format,
             "container_format": "bare",
             "virtual_size": self.virtual_size,
         }
-        if self.vmdk is not None:
-            props.update(vmware_properties(self.vmdk.create_type, self.vmdk.adapter_type))
-        return props
-
-
-def vmware_properties(create_type: str | None, adapter_type: str | None) -> dict[str, str]:
-    """Glance's ``vmware_disktype``/``vmware_adaptertype`` for a VMDK's descriptor values."""
-    props: dict[str, str] = {}
-    disk_type = GLANCE_DISK_TYPES.get((create_type or "").strip().lower())
-    if disk_type is not None:
-        props["vmware_disktype"] = disk_type
-    adapter = GLANCE_ADAPTER_TYPES.get((adapter_type or "").strip().lower())
-    if adapter is not None:
-        props["vmware_adaptertype"] = adapter
-    return props
+        section = self.section
+        return props if section is None else section.glance_properties(props)

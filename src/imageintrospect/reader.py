@@ -6,8 +6,10 @@ import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from . import scan
 from .core import stream_inspector
 from .metadata import Metadata
+from .source import check_binary_source
 
 _DEFAULT_READ = 64 * 1024
 
@@ -15,7 +17,10 @@ _DEFAULT_READ = 64 * 1024
 class InspectingReader:
     """A readable binary stream over ``source`` that introspects the bytes it hands out.
 
-    ``source`` is a readable binary stream or an iterable of ``bytes`` chunks.  Iterate over
+    ``source`` is a readable binary stream or an iterable of ``bytes`` chunks; a ``bytes``,
+    ``bytearray``, ``memoryview`` or ``str`` given as the source itself, a text-mode file
+    and a chunk that is not bytes-like are a :class:`TypeError` (wrap data already in memory
+    as ``io.BytesIO(data)`` or ``[data]``).  Iterate over
     the reader or call :meth:`read`; the bytes come out unchanged.  After the end of the
     stream, :meth:`metadata` returns the :class:`Metadata`.  With ``expected_format``,
     :class:`~imageintrospect.FormatMismatch` is raised from ``read`` (or the iteration) as
@@ -25,6 +30,7 @@ class InspectingReader:
     def __init__(
         self, source: Any, expected_format: str | None = None, *, deep: bool = True
     ) -> None:
+        check_binary_source(source)
         if callable(getattr(source, "read", None)):
             # iter(callable, sentinel) loops in C: no Python frame per chunk.
             self._chunks: Iterator[Any] = iter(functools.partial(source.read, _DEFAULT_READ), b"")
@@ -32,6 +38,8 @@ class InspectingReader:
             self._chunks = iter(source)
         else:
             raise TypeError("InspectingReader takes a readable stream or an iterable of bytes")
+        if deep:
+            scan.warn_if_slow(stacklevel=2)
         self._inspector = stream_inspector(deep=deep, expected_format=expected_format)
         self._pending = bytearray()
         self._eof = False
@@ -42,6 +50,10 @@ class InspectingReader:
         return True
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes of the stream, unchanged (all that remains with ``size``
+        negative or None); ``b""`` at the end.  The bytes are inspected as they are read;
+        :class:`~imageintrospect.FormatMismatch` is raised here as soon as the head of the
+        stream proves another format than ``expected_format``."""
         if size is None or size < 0:
             while (chunk := self._next_chunk()) is not None:
                 self._pending += chunk
@@ -65,7 +77,7 @@ class InspectingReader:
         for chunk in self._chunks:
             if not chunk:
                 continue
-            data = chunk if type(chunk) is bytes else bytes(chunk)
+            data = chunk if type(chunk) is bytes else chunk_bytes(chunk)
             feed(data)
             yield data
         self._eof = True
@@ -85,8 +97,19 @@ class InspectingReader:
         for chunk in self._chunks:
             if not chunk:
                 continue
-            data = bytes(chunk)
+            data = chunk_bytes(chunk)
             self._inspector.feed(data)
             return data
         self._eof = True
         return None
+
+
+def chunk_bytes(chunk: Any) -> bytes:
+    """A chunk as bytes; anything not bytes-like (an int from iterating over a bytes object,
+    a str) is the caller's mistake, not data to turn into zeros."""
+    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"InspectingReader: the source gave a {type(chunk).__name__}, not bytes; "
+            "pass a binary stream or an iterable of bytes chunks"
+        )
+    return bytes(chunk)

@@ -17,6 +17,7 @@ once (:meth:`Source.prefetch`), or for a pass over ranges too large to hold
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -175,6 +176,13 @@ class SeekableSource(Source):
         # a caller's file object may lack readinto: read_into then copies from read()
         self._readinto = getattr(fileobj, "readinto", None)
 
+    def restore_position(self) -> None:
+        """Put the file back where it was handed over, so that the caller can read it again
+        (an upload handler hashing or storing the same file object)."""
+        # closed or broken meanwhile: nothing to restore
+        with contextlib.suppress(OSError, ValueError):
+            self._file.seek(self._base)
+
     def _read_into(self, offset: int, buffer: memoryview) -> int:
         fd, readinto = self._fd, self._readinto
         if fd is not None:
@@ -308,6 +316,18 @@ class _Shift:
         self.inner.feed(offset - self._base, data)
 
 
+def check_binary_source(source: Any) -> None:
+    """Refuse, with a :class:`TypeError`, what is not a binary stream of an image: data given
+    where a source was expected, and a file opened in text mode."""
+    if isinstance(source, (bytes, bytearray, memoryview, str)):
+        raise TypeError(
+            f"expected a binary file object or stream, not {type(source).__name__} "
+            "(wrap data in memory as io.BytesIO(data))"
+        )
+    if isinstance(source, io.TextIOBase):
+        raise TypeError("the file is open in text mode; open the image with mode 'rb'")
+
+
 def _is_seekable(obj: Any) -> bool:
     seekable = getattr(obj, "seekable", None)
     if not callable(seekable):
@@ -334,4 +354,12 @@ def open_source(source: Any) -> Iterator[Source | Readable]:
         raise TypeError(
             f"introspect() takes a path or a binary file object, not {type(source).__name__}"
         )
-    yield SeekableSource(source) if _is_seekable(source) else source
+    check_binary_source(source)
+    if not _is_seekable(source):
+        yield source
+        return
+    seekable = SeekableSource(source)
+    try:
+        yield seekable
+    finally:
+        seekable.restore_position()

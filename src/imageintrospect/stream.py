@@ -33,7 +33,8 @@ from typing import Any
 
 from .source import C, Consumer, Range, Source, StreamGap
 
-#: Head and tail together are the contract's 1 MiB; the tail only has to hold footers.
+#: Head and tail together are the 1 MiB a header-only read may take (docs/security.md);
+#: the tail only has to hold footers.
 HEAD_KEEP = 960 * 1024
 TAIL_KEEP = 64 * 1024
 KEEP_BUDGET = 48 * 1024 * 1024

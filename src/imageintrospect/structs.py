@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections import namedtuple
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import construct
 
@@ -26,6 +26,36 @@ def parse_struct(schema: construct.Construct, data: bytes, what: str) -> Any:
         return schema.parse(data)
     except construct.ConstructError as exc:
         raise InvalidImage(f"{what}: cannot parse ({type(exc).__name__})") from exc
+
+
+R = TypeVar("R")
+
+
+class Record(Generic[R]):
+    """A header schema whose parse is handed on as a typed record: a ``NamedTuple`` naming
+    the fields the parser uses, with their types, so the header does not travel as ``Any``.
+
+    The record's fields must be fields of the schema (checked when the module is imported);
+    the schema stays the documented layout.
+    """
+
+    def __init__(self, schema: construct.Struct, record: type[R], what: str) -> None:
+        named: Any = record  # a NamedTuple class; typing has no bound for "any NamedTuple"
+        fields: tuple[str, ...] = getattr(named, "_fields", ())
+        names = {sub.name for sub in schema.subcons}
+        missing = [name for name in fields if name not in names]
+        if not fields or missing:
+            raise TypeError(f"{record.__name__}: {missing or 'no fields'} not in the schema")
+        self.schema = schema
+        self.what = what
+        self.size: int = schema.sizeof()
+        self._fields = fields
+        self._make: Callable[[Iterable[Any]], R] = named._make
+
+    def parse(self, data: bytes) -> R:
+        """``data`` parsed as :func:`parse_struct` does, as the record."""
+        parsed = parse_struct(self.schema, data, self.what)
+        return self._make(parsed[name] for name in self._fields)
 
 
 def cstring(raw: bytes, encoding: str = "utf-8") -> str:

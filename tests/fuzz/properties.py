@@ -10,11 +10,14 @@ b. every view of a :class:`Metadata` is JSON: ``to_dict()``, ``glance_properties
    ``qemu-img info`` view the CLI prints;
 c. the streamed answer equals the seekable one, ``stream-unchecked`` findings aside (see
    :func:`assert_agree` for what a stream may legitimately not know);
-d. each call finishes within :data:`TIME_LIMIT` seconds of wall clock;
-e. the Python heap grows by at most :data:`MEMORY_LIMIT` during a call (tracemalloc, on
-   the examples that draw it: tracing makes a call 3-5 times slower), the contract's 64 MiB
-   whatever the header claims;
-f. with ``deep=False`` the seekable read takes at most :data:`HEADER_ONLY_READ` bytes.
+d. the Python heap grows by at most :data:`MEMORY_LIMIT` during a call (tracemalloc, on
+   the examples that draw it: tracing makes a call 3-5 times slower), 64 MiB whatever the
+   header claims;
+e. with ``deep=False`` the seekable read takes at most :data:`HEADER_ONLY_READ` bytes.
+
+Work is bounded by what it costs (heap, bytes read; tests/test_resource_bounds.py counts
+the reads of images claiming absurd sizes), never by seconds of wall clock, which a busy
+machine stretches at will.
 
 A failing input is written to :data:`FAILURES` so it can be replayed outside hypothesis::
 
@@ -27,7 +30,6 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 import traceback
 import tracemalloc
 from dataclasses import dataclass
@@ -43,11 +45,9 @@ from tests.support import CountingBytes, OnlyRead
 
 from .known_bugs import Failure, known
 
-#: Generous: the slowest legitimate example takes milliseconds on a 2-core machine.
-TIME_LIMIT = 5.0
-#: Contract §5: memory held for one image, whatever the header claims.
+#: Memory held for one image, whatever the header claims.
 MEMORY_LIMIT = 64 * 1024 * 1024
-#: Contract §5: header-only introspection reads at most 1 MiB.
+#: Header-only introspection reads at most 1 MiB.
 HEADER_ONLY_READ = 1024 * 1024
 #: Where failing inputs are saved (one file per input, named by its SHA-256).
 FAILURES = Path(
@@ -63,7 +63,6 @@ class Outcome:
     mode: str
     metadata: Metadata | None
     answer: dict[str, Any] | tuple[str, str]  # to_dict(), or (error class, message)
-    seconds: float
     peak_bytes: int
     exc: BaseException | None = None
 
@@ -98,7 +97,6 @@ def run(data: bytes, source: Any, mode: str, *, deep: bool, memory: bool) -> Out
     if memory:
         tracemalloc.start()
         tracemalloc.reset_peak()
-    started = time.monotonic()
     error: BaseException | None = None
     try:
         md: Metadata | None = introspect(source, deep=deep)
@@ -116,15 +114,11 @@ def run(data: bytes, source: Any, mode: str, *, deep: bool, memory: bool) -> Out
         fail(data, f"{mode}: {type(exc).__name__} escaped introspect(): {exc}\n{shown}")
         raise
     finally:
-        seconds = time.monotonic() - started
         peak = 0
         if memory:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-    outcome = Outcome(mode, md, answer, seconds, peak, error)
-    if seconds > TIME_LIMIT:
-        message = f"{mode}: took {seconds:.1f} s (limit {TIME_LIMIT} s)"
-        fail(data, message, Failure("time", None, outcome, size=len(data)))
+    outcome = Outcome(mode, md, answer, peak, error)
     if peak > MEMORY_LIMIT:
         message = f"{mode}: the heap grew by {peak >> 20} MiB (limit {MEMORY_LIMIT >> 20} MiB)"
         fail(data, message, Failure("memory", None, outcome, size=len(data)))

@@ -54,35 +54,9 @@ def _int_order(con: c.Construct) -> str | None:
     return None
 
 
-def _fields_of_struct(schema: struct.Struct, base: int, prefix: str) -> list[Field]:
-    """The fields of a ``struct.Struct`` layout (unnamed: ``<prefix>f<index>``)."""
-    import re
-
-    fmt = schema.format
-    order = "little" if fmt[:1] == "<" else "big"
-    out: list[Field] = []
-    offset = base
-    for count, code in re.findall(r"(\d*)([xcbB?hHiIlLqQnNefdspP])", fmt.lstrip("@=<>!")):
-        number = int(count or "1")
-        size = struct.calcsize(f"<{code}")
-        if code == "x":
-            offset += number
-        elif code in "sp":
-            out.append(Field(f"{prefix}f{len(out)}", offset, number, "bytes"))
-            offset += number
-        else:
-            for _ in range(number):
-                out.append(Field(f"{prefix}f{len(out)}", offset, size, order))
-                offset += size
-    return out
-
-
-def fields_of(schema: c.Construct | struct.Struct, base: int, prefix: str = "") -> list[Field]:
-    """Every fixed-size field of a construct ``Struct`` (nested structs and arrays unrolled)
-    or of a ``struct.Struct`` at ``base``, in layout order; stops at the first variable-size
-    member."""
-    if isinstance(schema, struct.Struct):
-        return _fields_of_struct(schema, base, prefix)
+def fields_of(schema: c.Construct, base: int, prefix: str = "") -> list[Field]:
+    """Every fixed-size field of a construct ``Struct`` at ``base`` (nested structs and arrays
+    unrolled), in layout order; stops at the first variable-size member."""
     out: list[Field] = []
     offset = base
     for sub in schema.subcons:

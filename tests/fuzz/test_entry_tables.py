@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imageintrospect.errors import InvalidImage
-from imageintrospect.formats import luks, partitions, qcow2, vhd, vhdx
+from imageintrospect.formats import luks, ova, partitions, qcow2, vhd, vhdx
+from imageintrospect.formats.vmdk import layout as vmdk_layout
 from imageintrospect.structs import EntryTable
 
 from .seeds import ALL
@@ -25,6 +26,10 @@ from .seeds import ALL
 TABLES: dict[str, tuple[EntryTable, str, str]] = {
     "qcow2-snapshot": (qcow2.SNAPSHOT_TABLE, "qcow2", "snapshot["),
     "qcow2-bitmap": (qcow2.BITMAP_DIRECTORY_TABLE, "qcow2", "bitmap["),
+    "qcow2-extension": (qcow2.EXTENSION_HEADERS, "qcow2", "ext["),
+    "qcow2-feature-name": (qcow2.FEATURE_NAMES, "qcow2", "feature["),
+    "tar-header": (ova.TAR_HEADERS, "ova", "member["),
+    "vmdk-marker": (vmdk_layout.MARKERS, "vmdk", "marker."),
     "luks1-key-slot": (luks.KEY_SLOT_TABLE, "luks", "key_slots["),
     "vhd-locator": (vhd.LOCATOR_TABLE, "vhd", "locators["),
     "mbr-entry": (partitions.MBR_ENTRY_TABLE, "partitions", "mbr["),

@@ -76,7 +76,6 @@ def answers(directory: Path, backend: str) -> dict[str, object]:
         text=True,
         env=env,
         check=False,
-        timeout=600,
     )
     if proc.returncode != 0 and "are not available" in proc.stderr:
         pytest.skip(f"the {backend} backend is not built here")

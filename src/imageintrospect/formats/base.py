@@ -11,16 +11,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import ImageIntrospectError
-from ..findings import Findings
-from ..source import Source
+from ..findings import STREAM_UNCHECKED, Findings
+from ..source import Source, StreamGap
+
+if TYPE_CHECKING:
+    from ..metadata import Metadata
 
 
 def _plain(value: Any) -> Any:
-    """Turn a section's values into JSON-ready ones (tuples → lists, nested sections → dicts)."""
+    """Turn a section's values into JSON-ready ones (tuples → lists, nested sections → dicts,
+    a nested image's :class:`Metadata` → its own ``to_dict()``)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if not isinstance(value, Section) and hasattr(value, "to_dict"):
+            return value.to_dict()  # a nested image's Metadata: its own dict view
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
@@ -39,6 +45,12 @@ class Section:
         result: dict[str, Any] = _plain(self)
         return result
 
+    def glance_properties(self, image: dict[str, Any]) -> dict[str, Any]:
+        """The Glance properties of the image this section describes, given those every
+        image has (``disk_format``, ``container_format``, ``virtual_size``): a section adds
+        its own (a VMDK's disk and adapter types) or, for an archive, says them instead."""
+        return image
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -49,13 +61,33 @@ class Probe:
     size: int
 
 
+def _no_nesting(source: Source) -> Metadata:
+    raise TypeError("this Context introspects no nested image")
+
+
 @dataclass
 class Context:
-    """Per-introspection state handed to ``parse``: the source, findings, and the deep flag."""
+    """Per-introspection state handed to ``parse``: the source, findings, the deep flag, and
+    how to introspect an image nested in this one (an archive's member).
+
+    ``nested`` is given by the caller (``core``) so that a format holding other images needs
+    no import of the code that chose it; ``depth`` counts the archives around this image.
+    """
 
     source: Source
     findings: Findings
     deep: bool
+    nested: Callable[[Source], Metadata] = _no_nesting
+    depth: int = 0
+
+    def read_optional(self, offset: int, length: int, unchecked: str) -> bytes | None:
+        """The bytes at ``offset`` (as ``source.read_at``), or None when a stream let them go
+        by unkept: the ``stream-unchecked`` finding then says ``unchecked``."""
+        try:
+            return self.source.read_at(offset, length)
+        except StreamGap:
+            self.findings.add(STREAM_UNCHECKED, unchecked)
+            return None
 
 
 @dataclass(frozen=True)
@@ -66,6 +98,8 @@ class Parsed:
     section: Section | None
     allocated_size: int | None = None
     partition_table: str | None = None
+    #: the GPT or MBR partitions when ``partition_table`` is set, in table order
+    partitions: tuple[Section, ...] = ()
 
 
 class QemuRefuses(ImageIntrospectError):

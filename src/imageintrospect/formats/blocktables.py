@@ -286,6 +286,24 @@ def _walk_kept(
     return tally.walk()
 
 
+def merge_runs(
+    offsets: list[int], length: int, *, gap: int = 0, window: int | None = None
+) -> list[tuple[int, int]]:
+    """Sorted offsets of ``length``-byte tables merged into ``(offset, length)`` runs: fewer,
+    larger reads and scanner calls.  Tables that touch join a run, and so do tables at most
+    ``gap`` bytes past its end while the run stays within ``window`` bytes."""
+    runs: list[tuple[int, int]] = []
+    for offset in offsets:
+        if runs:
+            start, run = runs[-1]
+            end = max(start + run, offset + length)
+            if offset <= start + run + gap and (window is None or end - start <= window):
+                runs[-1] = (start, end - start)
+                continue
+        runs.append((offset, length))
+    return runs
+
+
 def overlaps(start: int, end: int, spans: tuple[tuple[int, int, str], ...]) -> str | None:
     """The name of the first ``(start, end, name)`` span that ``[start, end)`` overlaps."""
     for span_start, span_end, name in spans:

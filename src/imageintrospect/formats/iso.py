@@ -161,7 +161,7 @@ UDF_TAG = c.Struct(
     "crc_length" / c.Int16ul,
     "location" / c.Int32ul,
 )
-UDF_TAG_SIZE = 16
+UDF_TAG_SIZE = UDF_TAG.sizeof()
 UDF_ANCHOR = c.Struct(
     "main_length" / c.Int32ul,
     "main_location" / c.Int32ul,
@@ -321,6 +321,7 @@ def parse(ctx: Context) -> Parsed:
         virtual_size=_virtual_size(ctx, volume_bytes, layout),
         section=section,
         partition_table=layout.table,
+        partitions=layout.partitions(),
     )
 
 
@@ -496,10 +497,9 @@ def _read_el_torito(ctx: Context, record: Any) -> ElTorito:
             BAD_BOOT_CATALOG, f"boot catalog sector {sector} lies past the end of the image"
         )
         return catalog
-    try:
-        raw = ctx.source.read_at(start, CATALOG_ENTRY * MAX_CATALOG_ENTRIES)
-    except StreamGap:
-        ctx.findings.add(F.STREAM_UNCHECKED, f"El Torito boot catalog at sector {sector}")
+    unkept = f"El Torito boot catalog at sector {sector}"
+    raw = ctx.read_optional(start, CATALOG_ENTRY * MAX_CATALOG_ENTRIES, unkept)
+    if raw is None:
         return catalog
     validation = parse_struct(VALIDATION_ENTRY, raw[:CATALOG_ENTRY], "El Torito validation")
     words = sum(int.from_bytes(raw[i : i + 2], "little") for i in range(0, CATALOG_ENTRY, 2))
@@ -574,10 +574,8 @@ def _read_udf(ctx: Context, revision: str) -> UdfInfo:
             f"{extent.main_location}) lies outside the image",
         )
         return info
-    try:
-        sequence = ctx.source.read_at(start, length)
-    except StreamGap:
-        ctx.findings.add(F.STREAM_UNCHECKED, "UDF volume descriptor sequence not checked")
+    sequence = ctx.read_optional(start, length, "UDF volume descriptor sequence not checked")
+    if sequence is None:
         return info
     return _udf_descriptors(ctx, info, sequence, block_size, extent.main_location)
 

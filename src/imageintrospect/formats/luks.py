@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import construct as c
 
@@ -23,7 +23,7 @@ from .. import findings as F
 from ..errors import InvalidImage
 from ..findings import Findings
 from ..source import StreamGap
-from ..structs import TableHeader, cstring, parse_struct
+from ..structs import Record, TableHeader, cstring
 from .base import Context, FormatSpec, Parsed, Probe, Section
 
 NAME = "luks"
@@ -53,7 +53,7 @@ HEADER_V1 = c.Struct(
     "uuid" / c.Bytes(40),
     "key_slots" / c.Array(8, KEY_SLOT_V1),
 )
-HEADER_V1_SIZE = 592
+HEADER_V1_SIZE = HEADER_V1.sizeof()
 # The eight key slots are a table at the header's end: construct parses the fields before
 # them, struct the slots (structs.TableHeader).
 HEADER_V1_PARSER = TableHeader(
@@ -75,6 +75,22 @@ HEADER_V2 = c.Struct(
     "padding" / c.Bytes(184),
     "checksum" / c.Bytes(64),
 )
+
+
+class HeaderV2(NamedTuple):
+    """The LUKS2 binary header as the parser uses it."""
+
+    version: int
+    header_size: int
+    label: bytes
+    checksum_alg: bytes
+    uuid: bytes
+    subsystem: bytes
+    header_offset: int
+    checksum: bytes
+
+
+HEADER_V2_RECORD = Record(HEADER_V2, HeaderV2, "LUKS2 header")
 BINARY_HEADER_V2 = 4096
 CHECKSUM_FIELD = slice(448, 512)
 # cryptsetup's allowed hdr_size values: 16 KiB .. 4 MiB, powers of two.
@@ -440,7 +456,7 @@ def _secondary_at(ctx: Context, offset: int) -> LuksSection | None:
         return None
     if head[:6] != SECONDARY_MAGIC or head[6:8] != b"\0\2" or len(head) < BINARY_HEADER_V2:
         return None
-    hdr = parse_struct(HEADER_V2, MAGIC + head[6:512], "LUKS2 secondary header")
+    hdr = HEADER_V2_RECORD.parse((MAGIC + head[6:])[: HEADER_V2_RECORD.size])
     if hdr.header_offset != offset or hdr.header_size != offset:
         return None
     scratch = Context(source=ctx.source, findings=Findings(), deep=ctx.deep)
@@ -458,7 +474,7 @@ def _parse_v2(ctx: Context, head: bytes, offset: int = 0) -> LuksSection | None:
             F.TRUNCATED, f"LUKS2 header cut short: {len(head)} of {BINARY_HEADER_V2} bytes"
         )
         return None
-    hdr = parse_struct(HEADER_V2, head[:512], "LUKS2 header")
+    hdr = HEADER_V2_RECORD.parse(head[: HEADER_V2_RECORD.size])
     bad: list[str] = []
     if hdr.header_size not in V2_HEADER_SIZES:
         bad.append(f"header size {hdr.header_size} is not a power of two in 16 KiB..4 MiB")
@@ -512,7 +528,7 @@ def _v2_layout_problems(section: LuksSection) -> list[str]:
 
 
 def _read_v2_area(
-    ctx: Context, hdr: Any, bad: list[str], offset: int = 0
+    ctx: Context, hdr: HeaderV2, bad: list[str], offset: int = 0
 ) -> tuple[bytes | None, bool | None]:
     """The whole header copy at ``offset`` (binary + JSON) if we may read it, and whether its
     checksum holds."""
@@ -534,7 +550,7 @@ def _read_v2_area(
     return whole[BINARY_HEADER_V2:], _checksum_valid(hdr, whole, bad)
 
 
-def _checksum_valid(hdr: Any, whole: bytes, bad: list[str]) -> bool | None:
+def _checksum_valid(hdr: HeaderV2, whole: bytes, bad: list[str]) -> bool | None:
     alg = cstring(hdr.checksum_alg)
     try:
         digest = hashlib.new(alg)
@@ -567,7 +583,7 @@ def _load_json(area: bytes) -> dict[str, Any]:
 
 
 def _v2_section(
-    ctx: Context, hdr: Any, meta: dict[str, Any], checksum_valid: bool | None, bad: list[str]
+    ctx: Context, hdr: HeaderV2, meta: dict[str, Any], checksum_valid: bool | None, bad: list[str]
 ) -> LuksSection:
     segment = _first_crypt_segment(meta, bad) if meta else None
     slots = _v2_slots(meta)

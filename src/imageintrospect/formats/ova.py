@@ -11,44 +11,65 @@ refuses DTDs, entities and external references.
 
 from __future__ import annotations
 
-import collections
-import contextvars
 import dataclasses
 import functools
 import hashlib
 import io
 import re
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element, ParseError
 
+import construct as c
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
 from .. import findings as F
 from ..errors import ImageIntrospectError
-from ..metadata import vmware_properties
+from ..glance import (
+    GLANCE_CIM_PASD,
+    GLANCE_CONTROLLER_SUBTYPES,
+    GLANCE_NIC_MODELS,
+    vmware_properties,
+)
 from ..source import SliceSource, Source, StreamGap
-from ..structs import cstring
+from ..structs import EntryTable, cstring
 from . import raw
 from .base import Context, FormatSpec, NotThisFormat, Parsed, Probe, Section
+
+if TYPE_CHECKING:
+    from ..metadata import Metadata
 
 NAME = "ova"
 BLOCK = 512
 
 # --- tar schema ----------------------------------------------------------------------------
 
-# The ustar header: 512 bytes of fixed text fields.  A struct format rather than a construct
-# schema: the walk parses one per member, on every run of a streamed parse, and construct
-# costs ~70 µs a header where struct costs ~1 µs (an OVA may hold thousands of members).
-TAR_HEADER = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12s")
-TarHeader = collections.namedtuple(
-    "TarHeader",
-    "name mode uid gid size mtime checksum typeflag linkname magic version uname gname "
-    "devmajor devminor prefix padding",
+# The ustar header: 512 bytes of fixed text fields.
+TAR_HEADER = c.Struct(
+    "name" / c.Bytes(100),
+    "mode" / c.Bytes(8),
+    "uid" / c.Bytes(8),
+    "gid" / c.Bytes(8),
+    "size" / c.Bytes(12),
+    "mtime" / c.Bytes(12),
+    "checksum" / c.Bytes(8),
+    "typeflag" / c.Bytes(1),
+    "linkname" / c.Bytes(100),
+    "magic" / c.Bytes(6),
+    "version" / c.Bytes(2),
+    "uname" / c.Bytes(32),
+    "gname" / c.Bytes(32),
+    "devmajor" / c.Bytes(8),
+    "devminor" / c.Bytes(8),
+    "prefix" / c.Bytes(155),
+    "padding" / c.Bytes(12),
 )
+# The walk decodes one header per member, on every run of a streamed parse: through the
+# struct layout derived from the schema (~1 µs a header; construct takes ~70 µs, and an OVA
+# may hold thousands of members).
+TAR_HEADERS = EntryTable(TAR_HEADER, "TarHeader", "tar header")
 REGULAR_TYPES = (b"0", b"\0", b"7")
 PAX_TYPES = (b"x", b"g")
 GNU_LONG_TYPES = (b"L", b"K")
@@ -70,8 +91,6 @@ OVF_NAMESPACES = {
     "http://schemas.dmtf.org/ovf/envelope/2": "2.x",
 }
 CIM_PASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ProcessorAllocationSettingData"
-#: The CIM_ProcessorAllocationSettingData values Glance's OVF plugin copies.
-GLANCE_CIM_PASD = ("ProcessorArchitecture", "InstructionSet", "InstructionSetExtensionName")
 
 RESOURCE_CPU = "3"
 RESOURCE_MEMORY = "4"
@@ -79,21 +98,6 @@ CONTROLLER_TYPES = {"5": "ide", "6": "scsi", "20": "other", "7": "fc", "8": "isc
 RESOURCE_NIC = "10"
 RESOURCE_DISK = "17"
 
-#: OVF controller ResourceSubType (case-insensitive) → Glance ``vmware_adaptertype``.
-GLANCE_CONTROLLER_SUBTYPES = {
-    "lsilogic": "lsiLogic",
-    "buslogic": "busLogic",
-    "lsilogicsas": "lsiLogicsas",
-    "virtualscsi": "paraVirtual",
-    "pvscsi": "paraVirtual",
-}
-#: OVF NIC ResourceSubType (case-insensitive) → Glance ``hw_vif_model``.
-GLANCE_NIC_MODELS = {
-    "e1000": "e1000",
-    "e1000e": "e1000e",
-    "vmxnet3": "VirtualVmxnet3",
-    "pcnet32": "VirtualPCNet32",
-}
 MANIFEST_LINE = re.compile(rb"^\s*(SHA1|SHA256|SHA512)\s*\((.+)\)\s*=\s*([0-9A-Fa-f]+)\s*$")
 
 # --- findings ------------------------------------------------------------------------------
@@ -245,7 +249,7 @@ class OvaDisk(Section):
     capacity: int | None
     format_uri: str | None
     populated_size: int | None
-    image: dict[str, Any] | None
+    image: Metadata | None  # the disk member's own answer
     controller: dict[str, Any] | None = None
 
 
@@ -293,6 +297,10 @@ class OvaSection(Section):
     certificate: str | None
     #: Glance's ``CIM_ProcessorAllocationSettingData`` values, wherever the OVF carries them.
     cim_pasd: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def glance_properties(self, image: dict[str, Any]) -> dict[str, Any]:
+        # An OVA's own properties replace the archive's: its disk's format, the OVF's facts.
+        return glance_properties(self)
 
 
 # --- probe ---------------------------------------------------------------------------------
@@ -361,7 +369,7 @@ def _walk_tar(ctx: Context) -> Iterator[_RawMember]:
         if not _checksum_ok(block):
             ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad checksum")
             return
-        hdr = TarHeader._make(TAR_HEADER.unpack(block))
+        hdr = TAR_HEADERS.decode(block)
         size = _octal(hdr.size)
         if size is None or size < 0:
             ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad size field")
@@ -417,8 +425,6 @@ def _joined_name(hdr: Any) -> str:
 
 
 # --- parse ---------------------------------------------------------------------------------
-
-_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("ova_depth", default=0)
 
 
 def parse(ctx: Context) -> Parsed:
@@ -516,10 +522,8 @@ def _read_ovf(ctx: Context, member: _RawMember) -> tuple[Element | None, str | N
     if member.size > MAX_OVF_BYTES:
         ctx.findings.add(XML_INVALID, f"descriptor of {member.size} bytes is not read")
         return None, None
-    try:
-        data = ctx.source.read_at(member.offset, member.size)
-    except StreamGap:
-        ctx.findings.add(F.STREAM_UNCHECKED, "the OVF lay outside the kept stream")
+    data = ctx.read_optional(member.offset, member.size, "the OVF lay outside the kept stream")
+    if data is None:
         return None, None
     try:
         root = _parse_xml(data)
@@ -739,7 +743,7 @@ def _disks(
             if image is not None:
                 _judge_disk_format(ctx, disk_id, href, format_uri, image)
             if image is not None and capacity is not None:
-                inner = image.get("virtual_size")
+                inner = image.virtual_size
                 if inner is not None and inner != capacity:
                     ctx.findings.add(
                         CAPACITY_MISMATCH,
@@ -795,7 +799,7 @@ def declared_format(uri: str | None) -> tuple[str, frozenset[str] | None] | None
 
 
 def _judge_disk_format(
-    ctx: Context, disk_id: str | None, href: str | None, uri: str | None, image: dict[str, Any]
+    ctx: Context, disk_id: str | None, href: str | None, uri: str | None, image: Metadata
 ) -> None:
     """The disk's bytes must be the format its ``ovf:format`` declares: a consumer that trusts
     the declaration (VMware's importers, Glance's ``disk_format``) would misread it."""
@@ -803,7 +807,7 @@ def _judge_disk_format(
     if declared is None:
         return
     fmt, create_types = declared
-    actual = image.get("format")
+    actual = image.format
     where = f"disk {disk_id!r} ({href})"
     if actual != fmt:
         ctx.findings.add(
@@ -811,7 +815,7 @@ def _judge_disk_format(
             f"{where}: ovf:format {uri!r} declares {fmt}, the bytes are {actual}",
         )
         return
-    actual_type = ((image.get("vmdk") or {}).get("create_type") or "").strip().lower()
+    actual_type = ((image.vmdk.create_type if image.vmdk else None) or "").strip().lower()
     if create_types is not None and actual_type not in create_types:
         ctx.findings.add(
             DISK_FORMAT_MISMATCH,
@@ -820,27 +824,21 @@ def _judge_disk_format(
         )
 
 
-def _introspect_member(ctx: Context, member: _RawMember, href: str) -> dict[str, Any] | None:
+def _introspect_member(ctx: Context, member: _RawMember, href: str) -> Metadata | None:
     """Introspect a disk member in place; its findings join the OVA's, prefixed by its name."""
-    from ..core import introspect_source  # the OVA module is itself one of core's formats
-
-    if _DEPTH.get() > 0:
+    if ctx.depth > 0:
         ctx.findings.add(NESTED_OVA, f"{href!r} sits inside a nested archive")
         return None
-    token = _DEPTH.set(_DEPTH.get() + 1)
     try:
-        window = SliceSource(ctx.source, member.offset, member.size)
-        inner = introspect_source(window, deep=ctx.deep, expected_format=None)
+        inner = ctx.nested(SliceSource(ctx.source, member.offset, member.size))
     except ImageIntrospectError as exc:
         ctx.findings.add(DISK_UNREADABLE, f"{href!r}: {exc}")
         return None
-    finally:
-        _DEPTH.reset(token)
     if inner.format == NAME:
         ctx.findings.add(NESTED_OVA, f"{href!r} is an OVA")
     for finding in inner.findings:
         ctx.findings.add(finding.code, f"{href}: {finding.message}")
-    return inner.to_dict()
+    return inner
 
 
 # Bounded digit counts: int() of thousands of digits raises, and no real unit needs them.
@@ -1062,13 +1060,13 @@ def _attach_controllers(
 def _judge_adapters(ctx: Context, disks: tuple[OvaDisk, ...]) -> None:
     for disk in disks:
         ovf_adapter = _ovf_adapter(disk)
-        vmdk = (disk.image or {}).get("vmdk") or {}
-        own = vmware_properties(None, vmdk.get("adapter_type")).get("vmware_adaptertype")
+        vmdk = disk.image.vmdk if disk.image is not None else None
+        adapter_type = vmdk.adapter_type if vmdk is not None else None
+        own = vmware_properties(None, adapter_type).get("vmware_adaptertype")
         if ovf_adapter is not None and own is not None and own != ovf_adapter:
             ctx.findings.add(
                 ADAPTER_OVERRIDE,
-                f"{disk.file}: OVF controller says {ovf_adapter}, the VMDK says "
-                f"{vmdk.get('adapter_type')}",
+                f"{disk.file}: OVF controller says {ovf_adapter}, the VMDK says {adapter_type}",
             )
 
 
@@ -1096,9 +1094,8 @@ def _virtual_size(disks: tuple[OvaDisk, ...]) -> int | None:
     if not disks:
         return None
     first = disks[0]
-    if first.image is not None and first.image.get("virtual_size") is not None:
-        size: int = first.image["virtual_size"]
-        return size
+    if first.image is not None and first.image.virtual_size is not None:
+        return first.image.virtual_size
     return first.capacity
 
 
@@ -1106,16 +1103,17 @@ def _virtual_size(disks: tuple[OvaDisk, ...]) -> int | None:
 
 
 def glance_properties(section: OvaSection) -> dict[str, Any]:
-    """Contract §3 for an OVA: the first disk's format and VMware properties, the OVF's CPU
-    and NIC facts.  The OVF's controller for the disk wins over the VMDK's adapter type."""
+    """Glance properties of an OVA (docs/api.rst): the first disk's format and VMware
+    properties, the OVF's CPU and NIC facts.  The OVF's controller for the disk wins over
+    the VMDK's adapter type."""
     props: dict[str, Any] = {"container_format": "ova"}
     disk = section.disks[0] if section.disks else None
     image = disk.image if disk is not None else None
     if image is not None:
-        props["disk_format"] = image.get("format")
-        props["virtual_size"] = image.get("virtual_size")
-        vmdk = image.get("vmdk") or {}
-        props.update(vmware_properties(vmdk.get("create_type"), vmdk.get("adapter_type")))
+        props["disk_format"] = image.format
+        props["virtual_size"] = image.virtual_size
+        if image.vmdk is not None:
+            props.update(vmware_properties(image.vmdk.create_type, image.vmdk.adapter_type))
     elif disk is not None:
         props["virtual_size"] = disk.capacity
     adapter = _ovf_adapter(disk)

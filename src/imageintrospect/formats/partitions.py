@@ -32,8 +32,6 @@ MBR_ENTRIES_OFFSET = 446
 GPT_SIGNATURE = b"EFI PART"
 GPT_SECTOR_SIZES = (512, 4096)
 PROTECTIVE_MBR_TYPE = 0xEE
-GPT_HEADER_MIN_SIZE = 92
-GPT_ENTRY_MIN_SIZE = 128
 GPT_ENTRY_MAX_SIZE = 4096
 #: The most of a GPT partition entry array this library reads.  The UEFI minimum is 16 KiB;
 #: xorriso writes 31 KiB.  Anything larger is reported, never read (it keeps header-only
@@ -83,6 +81,9 @@ GPT_ENTRY = c.Struct(
     "name" / c.Bytes(72),
 )
 GPT_ENTRY_TABLE = EntryTable(GPT_ENTRY, "GptEntry", "GPT partition entry")
+#: The smallest header and entry the UEFI specification allows: the fields above.
+GPT_HEADER_MIN_SIZE = GPT_HEADER.sizeof()
+GPT_ENTRY_MIN_SIZE = GPT_ENTRY_TABLE.size
 NO_GUID = bytes(16)
 
 # The BIOS parameter block fields shared by every FAT variant (and, in part, NTFS).
@@ -200,6 +201,10 @@ class DiskLayout(Section):
     gpt: GptHeader | None
     gpt_partitions: tuple[GptPartition, ...]
     boot_sector: str | None
+
+    def partitions(self) -> tuple[MbrPartition | GptPartition, ...]:
+        """The table's partitions: GPT entries for a GPT disk, else the MBR's."""
+        return self.gpt_partitions or self.mbr_partitions
 
     def covered_bytes(self, offset: int, end: int) -> int:
         """How many bytes of ``offset..end`` lie inside some partition (for appended data)."""

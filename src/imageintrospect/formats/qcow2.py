@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import construct as c
 
@@ -21,9 +20,10 @@ from .. import findings as F
 from .. import scan
 from ..errors import InvalidImage
 from ..source import MAX_READ, Source, StreamGap
-from ..structs import EntryTable, cstring, parse_struct
+from ..structs import EntryTable, Record, cstring, parse_struct
 from . import luks
 from .base import Context, FormatSpec, Parsed, Probe, Section
+from .blocktables import CLAIM_MAP_LIMIT, merge_runs
 from .luks import LuksSection
 
 NAME = "qcow2"
@@ -46,7 +46,27 @@ HEADER_V2 = c.Struct(
     "nb_snapshots" / c.Int32ub,
     "snapshots_offset" / c.Int64ub,
 )
-V2_HEADER_LENGTH = 72
+
+
+class Header(NamedTuple):
+    """The version 2 header fields (every qcow2 has them) as the parser uses them."""
+
+    version: int
+    backing_file_offset: int
+    backing_file_size: int
+    cluster_bits: int
+    size: int
+    crypt_method: int
+    l1_size: int
+    l1_table_offset: int
+    refcount_table_offset: int
+    refcount_table_clusters: int
+    nb_snapshots: int
+    snapshots_offset: int
+
+
+HEADER_RECORD = Record(HEADER_V2, Header, "qcow2 header")
+V2_HEADER_LENGTH = HEADER_RECORD.size
 
 HEADER_V3_TAIL = c.Struct(
     "incompatible_features" / c.Int64ub,
@@ -55,13 +75,16 @@ HEADER_V3_TAIL = c.Struct(
     "refcount_order" / c.Int32ub,
     "header_length" / c.Int32ub,
 )
-V3_MIN_HEADER_LENGTH = 104
+V3_MIN_HEADER_LENGTH = V2_HEADER_LENGTH + HEADER_V3_TAIL.sizeof()
 
-# Type and length of each header extension: a two-field TLV, unpacked with struct.
-EXTENSION_HEADER = struct.Struct(">II")
-# The feature-name table is a table, not a header: 48-byte entries unpacked with struct (one
-# C call for the whole table, where construct would take ~10 µs per entry on every image).
-FEATURE_NAME = struct.Struct(">BB46s")
+# Type and length of each header extension: a two-field TLV.
+EXTENSION_HEADER = c.Struct("type" / c.Int32ub, "length" / c.Int32ub)
+EXTENSION_HEADERS = EntryTable(EXTENSION_HEADER, "ExtensionHeader", "qcow2 extension")
+# The feature-name table is a table, not a header: its 48-byte entries are unpacked by the
+# struct layout derived from the schema (one C call for the whole table, where construct
+# would take ~10 µs per entry on every image).
+FEATURE_NAME = c.Struct("type" / c.Int8ub, "bit" / c.Int8ub, "name" / c.Bytes(46))
+FEATURE_NAMES = EntryTable(FEATURE_NAME, "FeatureName", "qcow2 feature name")
 BITMAPS_EXTENSION = c.Struct(
     "nb_bitmaps" / c.Int32ub,
     "reserved" / c.Int32ub,
@@ -81,11 +104,14 @@ SNAPSHOT_ENTRY = c.Struct(
     "vm_state_size" / c.Int32ub,
     "extra_size" / c.Int32ub,
 )
-SNAPSHOT_ENTRY_SIZE = 40
 # Snapshot entries repeat: decoded by struct, derived from the schema above.
 SNAPSHOT_TABLE = EntryTable(SNAPSHOT_ENTRY, "SnapshotEntry", "qcow2 snapshot entry")
+SNAPSHOT_ENTRY_SIZE = SNAPSHOT_TABLE.size
 # The optional extra data of a snapshot entry, as far as each field reaches.
-SNAPSHOT_EXTRA = struct.Struct(">QQQ")  # vm_state_size_large, disk_size, icount
+SNAPSHOT_EXTRA = c.Struct(
+    "vm_state_size_large" / c.Int64ub, "disk_size" / c.Int64ub, "icount" / c.Int64ub
+)
+SNAPSHOT_EXTRAS = EntryTable(SNAPSHOT_EXTRA, "SnapshotExtra", "qcow2 snapshot extra")
 
 BITMAP_DIRECTORY_ENTRY = c.Struct(
     "table_offset" / c.Int64ub,
@@ -96,10 +122,10 @@ BITMAP_DIRECTORY_ENTRY = c.Struct(
     "name_size" / c.Int16ub,
     "extra_data_size" / c.Int32ub,
 )
-BITMAP_DIRECTORY_ENTRY_SIZE = 24
 BITMAP_DIRECTORY_TABLE = EntryTable(
     BITMAP_DIRECTORY_ENTRY, "BitmapDirectoryEntry", "qcow2 bitmap entry"
 )
+BITMAP_DIRECTORY_ENTRY_SIZE = BITMAP_DIRECTORY_TABLE.size
 
 EXT_END = 0x00000000
 EXT_BACKING_FORMAT = 0xE2792ACA
@@ -380,7 +406,7 @@ def parse(ctx: Context) -> Parsed:
     if len(head) < V2_HEADER_LENGTH:
         ctx.findings.add(F.TRUNCATED, f"qcow2 header cut short: {len(head)} of 72 bytes")
         return Parsed(virtual_size=None, section=None)
-    hdr = parse_struct(HEADER_V2, head[:V2_HEADER_LENGTH], "qcow2 header")
+    hdr = HEADER_RECORD.parse(head[:V2_HEADER_LENGTH])
     v3 = _v3_fields(ctx, hdr, head)
     if v3 is None:
         return Parsed(virtual_size=None, section=None)
@@ -447,7 +473,7 @@ class _V3Fields:
     header_length: int
 
 
-def _v3_fields(ctx: Context, hdr: Any, head: bytes) -> _V3Fields | None:
+def _v3_fields(ctx: Context, hdr: Header, head: bytes) -> _V3Fields | None:
     """The version-3 header fields, or version 2's implied values; None if unusable."""
     if hdr.version == 2:
         return _V3Fields(0, 0, 0, 4, V2_HEADER_LENGTH)
@@ -470,7 +496,7 @@ def _v3_fields(ctx: Context, hdr: Any, head: bytes) -> _V3Fields | None:
     )
 
 
-def _check_geometry(ctx: Context, hdr: Any, v3: _V3Fields, extended_l2: bool) -> None:
+def _check_geometry(ctx: Context, hdr: Header, v3: _V3Fields, extended_l2: bool) -> None:
     """Flag every header number qemu would refuse, and tables the file does not hold."""
     bad: list[str] = []
     bits = hdr.cluster_bits
@@ -562,7 +588,9 @@ def _check_in_file(ctx: Context, what: str, offset: int, length: int) -> None:
         )
 
 
-def _read_extensions(ctx: Context, hdr: Any, header_length: int, cluster_size: int) -> _Extensions:
+def _read_extensions(
+    ctx: Context, hdr: Header, header_length: int, cluster_size: int
+) -> _Extensions:
     """Walk the header extensions; they live between the header and the backing file name."""
     exts = _Extensions()
     if not cluster_size:
@@ -573,14 +601,14 @@ def _read_extensions(ctx: Context, hdr: Any, header_length: int, cluster_size: i
     end = min(end, header_length + EXTENSION_AREA_LIMIT)
     if end <= header_length:
         return exts
-    try:
-        area = ctx.source.read_at(header_length, end - header_length)
-    except StreamGap:  # the first cluster is always within the kept head, but be explicit
-        ctx.findings.add(F.STREAM_UNCHECKED, "qcow2 header extensions not kept from stream")
+    # The first cluster is always within a stream's kept head, but be explicit.
+    unkept = "qcow2 header extensions not kept from stream"
+    area = ctx.read_optional(header_length, end - header_length, unkept)
+    if area is None:
         return exts
     pos = 0
     while pos + 8 <= len(area):
-        kind, length = EXTENSION_HEADER.unpack_from(area, pos)
+        kind, length = EXTENSION_HEADERS.layout.unpack_from(area, pos)
         if kind == EXT_END:
             return exts
         data = area[pos + 8 : pos + 8 + length]
@@ -605,8 +633,8 @@ def _store_extension(ctx: Context, exts: _Extensions, kind: int, data: bytes) ->
         exts.data_file = _ext_string(ctx, data, "external data file name")
     elif kind == EXT_FEATURE_TABLE:
         names = exts.feature_names if exts.feature_names is not None else {}
-        usable = len(data) - len(data) % FEATURE_NAME.size
-        for kind, bit, name in FEATURE_NAME.iter_unpack(data[:usable]):
+        usable = len(data) - len(data) % FEATURE_NAMES.size
+        for kind, bit, name in FEATURE_NAMES.layout.iter_unpack(data[:usable]):
             names[(kind, bit)] = cstring(name)
         exts.feature_names = names
     elif kind == EXT_BITMAPS:
@@ -654,7 +682,7 @@ def _read_luks_header(ctx: Context, exts: _Extensions, crypt_method: int) -> Luk
     return section
 
 
-def _read_backing_file(ctx: Context, hdr: Any, cluster_size: int) -> str | None:
+def _read_backing_file(ctx: Context, hdr: Header, cluster_size: int) -> str | None:
     if not hdr.backing_file_offset:
         return None
     size = hdr.backing_file_size
@@ -690,7 +718,7 @@ def _compression_type(ctx: Context, version: int, v3: _V3Fields, head: bytes) ->
     return name
 
 
-def _read_snapshots(ctx: Context, hdr: Any, cluster_size: int) -> tuple[Snapshot, ...]:
+def _read_snapshots(ctx: Context, hdr: Header, cluster_size: int) -> tuple[Snapshot, ...]:
     count = hdr.nb_snapshots
     if count == 0:
         return ()
@@ -725,7 +753,9 @@ def _read_snapshots(ctx: Context, hdr: Any, cluster_size: int) -> tuple[Snapshot
 
 def _snapshot(entry: Any, extra: bytes, ident: str, name: str) -> Snapshot:
     # Three optional u64s, as far as extra_size reaches: plain struct, one call.
-    state_size_large, disk_size, icount = SNAPSHOT_EXTRA.unpack(extra[:24].ljust(24, b"\0"))
+    state_size_large, disk_size, icount = SNAPSHOT_EXTRAS.layout.unpack(
+        extra[: SNAPSHOT_EXTRAS.size].ljust(SNAPSHOT_EXTRAS.size, b"\0")
+    )
     vm_state_size = state_size_large if len(extra) >= 8 else entry.vm_state_size
     return Snapshot(
         id=ident,
@@ -884,8 +914,6 @@ def _label(exts: _Extensions, kind: int, bit: int) -> str:
 
 # --- deep: the refcount, L1 and L2 tables ---------------------------------------------------
 
-#: The double-use map holds one bit per host cluster; above this it is not built.
-CLAIM_MAP_LIMIT = 32 * 1024 * 1024
 _REASON_CODES = {
     scan.Reason.OUT_OF_RANGE: ENTRY_OUT_OF_RANGE,
     scan.Reason.TRUNCATED: ENTRY_OUT_OF_RANGE,
@@ -898,7 +926,7 @@ _REASON_CODES = {
 }
 
 
-def _walkable(hdr: Any, v3: _V3Fields, extended_l2: bool) -> bool:
+def _walkable(hdr: Header, v3: _V3Fields, extended_l2: bool) -> bool:
     """Whether the header's numbers are sane enough to walk its tables (else they were
     already reported as bad geometry, and a walk would only read nonsense)."""
     bits = hdr.cluster_bits
@@ -915,7 +943,7 @@ def _walkable(hdr: Any, v3: _V3Fields, extended_l2: bool) -> bool:
     )
 
 
-def _walk_tables(ctx: Context, hdr: Any, section: Qcow2Section) -> Allocation | None:
+def _walk_tables(ctx: Context, hdr: Header, section: Qcow2Section) -> Allocation | None:
     """Check every refcount table, L1 and L2 entry; count what the active tables map."""
     src = ctx.source
     bits = hdr.cluster_bits
@@ -940,7 +968,7 @@ def _walk_tables(ctx: Context, hdr: Any, section: Qcow2Section) -> Allocation | 
     make_walker = functools.partial(_L2Walker, section, bits, src.size, claimed, src.is_stream)
     try:
         walker = src.scan(
-            ("qcow2-l2", hdr.l1_table_offset, len(tables)), _runs(tables, cluster), make_walker
+            ("qcow2-l2", hdr.l1_table_offset, len(tables)), merge_runs(tables, cluster), make_walker
         )
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "L2 tables went by before the L1 table named them")
@@ -969,7 +997,7 @@ def _claim_map(ctx: Context, file_size: int, cluster: int) -> bytearray | None:
     return scan.claim_map(file_size, cluster)
 
 
-def _claim_metadata(claimed: bytearray, hdr: Any, section: Qcow2Section, cluster: int) -> None:
+def _claim_metadata(claimed: bytearray, hdr: Header, section: Qcow2Section, cluster: int) -> None:
     """Mark the clusters the header's own structures occupy, before any table is scanned."""
     scan.mark_claimed(claimed, 0, cluster, cluster)
     scan.mark_claimed(claimed, hdr.l1_table_offset, hdr.l1_size * 8, cluster)
@@ -1179,17 +1207,6 @@ class _L2Walker:
             f"({reason.name.lower().replace('_', ' ')}); {self.bad_count} bad entr"
             f"{'y' if self.bad_count == 1 else 'ies'} in all L2 tables",
         )
-
-
-def _runs(offsets: list[int], length: int) -> list[tuple[int, int]]:
-    """Adjacent tables merged into runs: fewer, larger reads and scanner calls."""
-    runs: list[tuple[int, int]] = []
-    for offset in offsets:
-        if runs and runs[-1][0] + runs[-1][1] == offset:
-            runs[-1] = (runs[-1][0], runs[-1][1] + length)
-        else:
-            runs.append((offset, length))
-    return runs
 
 
 # --- qemu-img info view ---------------------------------------------------------------------

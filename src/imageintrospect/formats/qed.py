@@ -9,14 +9,13 @@ its size and, above all, the backing file it names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import construct as c
 
 from .. import findings as F
 from ..errors import InvalidImage
-from ..source import StreamGap
-from ..structs import parse_struct
+from ..structs import Record
 from .base import Context, FormatSpec, Parsed, Probe, Section
 from .qcow2 import BACKING_FILE
 
@@ -38,7 +37,25 @@ HEADER = c.Struct(
     "backing_filename_offset" / c.Int32ul,
     "backing_filename_size" / c.Int32ul,
 )
-HEADER_SIZE = 64
+
+
+class Header(NamedTuple):
+    """The QED header as the parser uses it."""
+
+    cluster_size: int
+    table_size: int
+    header_size: int
+    features: int
+    compat_features: int
+    autoclear_features: int
+    l1_table_offset: int
+    image_size: int
+    backing_filename_offset: int
+    backing_filename_size: int
+
+
+HEADER_RECORD = Record(HEADER, Header, "QED header")
+HEADER_SIZE = HEADER_RECORD.size
 
 FEATURE_BACKING_FILE = 1 << 0
 FEATURE_NEED_CHECK = 1 << 1
@@ -112,7 +129,7 @@ def parse(ctx: Context) -> Parsed:
     if len(head) < HEADER_SIZE:
         ctx.findings.add(F.TRUNCATED, f"QED header cut short: {len(head)} of {HEADER_SIZE} bytes")
         return Parsed(virtual_size=None, section=None)
-    hdr = parse_struct(HEADER, head, "QED header")
+    hdr = HEADER_RECORD.parse(head)
     _check_header(ctx, hdr)
     backing_file = _read_backing_file(ctx, hdr)
     has_backing = backing_file is not None
@@ -148,7 +165,7 @@ def _max_image_size(cluster_size: int, table_size: int) -> int:
     return (entries * ((entries * cluster_size) & U64)) & U64
 
 
-def _check_header(ctx: Context, hdr: Any) -> None:
+def _check_header(ctx: Context, hdr: Header) -> None:
     """Every header value qemu's QED driver refuses, in one ``qed-bad-header`` finding."""
     bad: list[str] = []
     unknown = hdr.features & ~KNOWN_FEATURES
@@ -174,7 +191,7 @@ def _check_header(ctx: Context, hdr: Any) -> None:
         ctx.findings.add(F.QEMU_CANNOT_OPEN, "qemu refuses the QED header: " + "; ".join(refused))
 
 
-def _size_and_offset_problems(ctx: Context, hdr: Any) -> list[str]:
+def _size_and_offset_problems(ctx: Context, hdr: Header) -> list[str]:
     bad: list[str] = []
     cluster = hdr.cluster_size
     limit = _max_image_size(cluster, hdr.table_size)
@@ -212,14 +229,13 @@ def _size_and_offset_problems(ctx: Context, hdr: Any) -> list[str]:
     return bad
 
 
-def _read_backing_file(ctx: Context, hdr: Any) -> str | None:
+def _read_backing_file(ctx: Context, hdr: Header) -> str | None:
     if not hdr.features & FEATURE_BACKING_FILE:
         return None
     size = min(hdr.backing_filename_size, MAX_BACKING_NAME)
-    try:
-        raw = ctx.source.read_at(hdr.backing_filename_offset, size) if size else b""
-    except StreamGap:
-        ctx.findings.add(F.STREAM_UNCHECKED, "the QED backing file name lay outside the stream")
+    unkept = "the QED backing file name lay outside the stream"
+    raw = ctx.read_optional(hdr.backing_filename_offset, size, unkept) if size else b""
+    if raw is None:
         return ""
     if len(raw) < size:
         ctx.findings.add(F.TRUNCATED, "the QED backing file name runs past the end of the file")

@@ -26,7 +26,12 @@ def probe(probe: Probe) -> bool:
 def parse(ctx: Context) -> Parsed:
     layout = partitions.scan(ctx)
     # The length of the image itself, never "the bytes read so far".
-    return Parsed(virtual_size=ctx.source.size, section=None, partition_table=layout.table)
+    return Parsed(
+        virtual_size=ctx.source.size,
+        section=None,
+        partition_table=layout.table,
+        partitions=layout.partitions(),
+    )
 
 
 def qemu_virtual_size(image_size: int) -> int:

@@ -40,7 +40,7 @@ PREHEADER = c.Struct(
     "signature" / c.Int32ul,
     "version" / c.Int32ul,
 )
-PREHEADER_SIZE = 0x48
+PREHEADER_SIZE = PREHEADER.sizeof()
 
 GEOMETRY = c.Struct(
     "cylinders" / c.Int32ul,
@@ -73,7 +73,7 @@ HEADER_V1 = c.Struct(
 )
 HEADER_READ = 0x200  # one sector: what qemu reads and rewrites
 MIN_HEADER_SIZE = 0x180  # sizeof(VDIHEADER1); VirtualBox refuses less
-LCHS_HEADER_SIZE = 0x190  # sizeof(VDIHEADER1PLUS)
+LCHS_HEADER_SIZE = HEADER_V1.sizeof()  # VDIHEADER1PLUS, with the LCHS geometry
 
 IMAGE_TYPES = {1: "dynamic", 2: "fixed", 3: "undo", 4: "differencing"}
 SECTOR_SIZE = 512
@@ -217,7 +217,9 @@ def parse(ctx: Context) -> Parsed:
         if pre.version >> 16 != 1:  # another header layout altogether
             ctx.findings.add(F.QEMU_CANNOT_OPEN, f"unsupported VDI image (version {version})")
             return Parsed(virtual_size=None, section=None)
-    hdr = parse_struct(HEADER_V1, head[PREHEADER_SIZE:].ljust(0x190, b"\0"), "VDI header")
+    hdr = parse_struct(
+        HEADER_V1, head[PREHEADER_SIZE:].ljust(LCHS_HEADER_SIZE, b"\0"), "VDI header"
+    )
     section = _section(pre, hdr, version)
     refusal = _qemu_refusal(pre.version, hdr)
     if refusal is not None:

@@ -58,7 +58,7 @@ FOOTER = c.Struct(
     "saved_state" / c.Int8ub,
     "reserved" / c.Bytes(427),
 )
-FOOTER_SIZE = 512
+FOOTER_SIZE = FOOTER.sizeof()
 LEGACY_FOOTER_SIZE = 511  # some very old producers left out the last reserved byte
 FOOTER_CHECKSUM_AT = 64
 
@@ -86,7 +86,7 @@ DYNAMIC_HEADER = c.Struct(
     "locators" / c.Array(LOCATOR_COUNT, PARENT_LOCATOR),
     "reserved2" / c.Bytes(256),
 )
-DYNAMIC_HEADER_SIZE = 1024
+DYNAMIC_HEADER_SIZE = DYNAMIC_HEADER.sizeof()
 # The parent locators are a table inside the header: construct parses the fields before
 # them, struct the locators (structs.TableHeader).
 DYNAMIC_HEADER_PARSER = TableHeader(
@@ -401,10 +401,9 @@ def _read_footer(
 ) -> _Footer | None:
     """The footer at ``offset``; ``other``'s fields are reused when the bytes are the same
     (the copy at offset 0 normally is: one construct parse, not two)."""
-    try:
-        raw = ctx.source.read_at(offset, length)
-    except StreamGap:  # head and tail windows always hold both ends; be explicit anyway
-        ctx.findings.add(F.STREAM_UNCHECKED, f"VHD footer at {offset} not kept from the stream")
+    # A stream's head and tail windows always hold both ends; be explicit anyway.
+    raw = ctx.read_optional(offset, length, f"VHD footer at {offset} not kept from the stream")
+    if raw is None:
         return None
     if len(raw) != length or raw[:8] != FOOTER_MAGIC:
         return None

@@ -130,7 +130,7 @@ HEADER = c.Struct(
     "log_length" / c.Int32ul,
     "log_offset" / c.Int64ul,
 )
-HEADER_FIELDS_SIZE = 80
+HEADER_FIELDS_SIZE = HEADER.sizeof()
 
 REGION_TABLE_HEADER = c.Struct(
     "signature" / c.Bytes(4),
@@ -138,14 +138,14 @@ REGION_TABLE_HEADER = c.Struct(
     "entry_count" / c.Int32ul,
     "reserved" / c.Int32ul,
 )
-REGION_TABLE_HEADER_SIZE = 16
+REGION_TABLE_HEADER_SIZE = REGION_TABLE_HEADER.sizeof()
 REGION_ENTRY = c.Struct(
     "guid" / c.Bytes(16),
     "file_offset" / c.Int64ul,
     "length" / c.Int32ul,
     "flags" / c.Int32ul,
 )
-REGION_ENTRY_SIZE = 32
+REGION_ENTRY_SIZE = REGION_ENTRY.sizeof()
 
 METADATA_TABLE_HEADER = c.Struct(
     "signature" / c.Bytes(8),
@@ -153,7 +153,7 @@ METADATA_TABLE_HEADER = c.Struct(
     "entry_count" / c.Int16ul,
     "reserved2" / c.Bytes(20),
 )
-METADATA_TABLE_HEADER_SIZE = 32
+METADATA_TABLE_HEADER_SIZE = METADATA_TABLE_HEADER.sizeof()
 METADATA_ENTRY = c.Struct(
     "item_id" / c.Bytes(16),
     "offset" / c.Int32ul,
@@ -161,7 +161,7 @@ METADATA_ENTRY = c.Struct(
     "flags" / c.Int32ul,
     "reserved" / c.Int32ul,
 )
-METADATA_ENTRY_SIZE = 32
+METADATA_ENTRY_SIZE = METADATA_ENTRY.sizeof()
 # A table's entries decoded by struct (construct costs about 10 µs an entry).
 REGION_TABLE = EntryTable(REGION_ENTRY, "RegionEntry", "VHDX region table entry")
 METADATA_TABLE = EntryTable(METADATA_ENTRY, "MetadataEntry", "VHDX metadata table entry")
@@ -172,14 +172,14 @@ PARENT_LOCATOR_HEADER = c.Struct(
     "reserved" / c.Int16ul,
     "key_value_count" / c.Int16ul,
 )
-PARENT_LOCATOR_HEADER_SIZE = 20
+PARENT_LOCATOR_HEADER_SIZE = PARENT_LOCATOR_HEADER.sizeof()
 PARENT_LOCATOR_ENTRY = c.Struct(
     "key_offset" / c.Int32ul,
     "value_offset" / c.Int32ul,
     "key_length" / c.Int16ul,
     "value_length" / c.Int16ul,
 )
-PARENT_LOCATOR_ENTRY_SIZE = 12
+PARENT_LOCATOR_ENTRY_SIZE = PARENT_LOCATOR_ENTRY.sizeof()
 
 # Bytes each known item must hold (the parent locator is variable).
 ITEM_SIZES = {

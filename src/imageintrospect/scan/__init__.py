@@ -15,6 +15,7 @@ by default C is used when it imports. :data:`backend` says which one is in use.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 
@@ -42,12 +43,19 @@ SECTOR = 512
 MIB = 1 << 20
 
 
-def _select_backend() -> tuple[str, ModuleType]:
+class SlowBackendWarning(RuntimeWarning):
+    """The C scanners could not be imported and nobody asked for the pure-Python twin: deep
+    walks run on the twin, about 15 times slower. Issued once per process, on the first deep
+    walk; ``IMAGEINTROSPECT_BACKEND=python`` (a deliberate choice) silences it."""
+
+
+def _select_backend() -> tuple[str, ModuleType, str | None]:
+    """The backend's name, its module, and why C is not live when nobody chose the twin."""
     wanted = os.environ.get(BACKEND_ENV, "").strip().lower()
     if wanted not in ("", "c", "python"):
         raise ImportError(f"{BACKEND_ENV}={wanted!r}: expected 'c' or 'python'")
     if wanted == "python":
-        return "python", _python
+        return "python", _python, None
     try:
         from . import _c
     except ImportError as exc:
@@ -57,12 +65,39 @@ def _select_backend() -> tuple[str, ModuleType]:
                 f"available: {exc}. Reinstall with a C compiler and cffi present, "
                 f"or unset {BACKEND_ENV} to use the pure-Python backend."
             ) from exc
-        return "python", _python
-    return "c", _c
+        return "python", _python, f"the C scanners did not import ({exc})"
+    return "c", _c, None
 
 
 #: "c" or "python": the backend every function below dispatches to.
-backend, _impl = _select_backend()
+#: ``fallback_reason`` says why C is not live when the twin runs by default (else None).
+backend, _impl, fallback_reason = _select_backend()
+_fallback_warned = False
+
+
+def describe_backend() -> str:
+    """One line for people: ``c``, ``python (chosen by IMAGEINTROSPECT_BACKEND)`` or
+    ``python: the C scanners did not import (...)``."""
+    if fallback_reason is not None:
+        return f"python: {fallback_reason}"
+    if backend == "python":
+        return f"python (chosen by {BACKEND_ENV})"
+    return backend
+
+
+def warn_if_slow(stacklevel: int = 2) -> None:
+    """Issue :class:`SlowBackendWarning` once, if the twin runs only because C is missing."""
+    global _fallback_warned
+    if fallback_reason is None or _fallback_warned:
+        return
+    _fallback_warned = True
+    warnings.warn(
+        f"imageintrospect runs its deep checks on the pure-Python backend, about 15x slower: "
+        f"{fallback_reason}. Reinstall with a C compiler and Python's headers "
+        f"(docs/backend.md), or set {BACKEND_ENV}=python to choose the twin and silence this.",
+        SlowBackendWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from ... import findings as F
-from ...source import StreamGap
-from ..base import Context
 from .layout import MAX_SHOWN
 
 # --- findings ------------------------------------------------------------------------------
@@ -289,12 +287,6 @@ def show(value: object) -> str:
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 5] + "...'"
 
 
-def read_optional(ctx: Context, offset: int, length: int, what: str) -> bytes | None:
-    """Bytes at ``offset``; None (and ``stream-unchecked``) when a stream did not keep them."""
-    try:
-        return ctx.source.read_at(offset, length)
-    except StreamGap:
-        ctx.findings.add(
-            F.STREAM_UNCHECKED, f"{what} at offset {offset} lies in the unkept middle of the stream"
-        )
-        return None
+def unkept(what: str, offset: int) -> str:
+    """The ``stream-unchecked`` message for an optional read a stream did not keep."""
+    return f"{what} at offset {offset} lies in the unkept middle of the stream"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ...stream import UNKNOWN_SIZE
 from ..base import Context
 from .codes import GRAIN_COUNT_MISMATCH
 from .header import TableLayout
@@ -38,7 +37,7 @@ def scan_tables(
     if not ctx.deep:
         return _Deep()
     in_markers = layout is not None and walk is not None and layout.gd_offset >= walk.start
-    if _speculative(ctx):
+    if ctx.source.speculative:
         if layout is not None and not in_markers:
             prefetch_directory(ctx, layout)  # so the final parse finds the tables kept
         return _Deep()
@@ -56,11 +55,6 @@ def scan_tables(
         return _Deep(tables, markers, allocated)
     allocated = tables.allocated_grains * layout.grain_bytes if tables and layout else None
     return _Deep(tables, None, allocated)
-
-
-def _speculative(ctx: Context) -> bool:
-    """A parse of a stream that has not ended (its size unknown, its findings dropped)."""
-    return ctx.source.is_stream and ctx.source.size >= UNKNOWN_SIZE
 
 
 def _compare_grain_counts(ctx: Context, tables: GrainTables, markers: MarkerWalk) -> None:

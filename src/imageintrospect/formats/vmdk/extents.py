@@ -13,8 +13,8 @@ from .codes import (
     DESCRIPTOR_WITHOUT_HEADER,
     PARENT_FILE,
     SESPARSE_EXTENT,
-    read_optional,
     show,
+    unkept,
 )
 from .descriptor import parse_descriptor
 from .header import check_table, sectors_to_bytes
@@ -30,13 +30,12 @@ from .layout import (
     QEMU_DESCRIPTOR_READ,
     QEMU_MAX_GD_ENTRIES,
     QEMU_MAX_GRAIN_SECTORS,
-    QEMU_SPARSE_DESC_OFFSET,
     SECTOR,
     SELF_CONTAINED,
     SESPARSE_HEADER,
     SESPARSE_VERSION,
 )
-from .qemu import QemuExtents, c_string, qemu_descriptor_view, qemu_view
+from .qemu import QemuExtents, c_string, qemu_descriptor_view, qemu_view, read_cid_window
 from .section import CowdInfo, Geometry, QemuExtent, QemuView, SeSparseInfo
 
 # --- COWD and seSparse ---------------------------------------------------------------------
@@ -62,7 +61,7 @@ def parse_cowd(ctx: Context, head: bytes) -> Parsed:
     grain = raw.grain_size
     if grain == 0 or grain & (grain - 1) or grain > QEMU_MAX_GRAIN_SECTORS:
         ctx.findings.add(BAD_HEADER, f"COWD grain size {grain} sectors")
-    window = read_optional(ctx, QEMU_SPARSE_DESC_OFFSET, QEMU_CID_WINDOW, "descriptor window")
+    window = read_cid_window(ctx)
     error = None
     if grain > QEMU_MAX_GRAIN_SECTORS:
         error = "Invalid granularity"
@@ -147,7 +146,7 @@ def parse_sesparse(ctx: Context, head: bytes) -> Parsed:
 def parse_text(ctx: Context) -> Parsed:
     size = ctx.source.size
     limit = QEMU_DESCRIPTOR_READ if ctx.deep else HEADER_ONLY_DESCRIPTOR_READ
-    buf = read_optional(ctx, 0, min(size, limit), "descriptor") or b""
+    buf = ctx.read_optional(0, min(size, limit), unkept("descriptor", 0)) or b""
     if not ctx.deep and len(buf) < min(size, QEMU_DESCRIPTOR_READ):
         ctx.findings.add(
             DESCRIPTOR_LIMITS,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import struct
-
 import construct as c
+
+from ...structs import EntryTable
 
 NAME = "vmdk"
 
@@ -42,7 +42,8 @@ SESPARSE_VERSION = 0x0000_0002_0000_0001
 MAX_DESCRIPTOR = 1024 * 1024
 #: How much of a text descriptor file qemu reads (``vmdk_read_desc``).
 QEMU_DESCRIPTOR_READ = MAX_DESCRIPTOR - 1
-# deep=False reads at most 1 MiB in all (contract §5): descriptors are read only this far then.
+# deep=False reads at most 1 MiB in all (docs/security.md): descriptors are read only this far
+# then.
 HEADER_ONLY_DESCRIPTOR_READ = 768 * 1024
 HEADER_ONLY_REREAD = 128 * 1024
 #: qemu reads CID, parentCID and parentFileNameHint from this many bytes (``DESC_SIZE``) ...
@@ -175,7 +176,7 @@ METADATA_MARKER = c.Struct(
     "size" / c.Int32ul,
     "type" / c.Int32ul,
 )
-METADATA_MARKER_SIZE = 16
+METADATA_MARKER_SIZE = METADATA_MARKER.sizeof()
 #: A grain marker: the guest sector of the grain and its compressed length, then the data.
 GRAIN_MARKER = c.Struct("lba" / c.Int64ul, "size" / c.Int32ul)
 
@@ -227,8 +228,6 @@ SESPARSE_HEADER = c.Struct(
 )
 
 
-#: The claim map holds one bit per file sector (the scanners' unit): 32 MiB covers 128 GiB.
-CLAIM_MAP_LIMIT = 32 * 1024 * 1024
 #: At most this many grain tables are walked (2 TiB of disk at 4 KiB grains, 32 TiB at 64 KiB).
 MAX_GRAIN_TABLES = 1 << 20
 #: Grain tables are read and scanned this many at a time (2 MiB of 512-entry tables).
@@ -241,4 +240,6 @@ TABLE_GAP = 64 * 1024
 MAX_PREFETCH_RUNS = 256
 #: A grain directory met in a GD marker is kept up to this size (MAX_GRAIN_TABLES entries).
 MAX_GD_PAYLOAD = 4 * MAX_GRAIN_TABLES
-MARKER_FIELDS = struct.Struct("<QII")
+#: The fields of METADATA_MARKER as a struct layout, for the marker walk's hot loop.
+MARKERS = EntryTable(METADATA_MARKER, "Marker", "stream marker")
+MARKER_FIELDS = MARKERS.layout

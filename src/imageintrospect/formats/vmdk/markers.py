@@ -13,6 +13,7 @@ from ... import findings as F
 from ... import scan
 from ...source import SCAN_WINDOW, Range, Source, StreamGap
 from ..base import Context
+from ..blocktables import CLAIM_MAP_LIMIT
 from .codes import (
     BAD_MARKER,
     CLAIMED_TWICE,
@@ -25,7 +26,6 @@ from .codes import (
 )
 from .header import TableLayout, gd_entry_count
 from .layout import (
-    CLAIM_MAP_LIMIT,
     FLAG_MARKERS,
     FLAG_ZEROED_GRAIN,
     MARKER_FIELDS,

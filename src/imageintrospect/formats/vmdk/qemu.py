@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import InvalidImage
-from ..base import QemuRefuses
+from ..base import Context, QemuRefuses
+from .codes import unkept
 from .layout import (
     MAX_EXTENTS,
     QEMU_CID_WINDOW,
@@ -15,6 +16,7 @@ from .layout import (
     QEMU_EXTENT_TYPES,
     QEMU_FLAT_TYPES,
     QEMU_MAX_BACKING,
+    QEMU_SPARSE_DESC_OFFSET,
     SECTOR,
 )
 from .section import QemuExtent, QemuView, VmdkSection
@@ -327,3 +329,9 @@ def qemu_path_combine(base: str, name: str) -> str:
 def _has_protocol(name: str) -> bool:
     stop = min((i for i in (name.find(":"), name.find("/")) if i >= 0), default=-1)
     return stop >= 0 and name[stop] == ":"
+
+
+def read_cid_window(ctx: Context) -> bytes | None:
+    """The bytes qemu reads CID, parent CID and parent hint from (None: a stream lost them)."""
+    where = QEMU_SPARSE_DESC_OFFSET
+    return ctx.read_optional(where, QEMU_CID_WINDOW, unkept("descriptor window", where))

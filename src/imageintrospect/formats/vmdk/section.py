@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from ...glance import vmware_properties
 from ..base import Section
 
 # --- the section ---------------------------------------------------------------------------
@@ -173,3 +175,6 @@ class VmdkSection(Section):
     extent_count: int = 0
     tables: GrainTables | None = None
     markers: MarkerWalk | None = None
+
+    def glance_properties(self, image: dict[str, Any]) -> dict[str, Any]:
+        return {**image, **vmware_properties(self.create_type, self.adapter_type)}

@@ -19,8 +19,8 @@ from .codes import (
     FOOTER_MISMATCH,
     FOOTER_MISSING,
     TRAILING_DATA,
-    read_optional,
     show,
+    unkept,
 )
 from .deep import scan_tables
 from .descriptor import Descriptor, parse_descriptor
@@ -46,7 +46,6 @@ from .layout import (
     MAX_DESCRIPTOR,
     METADATA_MARKER,
     METADATA_MARKER_SIZE,
-    QEMU_CID_WINDOW,
     QEMU_DESCRIPTOR_READ,
     QEMU_MAX_GD_ENTRIES,
     QEMU_MAX_GRAIN_SECTORS,
@@ -58,7 +57,7 @@ from .layout import (
     SPARSE_MAGIC,
 )
 from .markers import start_marker_walk
-from .qemu import INT64_MAX, QemuExtents, c_string, qemu_descriptor_view, qemu_view
+from .qemu import INT64_MAX, QemuExtents, c_string, qemu_descriptor_view, qemu_view, read_cid_window
 from .section import QemuExtent, QemuView, SparseHeader, StreamInfo
 
 
@@ -79,7 +78,7 @@ def parse_sparse(ctx: Context, head: bytes) -> Parsed:
         _compare_footer(ctx, header, footer)
     layout = check_layout(ctx, effective) if header_ok else None
     deep = scan_tables(ctx, layout, walk, stream)
-    window = read_optional(ctx, QEMU_SPARSE_DESC_OFFSET, QEMU_CID_WINDOW, "descriptor window")
+    window = read_cid_window(ctx)
     desc = _read_embedded_descriptor(ctx, header, window)
     qemu = _qemu_sparse_view(ctx, header, effective, tail, window or b"")
     virtual_size = sectors_to_bytes(effective.capacity) if header_ok else None
@@ -118,7 +117,7 @@ def _read_stream_tail(
     """Find VMware's footer marker, footer and end-of-stream marker at the end of a stream."""
     size = ctx.source.size
     start = max(0, size - FOOTER_SEARCH)
-    tail = read_optional(ctx, start, size - start, "stream footer") or b""
+    tail = ctx.read_optional(start, size - start, unkept("stream footer", start)) or b""
     gd_at_end = header.gd_offset == GD_AT_END
     if size % SECTOR:
         ctx.findings.add(
@@ -251,7 +250,8 @@ def _read_embedded_descriptor(
     if window is not None and start >= 0 and end - QEMU_SPARSE_DESC_OFFSET <= len(window):
         raw: bytes | None = window[start : end - QEMU_SPARSE_DESC_OFFSET]  # already read
     else:
-        raw = read_optional(ctx, offset * SECTOR, length * SECTOR, "embedded descriptor")
+        at = offset * SECTOR
+        raw = ctx.read_optional(at, length * SECTOR, unkept("embedded descriptor", at))
     if raw is None:
         return None
     text = c_string(raw)
@@ -293,7 +293,8 @@ def _qemu_sparse_view(
     if header.capacity == 0 and header.descriptor_offset:
         # qemu reads the embedded descriptor as a descriptor file, extents and all.
         limit = QEMU_DESCRIPTOR_READ if ctx.deep else HEADER_ONLY_REREAD
-        buf = read_optional(ctx, header.descriptor_offset * SECTOR, min(size, limit), "descriptor")
+        at = header.descriptor_offset * SECTOR
+        buf = ctx.read_optional(at, min(size, limit), unkept("descriptor", at))
         return qemu_descriptor_view(buf or b"", window)
     create_type = (
         "streamOptimized"

@@ -9,6 +9,7 @@ from ... import findings as F
 from ... import scan
 from ...source import StreamGap
 from ..base import Context
+from ..blocktables import Claims, merge_runs
 from .codes import (
     CLAIMED_TWICE,
     GRAIN_IN_METADATA,
@@ -19,7 +20,6 @@ from .codes import (
 )
 from .header import TableLayout
 from .layout import (
-    CLAIM_MAP_LIMIT,
     GT_BATCH,
     MAX_DESCRIPTOR,
     MAX_GRAIN_TABLES,
@@ -114,21 +114,23 @@ def claim_bytes(size: int) -> int:
 def _directory_claims(ctx: Context, layout: TableLayout) -> bytearray | None:
     """The sector claim map with the header, descriptor and directories marked."""
     size = ctx.source.size
-    if claim_bytes(size) > CLAIM_MAP_LIMIT:
+    offset, length = layout.descriptor
+    directory = layout.gd_entries * 4
+    metadata = [
+        (0, SECTOR, "header"),
+        # no more than is read of it (a hostile size would make a map-sized mask)
+        (offset, offset + min(length, MAX_DESCRIPTOR), "descriptor"),
+        (layout.gd_offset, layout.gd_offset + directory, "grain directory"),
+    ]
+    if layout.rgd_offset is not None:
+        metadata.append((layout.rgd_offset, layout.rgd_offset + directory, "redundant directory"))
+    claims = Claims(size, SECTOR, tuple(metadata))
+    if not claims.enabled:
         ctx.findings.add(
             OVERLAP_UNCHECKED,
             f"the file is {size} bytes: grains and tables were not checked for overlaps",
         )
-        return None
-    claimed = scan.claim_map(size, SECTOR)
-    scan.mark_claimed(claimed, 0, SECTOR, SECTOR)
-    offset, length = layout.descriptor
-    # no more than is read of it (a hostile size would make a map-sized mask)
-    scan.mark_claimed(claimed, offset, min(length, MAX_DESCRIPTOR), SECTOR)
-    scan.mark_claimed(claimed, layout.gd_offset, layout.gd_entries * 4, SECTOR)
-    if layout.rgd_offset is not None:
-        scan.mark_claimed(claimed, layout.rgd_offset, layout.gd_entries * 4, SECTOR)
-    return claimed
+    return claims.map()
 
 
 class TableTotals:
@@ -302,7 +304,9 @@ class _TableReader:
         self._runs: list[tuple[int, int]] = []
         self._starts: list[int] = []
         if ctx.source.is_stream:
-            self._runs = _table_runs(sorted(set(offsets)), length)[:MAX_PREFETCH_RUNS]
+            self._runs = merge_runs(
+                sorted(set(offsets)), length, gap=TABLE_GAP, window=TABLE_WINDOW
+            )[:MAX_PREFETCH_RUNS]
             self._starts = [start for start, _ in self._runs]
         self._held: tuple[int, bytes] = (-1, b"")
 
@@ -316,7 +320,7 @@ class _TableReader:
         found: dict[int, bytes] = {}
         ordered = sorted(set(offsets))
         k = 0
-        for start, run in _table_runs(ordered, length):
+        for start, run in merge_runs(ordered, length, gap=TABLE_GAP, window=TABLE_WINDOW):
             data = self._source.read_exact(start, run, "grain tables")
             while k < len(ordered) and ordered[k] + length <= start + run:
                 found[ordered[k]] = data[ordered[k] - start : ordered[k] - start + length]
@@ -336,20 +340,6 @@ class _TableReader:
         return data[offset - start : offset - start + self._length]
 
 
-def _table_runs(offsets: list[int], length: int) -> list[tuple[int, int]]:
-    """Sorted table offsets merged into reads of at most TABLE_WINDOW bytes."""
-    runs: list[tuple[int, int]] = []
-    for offset in offsets:
-        if runs:
-            start, run = runs[-1]
-            end = max(start + run, offset + length)
-            if offset <= start + run + TABLE_GAP and end - start <= TABLE_WINDOW:
-                runs[-1] = (start, end - start)
-                continue
-        runs.append((offset, length))
-    return runs
-
-
 def prefetch_directory(ctx: Context, layout: TableLayout) -> None:
     """On a stream that has not ended: read the directories (so they are kept) and ask the
     stream to keep the grain tables they name, which the final parse then reads."""
@@ -363,5 +353,10 @@ def prefetch_directory(ctx: Context, layout: TableLayout) -> None:
     # keeps it (merged with the other directory's tables, it would when that one arrives).
     for result in (rgd, gd):
         if result is not None:
-            runs = _table_runs(sorted(set(result.offsets)), layout.gtes_per_gt * 4)
+            runs = merge_runs(
+                sorted(set(result.offsets)),
+                layout.gtes_per_gt * 4,
+                gap=TABLE_GAP,
+                window=TABLE_WINDOW,
+            )
             ctx.source.prefetch(runs[:MAX_PREFETCH_RUNS])
