@@ -3,7 +3,8 @@
 #   header: header-level introspect() against oslo.utils' format_inspector;
 #   deep:   deep introspect() against qemu-img check/map, C scanners against the Python twin,
 #           table scanning against plain reads of the same bytes;
-#   stream: plain read loop against InspectingReader and oslo's InspectWrapper.
+#   stream: plain read loop against InspectingReader and oslo's InspectWrapper;
+#   startup: process start of import and `imageintrospect info` against `qemu-img info`.
 #
 #   bash scripts/bench.sh                 # all three
 #   bash scripts/bench.sh deep            # one of them (header, deep, stream)
@@ -73,12 +74,12 @@ except ImportError:
 
 targets=(benchmarks)
 case "${1:-}" in
-    header | deep | stream)
+    header | deep | stream | startup)
         targets=("benchmarks/test_$1.py")
         shift
         ;;
 esac
-if [[ ${targets[0]} != benchmarks/test_header.py ]]; then
+if [[ ${targets[0]} != benchmarks/test_header.py && ${targets[0]} != benchmarks/test_startup.py ]]; then
     cache=${IMAGEINTROSPECT_BENCH_CACHE:-$HOME/.cache/imageintrospect-bench}
     mkdir -p "$cache"
     echo "image cache: $cache ($(du -sh "$cache" | cut -f1) used, $(df -h --output=avail "$cache" | tail -1 | tr -d ' ') free)"

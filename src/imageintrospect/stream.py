@@ -61,6 +61,14 @@ class _Keep:
         self.buffer += data
 
 
+class _Await:
+    """A consumer for a range the head will hold anyway: it only marks when the range has
+    arrived (so the parser runs again then), without a second copy of the bytes."""
+
+    def feed(self, offset: int, data: bytes) -> None:
+        pass
+
+
 @dataclass(eq=False, slots=True)
 class _Scan:
     """A consumer and the ranges (ascending, disjoint) it is fed, byte by byte, once."""
@@ -119,6 +127,9 @@ class Collector:
     """What a single forward pass keeps: head, rolling tail, asked-for ranges, scans."""
 
     position: int = 0
+    #: How much of the stream's start is always held (a caller with a tighter memory
+    #: budget, such as the oslo.utils drop-in, holds less and relies on the parser asking).
+    head_keep: int = HEAD_KEEP
     head: bytearray = field(default_factory=bytearray)
     scans: dict[Hashable, _Scan] = field(default_factory=dict)
     kept_bytes: int = 0
@@ -152,8 +163,8 @@ class Collector:
             self._feed_pieces(chunk)
             return
         self.position = end
-        if start < HEAD_KEEP:
-            self.head += chunk[: HEAD_KEEP - start]
+        if start < self.head_keep:
+            self.head += chunk[: self.head_keep - start]
         if size < TAIL_KEEP:
             self._hold_older(size)
         elif self._older:
@@ -248,6 +259,16 @@ class Collector:
             self._sort_scans()
         return scan
 
+    def held(self) -> dict[str, int]:
+        """Bytes held now: the head, the ranges kept for the parser, and the earlier chunks
+        kept for the tail (the latest chunk is the caller's own, held by reference)."""
+        kept = (scan.consumer for scan in self.scans.values())
+        return {
+            "head": len(self.head),
+            "kept": sum(len(c.buffer) for c in kept if isinstance(c, _Keep)),
+            "tail": self._older_bytes,
+        }
+
     def next_arrival(self) -> int | None:
         """The stream position at which the nearest pending range will be complete."""
         ends = [scan.ranges[-1][0] + scan.ranges[-1][1] for scan in self._active]
@@ -313,10 +334,13 @@ class CollectedSource(Source):
         """Start keeping ``ranges``; True if any of them can still be caught."""
         catchable = False
         for offset, length in ranges:
-            if self._collector.kept(offset, length) is not None:
+            collector = self._collector
+            if collector.kept(offset, length) is not None:
                 continue
-            make = functools.partial(_Keep, offset, length)
-            scan = self._collector.start_scan(("keep", offset, length), [(offset, length)], make)
+            make: Callable[[], Any] = functools.partial(_Keep, offset, length)
+            if offset + length <= collector.head_keep:
+                make = _Await  # the head holds it once it arrives
+            scan = collector.start_scan(("keep", offset, length), [(offset, length)], make)
             catchable = catchable or not scan.lost
         return catchable
 
@@ -367,13 +391,15 @@ class StreamInspector:
         *,
         on_head: Callable[[bytes], None] | None = None,
         head_size: int = 0,
+        head_keep: int = HEAD_KEEP,
     ) -> None:
         """``parse`` runs on a source; ``on_head`` is called once with the first
-        ``head_size`` bytes (or all of a shorter stream's, at its end)."""
+        ``head_size`` bytes (or all of a shorter stream's, at its end); the first
+        ``head_keep`` bytes are always held."""
         self._parse = parse
         self._on_head = on_head
         self._head_size = head_size
-        self.collector = collector = Collector()
+        self.collector = collector = Collector(head_keep=head_keep)
         self._next_run: int | None = 0  # where something asked for will have arrived
         self._runs = 0
         # The upload path goes straight to the collector, which calls back at its alarm:

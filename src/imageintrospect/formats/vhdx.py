@@ -70,10 +70,11 @@ BAT_ENTRY_SIZE = 8
 SECTORS_PER_BITMAP_BLOCK = 1 << 23
 # How much of a parent locator item we read (its key/value strings are paths).
 PARENT_LOCATOR_LIMIT = 128 * KiB
-# How much of the metadata region a stream is asked to keep in one go: its table and the
-# items after it (qemu makes the region 1 MiB and puts the items right after the
-# table).  Items further in are asked for once the table has been read.
-METADATA_WINDOW = 1 * MiB
+# How much of the metadata region a stream is asked to keep in one go: its table.  The items
+# (after the table: qemu makes the region 1 MiB and puts them right behind it) are asked for
+# once the table has been read, while they are still ahead, so a stream never holds the
+# whole region (the oslo.utils drop-in must stay under 512 KiB).
+METADATA_WINDOW = 64 * KiB
 # How many problems of one kind a finding's message spells out.
 MESSAGES_PER_FINDING = 5
 
