@@ -10,7 +10,7 @@ from . import detect, formats, scan
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
 from .findings import Findings
 from .formats import SECTION_NAMES
-from .formats.base import Context, Parsed, Probe
+from .formats.base import Context, FormatSpec, NotThisFormat, Parsed, Probe
 from .metadata import Metadata
 from .source import Source, open_source
 
@@ -128,14 +128,29 @@ def _introspect(src: Source, deep: bool, expected_format: str | None, depth: int
     findings = Findings()
     probe = detect.read_probe(src)
     spec = detect.detect(probe, findings)
+    _check_expected(spec, expected_format)
+    detected = findings.freeze()
+    nested = functools.partial(introspect_source, deep=deep, expected_format=None, depth=depth + 1)
+    try:
+        ctx = Context(source=src, findings=findings, deep=deep, nested=nested, depth=depth)
+        parsed = spec.parse(ctx)
+    except NotThisFormat as exc:
+        # The claimant's own findings described a format the bytes are not: start afresh.
+        findings = Findings()
+        findings.extend(detected)
+        findings.add(exc.code, str(exc))
+        spec = formats.RAW.spec()
+        _check_expected(spec, expected_format)
+        ctx = Context(source=src, findings=findings, deep=deep, nested=nested, depth=depth)
+        parsed = spec.parse(ctx)
+    return _metadata(spec.name, parsed, src.size, findings)
+
+
+def _check_expected(spec: FormatSpec, expected_format: str | None) -> None:
     if expected_format is not None:
         expected = detect.canonical_format(expected_format)
         if expected != spec.name:
             raise FormatMismatch(expected_format, spec.name)
-    nested = functools.partial(introspect_source, deep=deep, expected_format=None, depth=depth + 1)
-    ctx = Context(source=src, findings=findings, deep=deep, nested=nested, depth=depth)
-    parsed = spec.parse(ctx)
-    return _metadata(spec.name, parsed, src.size, findings)
 
 
 def _metadata(name: str, parsed: Parsed, image_size: int, findings: Findings) -> Metadata:

@@ -142,3 +142,10 @@ LIST_CAPPED = define(
     "A list in the answer (snapshots, bitmaps, archive members) was longer than an answer "
     "holds: the first entries are listed, and the message counts them all.",
 )
+QEMU_CANNOT_OPEN = define(
+    "qemu-cannot-open",
+    "unsafe",
+    "any",
+    "qemu refuses to open the image (qemu-img info fails; the message gives qemu's reason): "
+    "a consumer that runs qemu cannot use it.",
+)

@@ -63,6 +63,17 @@ def _vhd(probe: Probe) -> bool:
 #: What detection reads of an image's start: every probe decides within it.
 PROBE_HEAD = 64 * 1024
 
+
+def _luks(probe: Probe) -> bool:
+    # The primary header's magic, or (primary wiped) a LUKS2 secondary header where
+    # cryptsetup looks for one within the probed head: at hdr_size 16 or 32 KiB.
+    head = probe.head
+    return head[:6] == b"LUKS\xba\xbe" or b"SKUL\xba\xbe" in (
+        head[0x4000:0x4006],
+        head[0x8000:0x8006],
+    )
+
+
 #: Bytes no VMDK text descriptor holds before its NUL padding (tab, line breaks allowed).
 _CONTROL_BYTES = bytes([*range(0, 9), *range(14, 32), 127])
 
@@ -85,7 +96,7 @@ def _vmdk(probe: Probe) -> bool:
 FORMATS: tuple[Format, ...] = (
     Format("qcow2", "qcow2", "Qcow2Section", _at(0, b"QFI\xfb"), ("qcow",), 4),
     Format("qed", "qed", "QedSection", _at(0, b"QED\0"), (), 4),
-    Format("luks", "luks", "LuksSection", _at(0, b"LUKS\xba\xbe"), (), 6),
+    Format("luks", "luks", "LuksSection", _luks, (), 0x8006),
     Format("vhdx", "vhdx", "VhdxSection", _at(0, b"vhdxfile"), (), 8),
     Format("vdi", "vdi", "VdiSection", _at(0x40, (0xBEDA107F).to_bytes(4, "little")), (), 0x44),
     Format("vmdk", "vmdk", "VmdkSection", _vmdk, (), PROBE_HEAD),

@@ -11,6 +11,7 @@ refuses DTDs, entities and external references.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -33,7 +34,9 @@ from ..glance import (
 )
 from ..source import SliceSource, Source, StreamGap
 from ..structs import EntryTable, cstring
-from .base import MAX_LISTED, Context, FormatSpec, Parsed, Probe, Section
+from . import raw
+from .base import MAX_LISTED, Context, FormatSpec, NotThisFormat, Parsed, Probe, Section
+from .ovf_terms import VBOX_TO_VMWARE, VMWARE_GUEST_ID, VMWARE_OVF_NS, declared_format
 
 if TYPE_CHECKING:
     from ..metadata import Metadata
@@ -212,6 +215,26 @@ DISK_UNREADABLE = F.define(
 NESTED_OVA = F.define(
     "ova-nested", "unsafe", "ova", "A disk member is itself an OVA (not introspected further)."
 )
+TAR_NOT_OVA = F.define(
+    "tar-not-ova",
+    "warning",
+    "raw",
+    "A tar archive with no OVF descriptor: not an OVA (DSP0243), so it is read as raw, as "
+    "qemu reads it.",
+)
+DISK_FORMAT_MISMATCH = F.define(
+    "ova-disk-format-mismatch",
+    "unsafe",
+    "ova",
+    "A Disk's ovf:format declares a disk format (a streamOptimized or sparse VMDK, a VHD, a "
+    "qcow2) that the disk's own bytes are not.",
+)
+NO_DISK = F.define(
+    "ova-no-disk",
+    "unsafe",
+    "ova",
+    "The OVF declares no disk: the appliance has nothing to boot or import.",
+)
 BAD_ARCHIVE = F.define(
     "ova-bad-archive",
     "unsafe",
@@ -262,6 +285,9 @@ class VirtualSystem(Section):
     nics: tuple[dict[str, Any], ...]
     disks: tuple[dict[str, Any], ...]
     cim_pasd: dict[str, str]
+    #: The VMware guest ID for ``os_type``: as written when the OVF gives a VMware one
+    #: (``vmw:osType``), mapped from VirtualBox's ``vbox:OSType`` where a mapping exists.
+    vmware_ostype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +316,8 @@ class OvaSection(Section):
     disks: tuple[OvaDisk, ...]
     members: tuple[Member, ...]
     certificate: str | None
+    #: Glance's ``CIM_ProcessorAllocationSettingData`` values, wherever the OVF carries them.
+    cim_pasd: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def glance_properties(self, image: dict[str, Any]) -> dict[str, Any]:
         # An OVA's own properties replace the archive's: its disk's format, the OVF's facts.
@@ -525,6 +553,8 @@ def parse(ctx: Context) -> Parsed:
     if cert is not None:
         ctx.findings.add(CERTIFICATE, f"certificate {cert!r}")
     disks = _disks(ctx, envelope, files, by_name)
+    if envelope is not None and not disks:
+        ctx.findings.add(NO_DISK, "the OVF's DiskSection declares no Disk")
     systems = _virtual_systems(envelope)
     disks = _attach_controllers(disks, systems)
     _judge_adapters(ctx, disks)
@@ -539,6 +569,7 @@ def parse(ctx: Context) -> Parsed:
         disks=disks,
         members=_listed(ctx, members),
         certificate=cert,
+        cim_pasd=_glance_cim_pasd(envelope),
     )
     return Parsed(virtual_size=_virtual_size(disks), section=section)
 
@@ -581,7 +612,22 @@ def _kind(typeflag: bytes) -> str:
 def _descriptor(ctx: Context, walk: _Walk) -> _RawMember | None:
     ovfs = walk.descriptors
     if not ovfs:
-        ctx.findings.add(NO_DESCRIPTOR, "no .ovf member in the archive")
+        if not ctx.findings.codes() & {
+            BAD_ARCHIVE,
+            HEADER_ONLY_LIMIT,
+            F.STREAM_UNCHECKED,
+            F.TRUNCATED,
+        }:
+            # Every member was seen: a plain tar (of a VHD, say), which qemu reads as raw.
+            members = walk.members
+            names = ", ".join(repr(m.name) for m in members[:5]) or "no members"
+            more = f" and {len(members) - 5} more" if len(members) > 5 else ""
+            raise NotThisFormat(
+                TAR_NOT_OVA,
+                f"a tar archive ({names}{more}) with no .ovf descriptor, which DSP0243 "
+                "requires as the first member: not an OVA",
+            )
+        ctx.findings.add(NO_DESCRIPTOR, "no .ovf member in the part of the archive read")
         return None
     if len(ovfs) > 1:
         names = ", ".join(repr(m.name) for m in ovfs[:8]) + (", ..." if len(ovfs) > 8 else "")
@@ -847,6 +893,9 @@ def _disks(
                     images[member.offset] = _introspect_member(ctx, member, href)
                 image = images[member.offset]
             disk_id = _attr(node, "diskId")
+            format_uri = _attr(node, "format")
+            if image is not None:
+                _judge_disk_format(ctx, disk_id, href, format_uri, image)
             if image is not None and capacity is not None:
                 inner = image.virtual_size
                 if inner is not None and inner != capacity:
@@ -859,7 +908,7 @@ def _disks(
                     disk_id=disk_id,
                     file=href,
                     capacity=capacity,
-                    format_uri=_attr(node, "format"),
+                    format_uri=format_uri,
                     populated_size=_int(_attr(node, "populatedSize")),
                     image=image,
                 )
@@ -867,6 +916,32 @@ def _disks(
     if len(disks) > 1:
         ctx.findings.add(MULTIPLE_DISKS, f"{len(disks)} disks")
     return tuple(disks)
+
+
+def _judge_disk_format(
+    ctx: Context, disk_id: str | None, href: str | None, uri: str | None, image: Metadata
+) -> None:
+    """The disk's bytes must be the format its ``ovf:format`` declares: a consumer that trusts
+    the declaration (VMware's importers, Glance's ``disk_format``) would misread it."""
+    declared = declared_format(uri)
+    if declared is None:
+        return
+    fmt, create_types = declared
+    actual = image.format
+    where = f"disk {disk_id!r} ({href})"
+    if actual != fmt:
+        ctx.findings.add(
+            DISK_FORMAT_MISMATCH,
+            f"{where}: ovf:format {uri!r} declares {fmt}, the bytes are {actual}",
+        )
+        return
+    actual_type = ((image.vmdk.create_type if image.vmdk else None) or "").strip().lower()
+    if create_types is not None and actual_type not in create_types:
+        ctx.findings.add(
+            DISK_FORMAT_MISMATCH,
+            f"{where}: ovf:format {uri!r} declares a {' or '.join(sorted(create_types))} "
+            f"VMDK, the descriptor says {actual_type or 'nothing'}",
+        )
 
 
 def _introspect_member(ctx: Context, member: _RawMember, href: str) -> Metadata | None:
@@ -975,6 +1050,7 @@ def _virtual_system(node: Element) -> VirtualSystem:
                     }
                 )
     name_node = _text(node, "Name")
+    vmware_ostype = _vmware_guest_id(os_section) if os_section is not None else None
     return VirtualSystem(
         name=name_node or _attr(node, "id"),
         os_id=_attr(os_section, "id") if os_section is not None else None,
@@ -985,7 +1061,36 @@ def _virtual_system(node: Element) -> VirtualSystem:
         nics=tuple(nics),
         disks=tuple(disks),
         cim_pasd=cim_pasd,
+        vmware_ostype=vmware_ostype,
     )
+
+
+def _vmware_guest_id(os_section: Element) -> str | None:
+    """The VMware guest ID the OS section gives or maps to; None rather than a foreign name."""
+    for key, value in os_section.attrib.items():
+        namespace, name = _split(key)
+        if name == "osType" and namespace == VMWARE_OVF_NS and VMWARE_GUEST_ID.match(value):
+            return value
+    for child in os_section:
+        if _local(child) == "OSType" and child.text is not None:
+            mapped = VBOX_TO_VMWARE.get(child.text.strip())
+            if mapped is not None:
+                return mapped
+    return None
+
+
+def _glance_cim_pasd(envelope: Element | None) -> dict[str, str]:
+    """Glance's rule (its OVF import task): every element of the
+    ``CIM_ProcessorAllocationSettingData`` namespace whose tag is one Glance copies, wherever
+    it is in the document; a later one replaces an earlier one of the same tag."""
+    values: dict[str, str] = {}
+    if envelope is None:
+        return values
+    for node in envelope.iter():
+        namespace, tag = _split(node.tag)
+        if namespace == CIM_PASD_NS and tag in GLANCE_CIM_PASD:
+            values[tag] = (node.text or "").strip()
+    return values
 
 
 def _cim_pasd(item: Element) -> dict[str, str]:
@@ -1090,14 +1195,14 @@ def glance_properties(section: OvaSection) -> dict[str, Any]:
         props["vmware_adaptertype"] = adapter
     system = section.virtual_systems[0] if section.virtual_systems else None
     if system is not None:
-        if system.os_type:
-            props["vmware_ostype"] = system.os_type
+        if system.vmware_ostype:
+            props["vmware_ostype"] = system.vmware_ostype
         if system.nics:
             model = GLANCE_NIC_MODELS.get((system.nics[0]["subtype"] or "").lower())
             if model is not None:
                 props["hw_vif_model"] = model
-        for tag, value in system.cim_pasd.items():
-            props[f"cim_pasd_{tag}"] = value
+    for tag, value in section.cim_pasd.items():
+        props[f"cim_pasd_{tag}"] = value
     return props
 
 
@@ -1110,8 +1215,9 @@ def _ovf_adapter(disk: OvaDisk | None) -> str | None:
 
 
 def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
-    # qemu-img knows no OVA: it reads the tar as a raw disk of the archive's length.
-    return {"format": "raw"}
+    # qemu-img knows no OVA: it reads the tar as a raw disk of the archive's length (not the
+    # first disk's size).
+    return raw.qemu_info(md, filename)
 
 
 FORMAT = FormatSpec(NAME, probe, parse, qemu_info)

@@ -155,6 +155,7 @@ BITMAP_FLAGS = {0: "in-use", 1: "auto", 2: "extra-data-compatible"}
 MIN_CLUSTER_BITS = 9
 MAX_CLUSTER_BITS = 21
 MIN_EXTENDED_L2_CLUSTER_BITS = 14
+INT_MAX = (1 << 31) - 1  # qemu keeps the L1 index of the end of the disk in an int
 MAX_L1_BYTES = 32 * 1024 * 1024
 MAX_REFTABLE_BYTES = 8 * 1024 * 1024
 MAX_SNAPSHOTS = 65536
@@ -482,6 +483,7 @@ def _v3_fields(ctx: Context, hdr: Header, head: bytes) -> _V3Fields | None:
         return _V3Fields(0, 0, 0, 4, V2_HEADER_LENGTH)
     if hdr.version != 3:
         ctx.findings.add(BAD_VERSION, f"qcow2 version {hdr.version}")
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"Unsupported qcow2 version {hdr.version}")
         return None
     if len(head) < V3_MIN_HEADER_LENGTH:
         ctx.findings.add(F.TRUNCATED, f"qcow2 v3 header cut short: {len(head)} of 104 bytes")
@@ -512,12 +514,13 @@ def _check_geometry(ctx: Context, hdr: Header, v3: _V3Fields, extended_l2: bool)
         bad.append(f"refcount_order {v3.refcount_order} > 6")
     if hdr.size > MAX_SIZE:
         bad.append(f"virtual size {hdr.size} exceeds 2^63 - 1")
+    refusal = _qemu_refusal(hdr, extended_l2)
     if bad:  # the numbers below are meaningless without a sane cluster size
         ctx.findings.add(BAD_GEOMETRY, "; ".join(bad))
+        _refuse(ctx, refusal, bad)
         return
+    needed_l1 = _l1_entries_needed(hdr.size, bits, extended_l2)
     cluster_size = 1 << bits
-    l2_entries = cluster_size // (16 if extended_l2 else 8)
-    needed_l1 = -(-hdr.size // (cluster_size * l2_entries))
     if hdr.l1_size < needed_l1:
         bad.append(f"l1_size {hdr.l1_size} cannot map {hdr.size} bytes (needs {needed_l1})")
     if hdr.l1_size * 8 > MAX_L1_BYTES:
@@ -530,12 +533,14 @@ def _check_geometry(ctx: Context, hdr: Header, v3: _V3Fields, extended_l2: bool)
         value = getattr(hdr, name)
         if value % cluster_size:
             bad.append(f"{name} {value:#x} not aligned to the {cluster_size}-byte cluster")
+    refused = list(bad)  # qemu refuses all of the above; it accepts the overlaps below
     if hdr.l1_size and hdr.l1_table_offset < cluster_size:
         bad.append(f"L1 table at {hdr.l1_table_offset:#x} overlaps the header cluster")
     if hdr.refcount_table_offset < cluster_size:
         bad.append(f"refcount table at {hdr.refcount_table_offset:#x} overlaps the header cluster")
     if bad:
         ctx.findings.add(BAD_GEOMETRY, "; ".join(bad))
+    _refuse(ctx, refusal, refused)
     _check_in_file(ctx, "L1 table", hdr.l1_table_offset, hdr.l1_size * 8)
     _check_in_file(
         ctx,
@@ -543,6 +548,40 @@ def _check_geometry(ctx: Context, hdr: Header, v3: _V3Fields, extended_l2: bool)
         hdr.refcount_table_offset,
         hdr.refcount_table_clusters * cluster_size,
     )
+
+
+def _refuse(ctx: Context, refusal: str | None, problems: list[str]) -> None:
+    """``qemu-cannot-open``: qemu's own words where we have them, else the problems."""
+    if refusal is None and problems:
+        refusal = "qemu refuses the qcow2 header: " + "; ".join(problems)
+    if refusal is not None:
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, refusal)
+
+
+def _l1_entries_needed(size: int, cluster_bits: int, extended_l2: bool) -> int:
+    """L1 entries that map ``size`` bytes (qemu's ``size_to_l1``)."""
+    cluster_size = 1 << cluster_bits
+    l2_entries = cluster_size // (16 if extended_l2 else 8)
+    return -(-size // (cluster_size * l2_entries))
+
+
+def _qemu_refusal(hdr: Any, extended_l2: bool) -> str | None:
+    """qemu's reason to refuse the image for its cluster size, L1 size or virtual size (the
+    first it checks, worded as qemu words it), or None."""
+    bits = hdr.cluster_bits
+    if not MIN_CLUSTER_BITS <= bits <= MAX_CLUSTER_BITS:
+        return f"Unsupported cluster size: 2^{bits}"
+    if hdr.l1_size * 8 > MAX_L1_BYTES:
+        return f"Active L1 table too large ({hdr.l1_size} entries)"
+    needed = _l1_entries_needed(hdr.size, bits, extended_l2)
+    if needed > INT_MAX:
+        return (
+            f"Image is too big (a virtual size of {hdr.size} bytes needs {needed} L1 entries; "
+            f"qemu takes at most {INT_MAX})"
+        )
+    if hdr.l1_size < needed:
+        return f"L1 table is too small ({hdr.l1_size} entries, {needed} needed)"
+    return None
 
 
 def _check_in_file(ctx: Context, what: str, offset: int, length: int) -> None:
@@ -676,12 +715,12 @@ def _compression_type(ctx: Context, version: int, v3: _V3Fields, head: bytes) ->
     name = COMPRESSION_TYPES.get(code)
     if name is None:
         ctx.findings.add(BAD_GEOMETRY, f"unknown compression type {code}")
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"qcow2: unknown compression type: {code}")
         return f"type-{code}"
     if (code != 0) != has_bit:
-        ctx.findings.add(
-            BAD_GEOMETRY,
-            f"compression type {name} disagrees with the compression-type feature bit",
-        )
+        problem = f"compression type {name} disagrees with the compression-type feature bit"
+        ctx.findings.add(BAD_GEOMETRY, problem)
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"qcow2: {problem}")
     return name
 
 
@@ -702,6 +741,7 @@ def _read_snapshots(ctx: Context, hdr: Header, cluster_size: int) -> _Snapshots:
         return _Snapshots()
     if count > MAX_SNAPSHOTS:
         ctx.findings.add(BAD_SNAPSHOTS, f"{count} snapshots (qemu allows {MAX_SNAPSHOTS})")
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"Too many snapshots ({count})")
         return _Snapshots()
     if not cluster_size or hdr.snapshots_offset < cluster_size:
         ctx.findings.add(BAD_SNAPSHOTS, f"snapshot table at {hdr.snapshots_offset:#x}")
@@ -893,6 +933,7 @@ def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
     if unknown:
         labels = [_label(exts, 0, int(f[4:])) for f in unknown]
         add(UNKNOWN_INCOMPATIBLE, "unknown incompatible features: " + ", ".join(labels))
+        add(F.QEMU_CANNOT_OPEN, "Unsupported qcow2 feature(s): " + ", ".join(labels))
     if section.corrupt:
         add(CORRUPT, "the corrupt bit is set")
     if section.dirty:
@@ -903,6 +944,7 @@ def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
             add(LEGACY_AES, "legacy AES-CBC encryption")
         elif section.encryption != "luks":
             add(BAD_GEOMETRY, f"unknown encryption {section.encryption}")
+            add(F.QEMU_CANNOT_OPEN, f"Unsupported encryption method {section.encryption}")
     if section.encryption == "luks" and section.encryption_header is None:
         add(BAD_EXTENSION, "LUKS encryption without a LUKS header extension")
 
