@@ -203,7 +203,7 @@ def test_tar_walk_reads_each_header_once_per_pass(
     the walk where the last one stopped, so the stream reads each header about twice (the
     rehearsals once, the final parse once), not once per rehearsal."""
     path = images("ova-members")
-    steps = counting(monkeypatch, ova, "_next_member")
+    steps = counting(monkeypatch, ova.tar, "_next_member")
     seekable = introspect(path)
     assert steps[0] == ova.MAX_MEMBERS
     assert "ova-bad-archive" in seekable.codes()
@@ -229,7 +229,7 @@ def test_stream_rehearsals_parse_the_ovf_once(
 def test_header_only_walk_stops_at_its_cap(
     images: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps = counting(monkeypatch, ova, "_next_member")
+    steps = counting(monkeypatch, ova.tar, "_next_member")
     md = introspect(images("ova-members"), deep=False)
     assert steps[0] == ova.HEADER_ONLY_MEMBERS
     assert "ova-header-only-limit" in md.codes()
@@ -255,7 +255,7 @@ def test_a_disk_named_by_many_disk_elements_is_read_once(
     """1,000 Disk elements name one member: it is introspected once per parse (a stream's
     rehearsals each introspect it at most once too), not once per Disk element."""
     path = images("ova-disk-named-often")
-    steps = counting(monkeypatch, ova, "_introspect_member")
+    steps = counting(monkeypatch, ova.disks, "_introspect_member")
     md = introspect(path)
     assert steps[0] == 1
     assert md.ova is not None and len(md.ova.disks) == 1000
