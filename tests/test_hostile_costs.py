@@ -174,7 +174,7 @@ def test_snapshot_table_is_walked_a_bounded_number_of_times(
     rehearsals read the table in doubling windows and stop where the bytes have not arrived,
     so all of them together take fewer fields than two more seekable reads."""
     path = images("qcow2-snapshots")
-    takes = counting(monkeypatch, qcow2._WindowReader, "take")
+    takes = counting(monkeypatch, qcow2.WindowReader, "take")
     seekable = introspect(path)
     once = takes[0]
     assert once >= 4 * hostile_images.QEMU_MAX_SNAPSHOTS
@@ -219,7 +219,7 @@ def test_stream_rehearsals_parse_the_ovf_once(
 ) -> None:
     """The OVF comes first and thousands of members follow: the rehearsals parse it once it
     has arrived (and the final parse once more), not once per member that arrives."""
-    parses = counting(monkeypatch, ova, "_read_ovf")
+    parses = counting(monkeypatch, ova, "read_ovf")
     rehearsals = counting(monkeypatch, ova, "_members")
     read(images("ova-members"), "streamed")
     assert rehearsals[0] > 8  # the walk did take many rehearsals
@@ -271,7 +271,7 @@ def test_a_large_ovf_is_handed_to_expat_in_few_pieces(
 ) -> None:
     """A 4 MiB OVF (one comment): expat rescans a token that spans pieces, so the pieces are
     large: a few of them, not 256 of 16 KiB."""
-    pieces = counting(monkeypatch, ova._Pieces, "read")
+    pieces = counting(monkeypatch, ova.Pieces, "read")
     md = introspect(images("ova-big-descriptor"))
     assert md.ova is not None and md.ova.ovf_version is not None
     assert pieces[0] <= ova.MAX_OVF_BYTES // ova.XML_PIECE + 2

@@ -27,7 +27,7 @@ from .layout import (
     TAR_HEADERS,
 )
 from .manifest import _files, _manifest
-from .ovf import XML_PIECE, _descriptor, _Pieces, _read_ovf
+from .ovf import XML_PIECE, Pieces, _descriptor, read_ovf
 from .probe import probe
 from .section import (
     Manifest,
@@ -39,12 +39,12 @@ from .section import (
     glance_properties,
 )
 from .systems import (
-    _attach_controllers,
-    _glance_cim_pasd,
-    _judge_adapters,
-    _judge_members,
     _virtual_size,
     _virtual_systems,
+    attach_controllers,
+    glance_cim_pasd,
+    judge_adapters,
+    judge_members,
 )
 from .tar import _listed, _members
 
@@ -60,7 +60,7 @@ def parse(ctx: Context) -> Parsed:
         # a rehearsal parses the OVF once it has arrived, not once per member after it
         parsed = ctx.source.memo(("ova-ovf", ovf_member.offset))
         if "ovf" not in parsed:
-            envelope, ovf_version = _read_ovf(ctx, ovf_member)
+            envelope, ovf_version = read_ovf(ctx, ovf_member)
             if not ctx.source.pending(ovf_member.offset, ovf_member.size):
                 parsed["ovf"] = envelope, ovf_version
         else:
@@ -74,10 +74,10 @@ def parse(ctx: Context) -> Parsed:
     if envelope is not None and not disks:
         ctx.findings.add(NO_DISK, "the OVF's DiskSection declares no Disk")
     systems = _virtual_systems(envelope)
-    disks = _attach_controllers(disks, systems)
-    _judge_adapters(ctx, disks)
+    disks = attach_controllers(disks, systems)
+    judge_adapters(ctx, disks)
     if not ctx.source.speculative:
-        _judge_members(ctx, members, files, ovf_member, manifest.file, cert)
+        judge_members(ctx, members, files, ovf_member, manifest.file, cert)
     section = OvaSection(
         ovf_file=ovf_member.name if ovf_member else None,
         ovf_version=ovf_version,
@@ -87,7 +87,7 @@ def parse(ctx: Context) -> Parsed:
         disks=disks,
         members=_listed(ctx, members),
         certificate=cert,
-        cim_pasd=_glance_cim_pasd(envelope),
+        cim_pasd=glance_cim_pasd(envelope),
     )
     return Parsed(virtual_size=_virtual_size(disks), section=section)
 
@@ -117,8 +117,8 @@ __all__ = [
     "OvaDisk",
     "OvaFile",
     "OvaSection",
+    "Pieces",
     "VirtualSystem",
-    "_Pieces",
     "glance_properties",
     "parse",
     "probe",

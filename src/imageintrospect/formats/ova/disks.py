@@ -21,36 +21,36 @@ from .codes import (
     NESTED_OVA,
 )
 from .layout import MAX_OVF_ITEMS, NAME
-from .ovf import _attr, _children, _int
+from .ovf import _int, attr, children
 from .section import OvaDisk, OvaFile
-from .systems import _scaled
-from .tar import _escapes, _RawMember
+from .systems import scaled
+from .tar import RawMember, escapes
 
 
 def _disks(
     ctx: Context,
     envelope: Element | None,
     files: dict[str, OvaFile],
-    by_name: dict[str, _RawMember],
+    by_name: dict[str, RawMember],
 ) -> tuple[OvaDisk, ...]:
     disks = []
     # Each member is introspected once, however many Disk elements name it: a thousand
     # names for one disk must not cost a thousand walks of its tables.
     images: dict[int, Metadata | None] = {}
-    for section in _children(envelope, "DiskSection"):
-        for node in _children(section, "Disk")[:MAX_OVF_ITEMS]:
-            file_ref = _attr(node, "fileRef")
+    for section in children(envelope, "DiskSection"):
+        for node in children(section, "Disk")[:MAX_OVF_ITEMS]:
+            file_ref = attr(node, "fileRef")
             ref = files.get(file_ref or "")
             href = ref.href if ref else None
-            capacity = _scaled(_attr(node, "capacity"), _attr(node, "capacityAllocationUnits"))
-            member = by_name.get(href) if href and not _escapes(href) else None
+            capacity = scaled(attr(node, "capacity"), attr(node, "capacityAllocationUnits"))
+            member = by_name.get(href) if href and not escapes(href) else None
             image = None
             if member is not None and href is not None:
                 if member.offset not in images:
                     images[member.offset] = _introspect_member(ctx, member, href)
                 image = images[member.offset]
-            disk_id = _attr(node, "diskId")
-            format_uri = _attr(node, "format")
+            disk_id = attr(node, "diskId")
+            format_uri = attr(node, "format")
             if image is not None:
                 _judge_disk_format(ctx, disk_id, href, format_uri, image)
             if image is not None and capacity is not None:
@@ -66,7 +66,7 @@ def _disks(
                     file=href,
                     capacity=capacity,
                     format_uri=format_uri,
-                    populated_size=_int(_attr(node, "populatedSize")),
+                    populated_size=_int(attr(node, "populatedSize")),
                     image=image,
                 )
             )
@@ -101,7 +101,7 @@ def _judge_disk_format(
         )
 
 
-def _introspect_member(ctx: Context, member: _RawMember, href: str) -> Metadata | None:
+def _introspect_member(ctx: Context, member: RawMember, href: str) -> Metadata | None:
     """Introspect a disk member in place; its findings join the OVA's, prefixed by its name."""
     if ctx.depth > 0:
         ctx.findings.add(NESTED_OVA, f"{href!r} sits inside a nested archive")

@@ -27,22 +27,22 @@ from .layout import (
     REGULAR_TYPES,
     STREAM_DIGEST,
 )
-from .ovf import _attr, _children, _int
+from .ovf import _int, attr, children
 from .section import Manifest, OvaFile
-from .tar import _escapes, _RawMember, _Walk
+from .tar import RawMember, Walk, escapes
 
 
 def _files(
-    ctx: Context, envelope: Element | None, by_name: dict[str, _RawMember]
+    ctx: Context, envelope: Element | None, by_name: dict[str, RawMember]
 ) -> dict[str, OvaFile]:
     files: dict[str, OvaFile] = {}
-    for references in _children(envelope, "References"):
-        for node in _children(references, "File")[:MAX_OVF_ITEMS]:
-            href = _attr(node, "href") or ""
-            file_id = _attr(node, "id")
-            size = _int(_attr(node, "size"))
-            chunk = _int(_attr(node, "chunkSize"))
-            if "://" in href or _escapes(href):
+    for references in children(envelope, "References"):
+        for node in children(references, "File")[:MAX_OVF_ITEMS]:
+            href = attr(node, "href") or ""
+            file_id = attr(node, "id")
+            size = _int(attr(node, "size"))
+            chunk = _int(attr(node, "chunkSize"))
+            if "://" in href or escapes(href):
                 ctx.findings.add(HREF_OUTSIDE, f"file {file_id!r} references {href!r}")
             if chunk:
                 ctx.findings.add(CHUNKED, f"{href!r} is split into {chunk}-byte chunks")
@@ -60,7 +60,7 @@ def _files(
     return files
 
 
-def _manifest(ctx: Context, walk: _Walk) -> Manifest:
+def _manifest(ctx: Context, walk: Walk) -> Manifest:
     members, by_name, mf = walk.members, walk.by_name, walk.manifest
     if mf is None:
         if ctx.source.is_stream and ctx.deep:
@@ -102,7 +102,7 @@ def _manifest(ctx: Context, walk: _Walk) -> Manifest:
     return Manifest(mf.name, algorithm, verified and not mismatches, tuple(mismatches))
 
 
-def _hash_ahead(src: Source, members: list[_RawMember]) -> None:
+def _hash_ahead(src: Source, members: list[RawMember]) -> None:
     """A stream whose manifest may come last: hash members as they pass, before it is known.
 
     SHA-256 only (what ovftool and VirtualBox write); a later manifest in another algorithm
@@ -145,7 +145,7 @@ class _Hasher:
         self.hash.update(data)
 
 
-def _digest(src: Source, member: _RawMember, algorithm: str) -> str:
+def _digest(src: Source, member: RawMember, algorithm: str) -> str:
     """The member's digest, computed as its bytes go by (a single pass on streams too)."""
     key = ("digest", member.offset, algorithm)
     make = functools.partial(_Hasher, algorithm)

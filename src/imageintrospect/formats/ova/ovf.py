@@ -22,10 +22,10 @@ from .codes import (
     XML_INVALID,
 )
 from .layout import HEADER_ONLY_OVF_BYTES, MAX_OVF_BYTES, MAX_OVF_ELEMENTS, OVF_NAMESPACES
-from .tar import _RawMember, _Walk
+from .tar import RawMember, Walk
 
 
-def _descriptor(ctx: Context, walk: _Walk) -> _RawMember | None:
+def _descriptor(ctx: Context, walk: Walk) -> RawMember | None:
     ovfs = walk.descriptors
     if not ovfs:
         if not ctx.findings.codes() & {
@@ -53,7 +53,7 @@ def _descriptor(ctx: Context, walk: _Walk) -> _RawMember | None:
     return ovfs[0]
 
 
-def _read_ovf(ctx: Context, member: _RawMember) -> tuple[Element | None, str | None]:
+def read_ovf(ctx: Context, member: RawMember) -> tuple[Element | None, str | None]:
     if not ctx.deep and member.size > HEADER_ONLY_OVF_BYTES:
         ctx.findings.add(
             HEADER_ONLY_LIMIT, f"{member.name!r} ({member.size} bytes) is not read header-only"
@@ -96,7 +96,7 @@ class _TooManyElements(Exception):
 XML_PIECE = 256 * 1024
 
 
-class _Pieces(io.BytesIO):
+class Pieces(io.BytesIO):
     """The OVF's bytes, handed out in pieces of at least :data:`XML_PIECE`."""
 
     def read(self, size: int | None = -1, /) -> bytes:
@@ -109,7 +109,7 @@ def _parse_xml(data: bytes) -> Element:
     """The OVF's root, parsed by defusedxml and cut off past :data:`MAX_OVF_ELEMENTS`
     (4 MiB of ``<a/>`` would otherwise be a million-element tree)."""
     events = SafeET.iterparse(
-        _Pieces(data), events=("start",), forbid_dtd=True, forbid_entities=True
+        Pieces(data), events=("start",), forbid_dtd=True, forbid_entities=True
     )
     for count, _ in enumerate(events, start=1):
         if count > MAX_OVF_ELEMENTS:
@@ -129,7 +129,7 @@ def _local(element: Element) -> str:
     return _split(element.tag)[1]
 
 
-def _attr(element: Element, name: str) -> str | None:
+def attr(element: Element, name: str) -> str | None:
     """An attribute by local name, whatever namespace prefix the producer used."""
     for key, value in element.attrib.items():
         if _split(key)[1] == name:
@@ -137,13 +137,13 @@ def _attr(element: Element, name: str) -> str | None:
     return None
 
 
-def _children(element: Element | None, name: str) -> list[Element]:
+def children(element: Element | None, name: str) -> list[Element]:
     if element is None:
         return []
     return [child for child in element if _local(child) == name]
 
 
-def _descendants(element: Element | None, name: str) -> list[Element]:
+def descendants(element: Element | None, name: str) -> list[Element]:
     if element is None:
         return []
     return [node for node in element.iter() if _local(node) == name]

@@ -13,10 +13,10 @@ def probe(probe: Probe) -> bool:
     head = probe.head
     if len(head) < BLOCK or head[257:262] != b"ustar":
         return False
-    return _checksum_ok(head[:BLOCK])
+    return checksum_ok(head[:BLOCK])
 
 
-def _checksum_ok(block: bytes) -> bool:
+def checksum_ok(block: bytes) -> bool:
     stored = _octal(block[148:156])
     if stored is None:
         return False

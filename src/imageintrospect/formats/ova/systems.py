@@ -23,9 +23,9 @@ from .layout import (
     RESOURCE_MEMORY,
     RESOURCE_NIC,
 )
-from .ovf import _attr, _children, _descendants, _int, _local, _split, _text
+from .ovf import _int, _local, _split, _text, attr, children, descendants
 from .section import OvaDisk, OvaFile, VirtualSystem, _ovf_adapter
-from .tar import _RawMember
+from .tar import RawMember
 
 # Bounded digit counts: int() of thousands of digits raises, and no real unit needs them.
 UNIT = re.compile(r"^\s*byte\s*(?:\*\s*(\d{1,5})\s*\^\s*(\d{1,5}))?\s*$", re.IGNORECASE)
@@ -58,7 +58,7 @@ def _unit_factor(units: str | None) -> int | None:
     return WORD_UNITS.get(units.strip().lower())
 
 
-def _scaled(value: str | None, units: str | None) -> int | None:
+def scaled(value: str | None, units: str | None) -> int | None:
     number = _int(value)
     factor = _unit_factor(units)
     if number is None or factor is None:
@@ -67,21 +67,21 @@ def _scaled(value: str | None, units: str | None) -> int | None:
 
 
 def _virtual_systems(envelope: Element | None) -> tuple[VirtualSystem, ...]:
-    systems = _descendants(envelope, "VirtualSystem")[:MAX_OVF_ITEMS]
+    systems = descendants(envelope, "VirtualSystem")[:MAX_OVF_ITEMS]
     return tuple(_virtual_system(node) for node in systems)
 
 
 def _virtual_system(node: Element) -> VirtualSystem:
-    os_section = next(iter(_children(node, "OperatingSystemSection")), None)
+    os_section = next(iter(children(node, "OperatingSystemSection")), None)
     os_type = None
     if os_section is not None:
-        os_type = _attr(os_section, "osType") or _text(os_section, "OSType")
+        os_type = attr(os_section, "osType") or _text(os_section, "OSType")
     cpus = memory_mb = None
     controllers: list[dict[str, Any]] = []
     nics: list[dict[str, Any]] = []
     disks: list[dict[str, Any]] = []
     cim_pasd: dict[str, str] = {}
-    for hardware in _children(node, "VirtualHardwareSection"):
+    for hardware in children(node, "VirtualHardwareSection"):
         for item in list(hardware)[:MAX_OVF_ITEMS]:
             if _local(item) not in ("Item", "StorageItem", "EthernetPortItem"):
                 continue
@@ -90,7 +90,7 @@ def _virtual_system(node: Element) -> VirtualSystem:
                 cpus = _int(_text(item, "VirtualQuantity"))
                 cim_pasd.update(_cim_pasd(item))
             elif kind == RESOURCE_MEMORY:
-                size = _scaled(_text(item, "VirtualQuantity"), _text(item, "AllocationUnits"))
+                size = scaled(_text(item, "VirtualQuantity"), _text(item, "AllocationUnits"))
                 memory_mb = size // (1 << 20) if size is not None else None
             elif kind in CONTROLLER_TYPES:
                 controllers.append(
@@ -118,8 +118,8 @@ def _virtual_system(node: Element) -> VirtualSystem:
     name_node = _text(node, "Name")
     vmware_ostype = _vmware_guest_id(os_section) if os_section is not None else None
     return VirtualSystem(
-        name=name_node or _attr(node, "id"),
-        os_id=_attr(os_section, "id") if os_section is not None else None,
+        name=name_node or attr(node, "id"),
+        os_id=attr(os_section, "id") if os_section is not None else None,
         os_type=os_type,
         cpus=cpus,
         memory_mb=memory_mb,
@@ -145,7 +145,7 @@ def _vmware_guest_id(os_section: Element) -> str | None:
     return None
 
 
-def _glance_cim_pasd(envelope: Element | None) -> dict[str, str]:
+def glance_cim_pasd(envelope: Element | None) -> dict[str, str]:
     """Glance's rule (its OVF import task): every element of the
     ``CIM_ProcessorAllocationSettingData`` namespace whose tag is one Glance copies, wherever
     it is in the document; a later one replaces an earlier one of the same tag."""
@@ -168,7 +168,7 @@ def _cim_pasd(item: Element) -> dict[str, str]:
     return values
 
 
-def _attach_controllers(
+def attach_controllers(
     disks: tuple[OvaDisk, ...], systems: tuple[VirtualSystem, ...]
 ) -> tuple[OvaDisk, ...]:
     """Give each disk the controller its hardware item hangs from (``Parent`` → InstanceID)."""
@@ -197,7 +197,7 @@ def _attach_controllers(
     return tuple(attached)
 
 
-def _judge_adapters(ctx: Context, disks: tuple[OvaDisk, ...]) -> None:
+def judge_adapters(ctx: Context, disks: tuple[OvaDisk, ...]) -> None:
     for disk in disks:
         ovf_adapter = _ovf_adapter(disk)
         vmdk = disk.image.vmdk if disk.image is not None else None
@@ -210,11 +210,11 @@ def _judge_adapters(ctx: Context, disks: tuple[OvaDisk, ...]) -> None:
             )
 
 
-def _judge_members(
+def judge_members(
     ctx: Context,
-    members: list[_RawMember],
+    members: list[RawMember],
     files: dict[str, OvaFile],
-    ovf: _RawMember | None,
+    ovf: RawMember | None,
     manifest: str | None,
     cert: str | None,
 ) -> None:

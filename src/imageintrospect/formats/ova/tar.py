@@ -22,14 +22,14 @@ from .layout import (
     REGULAR_TYPES,
     TAR_HEADERS,
 )
-from .probe import _checksum_ok, _octal
+from .probe import _octal, checksum_ok
 from .section import Member
 
 # --- the tar walk --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _RawMember:
+class RawMember:
     name: str
     typeflag: bytes
     offset: int  # of the data
@@ -38,7 +38,7 @@ class _RawMember:
 
 
 @dataclass
-class _Walk:
+class Walk:
     """How far the tar walk got: the next header, the names and sizes a pax or GNU header
     left for the member after it, and the members found so far."""
 
@@ -46,14 +46,14 @@ class _Walk:
     headers: int = 0
     pending_name: str | None = None
     pending_size: int | None = None
-    members: list[_RawMember] = field(default_factory=list)
+    members: list[RawMember] = field(default_factory=list)
     # What the parse looks members up by, kept as they are found (not rebuilt per run).
-    by_name: dict[str, _RawMember] = field(default_factory=dict)
-    descriptors: list[_RawMember] = field(default_factory=list)
-    manifest: _RawMember | None = None
-    certificate: _RawMember | None = None
+    by_name: dict[str, RawMember] = field(default_factory=dict)
+    descriptors: list[RawMember] = field(default_factory=list)
+    manifest: RawMember | None = None
+    certificate: RawMember | None = None
 
-    def add(self, member: _RawMember) -> None:
+    def add(self, member: RawMember) -> None:
         self.members.append(member)
         self.by_name[member.name] = member
         name = member.name.lower()
@@ -65,11 +65,11 @@ class _Walk:
             self.certificate = member
 
 
-def _members(ctx: Context) -> _Walk:
+def _members(ctx: Context) -> Walk:
     """Every member, walked from the start, or (a rehearsal of a stream's parse) from where
     the previous rehearsal stopped (Source.memo) to the first header not yet arrived: the
     walk costs one read per header however many times the parse runs."""
-    walk: _Walk = ctx.source.memo("ova-tar-walk").setdefault("walk", _Walk())
+    walk: Walk = ctx.source.memo("ova-tar-walk").setdefault("walk", Walk())
     try:
         _walk_tar(ctx, walk)
     except StreamGap:
@@ -77,7 +77,7 @@ def _members(ctx: Context) -> _Walk:
     return walk
 
 
-def _walk_tar(ctx: Context, walk: _Walk) -> None:
+def _walk_tar(ctx: Context, walk: Walk) -> None:
     """Add every member to ``walk``; pax and GNU long-name blocks apply to the member after
     them."""
     src = ctx.source
@@ -102,10 +102,10 @@ def _walk_tar(ctx: Context, walk: _Walk) -> None:
 
 
 #: What ``_next_member`` returns for a pax or GNU header (it applies to the next member).
-_EXTENDED = _RawMember("", b"x", 0, 0, "")
+_EXTENDED = RawMember("", b"x", 0, 0, "")
 
 
-def _next_member(ctx: Context, walk: _Walk) -> _RawMember | None:
+def _next_member(ctx: Context, walk: Walk) -> RawMember | None:
     """Read the header at ``walk.pos`` and move past it and its data; None at the end."""
     src = ctx.source
     pos = walk.pos
@@ -118,7 +118,7 @@ def _next_member(ctx: Context, walk: _Walk) -> _RawMember | None:
         return None
     if not block.strip(b"\0"):
         return None  # end-of-archive marker
-    if not _checksum_ok(block):
+    if not checksum_ok(block):
         ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad checksum")
         return None
     hdr = TAR_HEADERS.decode(block)
@@ -135,7 +135,7 @@ def _next_member(ctx: Context, walk: _Walk) -> _RawMember | None:
             F.TRUNCATED, f"tar member at {pos} claims {size} bytes past the archive's end"
         )
         size = max(0, src.size - data_at)
-    member: _RawMember = _EXTENDED
+    member: RawMember = _EXTENDED
     if extended:
         extra = _read_extended(ctx, data_at, size, hdr.typeflag)
         if src.pending(data_at, len(extra or b"")):
@@ -148,7 +148,7 @@ def _next_member(ctx: Context, walk: _Walk) -> _RawMember | None:
             walk.pending_name = cstring(extra)
     else:
         name = _bounded_name(ctx, walk.pending_name or _joined_name(hdr), pos)
-        member = _RawMember(name, hdr.typeflag, data_at, size, cstring(hdr.linkname)[:MAX_NAME])
+        member = RawMember(name, hdr.typeflag, data_at, size, cstring(hdr.linkname)[:MAX_NAME])
         walk.pending_name, walk.pending_size = None, None
     walk.headers += 1
     walk.pos = data_at + -(-size // BLOCK) * BLOCK
@@ -194,7 +194,7 @@ def _joined_name(hdr: Any) -> str:
     return name
 
 
-def _listed(ctx: Context, members: list[_RawMember]) -> tuple[Member, ...]:
+def _listed(ctx: Context, members: list[RawMember]) -> tuple[Member, ...]:
     """The members as the answer lists them: the first :data:`MAX_LISTED`."""
     if ctx.source.speculative:
         return ()  # a rehearsal's answer is thrown away
@@ -206,17 +206,17 @@ def _listed(ctx: Context, members: list[_RawMember]) -> tuple[Member, ...]:
     return tuple(Member(m.name, m.size, m.offset, _kind(m.typeflag)) for m in listed)
 
 
-def _member_problem(member: _RawMember) -> str | None:
+def _member_problem(member: RawMember) -> str | None:
     if member.typeflag in (b"1", b"2"):
         return f"a link to {member.linkname!r}"
     if member.typeflag in (b"3", b"4", b"6"):
         return "a device or FIFO"
-    if _escapes(member.name):
+    if escapes(member.name):
         return "an absolute or climbing path"
     return None
 
 
-def _escapes(name: str) -> bool:
+def escapes(name: str) -> bool:
     """True for names that would land outside the directory they are extracted into."""
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         return True

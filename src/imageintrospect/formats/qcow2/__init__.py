@@ -12,16 +12,16 @@ import dataclasses
 from ... import findings as F
 from ..base import Context, FormatSpec, Parsed, Probe
 from .codes import BACKING_FILE, SNAPSHOTS_PRESENT
-from .deep import _walk_tables, _walkable
+from .deep import walk_tables, walkable
 from .header import (
-    _check_geometry,
     _compression_type,
     _feature_names,
-    _judge,
-    _read_backing_file,
-    _read_extensions,
-    _read_luks_header,
-    _v3_fields,
+    check_geometry,
+    judge,
+    read_backing_file,
+    read_extensions,
+    read_luks_header,
+    v3_fields,
 )
 from .layout import (
     AUTOCLEAR_FEATURES,
@@ -56,7 +56,7 @@ from .layout import (
 )
 from .qemu import qemu_info
 from .section import Allocation, Bitmap, Qcow2Section, Snapshot
-from .snapshots import _read_bitmaps, _read_snapshots, _WindowReader
+from .snapshots import WindowReader, read_bitmaps, read_snapshots
 
 # --- probe ---------------------------------------------------------------------------------
 
@@ -75,16 +75,16 @@ def parse(ctx: Context) -> Parsed:
         ctx.findings.add(F.TRUNCATED, f"qcow2 header cut short: {len(head)} of 72 bytes")
         return Parsed(virtual_size=None, section=None)
     hdr = HEADER_RECORD.parse(head[:V2_HEADER_LENGTH])
-    v3 = _v3_fields(ctx, hdr, head)
+    v3 = v3_fields(ctx, hdr, head)
     if v3 is None:
         return Parsed(virtual_size=None, section=None)
     cluster_size = 1 << hdr.cluster_bits if MIN_CLUSTER_BITS <= hdr.cluster_bits <= 63 else 0
     extended_l2 = bool(v3.incompatible_features & (1 << 4))
-    _check_geometry(ctx, hdr, v3, extended_l2)
-    exts = _read_extensions(ctx, hdr, v3.header_length, cluster_size)
-    backing_file = _read_backing_file(ctx, hdr, cluster_size)
+    check_geometry(ctx, hdr, v3, extended_l2)
+    exts = read_extensions(ctx, hdr, v3.header_length, cluster_size)
+    backing_file = read_backing_file(ctx, hdr, cluster_size)
     compression_type = _compression_type(ctx, hdr.version, v3, head)
-    snapshots = _read_snapshots(ctx, hdr, cluster_size)
+    snapshots = read_snapshots(ctx, hdr, cluster_size)
     section = Qcow2Section(
         version=hdr.version,
         cluster_size=cluster_size,
@@ -100,7 +100,7 @@ def parse(ctx: Context) -> Parsed:
         dirty=bool(v3.incompatible_features & 1),
         corrupt=bool(v3.incompatible_features & 2),
         snapshots=snapshots.listed,
-        bitmaps=_read_bitmaps(ctx, exts, cluster_size, v3.autoclear_features),
+        bitmaps=read_bitmaps(ctx, exts, cluster_size, v3.autoclear_features),
         incompatible_features=_feature_names(v3.incompatible_features, INCOMPATIBLE_FEATURES),
         compatible_features=_feature_names(v3.compatible_features, COMPATIBLE_FEATURES),
         autoclear_features=_feature_names(v3.autoclear_features, AUTOCLEAR_FEATURES),
@@ -115,18 +115,18 @@ def parse(ctx: Context) -> Parsed:
             if exts.encryption is not None
             else None
         ),
-        luks=_read_luks_header(ctx, exts, hdr.crypt_method),
+        luks=read_luks_header(ctx, exts, hdr.crypt_method),
         feature_names={
             f"{FEATURE_TABLE_KINDS.get(kind, f'type-{kind}')}:{bit}": name
             for (kind, bit), name in (exts.feature_names or {}).items()
         },
     )
-    _judge(ctx, section, exts)
+    judge(ctx, section, exts)
     if snapshots.count:
         ctx.findings.add(SNAPSHOTS_PRESENT, f"{snapshots.count} internal snapshot(s)")
     allocated_size = None
-    if ctx.deep and _walkable(hdr, v3, extended_l2):
-        allocation = _walk_tables(ctx, hdr, section, snapshots.l1_tables)
+    if ctx.deep and walkable(hdr, v3, extended_l2):
+        allocation = walk_tables(ctx, hdr, section, snapshots.l1_tables)
         if allocation is not None:
             section = dataclasses.replace(section, allocation=allocation)
             used = allocation.allocated_clusters + allocation.compressed_clusters
@@ -165,7 +165,7 @@ __all__ = [
     "Bitmap",
     "Qcow2Section",
     "Snapshot",
-    "_WindowReader",
+    "WindowReader",
     "parse",
     "probe",
     "qemu_info",

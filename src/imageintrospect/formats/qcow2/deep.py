@@ -21,7 +21,7 @@ from .codes import (
     ENTRY_RESERVED_BITS,
     OVERLAP_UNCHECKED,
 )
-from .header import _V3Fields
+from .header import V3Fields
 from .layout import (
     L2_BATCH,
     L2_STREAM_KEEP,
@@ -48,7 +48,7 @@ _REASON_CODES = {
 }
 
 
-def _walkable(hdr: Header, v3: _V3Fields, extended_l2: bool) -> bool:
+def walkable(hdr: Header, v3: V3Fields, extended_l2: bool) -> bool:
     """Whether the header's numbers are sane enough to walk its tables (else they were
     already reported as bad geometry, and a walk would only read nonsense)."""
     bits = hdr.cluster_bits
@@ -65,7 +65,7 @@ def _walkable(hdr: Header, v3: _V3Fields, extended_l2: bool) -> bool:
     )
 
 
-def _walk_tables(
+def walk_tables(
     ctx: Context, hdr: Header, section: Qcow2Section, snapshot_l1s: frozenset[tuple[int, int]]
 ) -> Allocation | None:
     """Check every refcount table, L1 and L2 entry; count what the active tables map."""

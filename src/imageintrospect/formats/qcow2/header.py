@@ -57,7 +57,7 @@ from .section import Qcow2Section
 
 
 @dataclass
-class _Extensions:
+class Extensions:
     backing_format: str | None = None
     data_file: str | None = None
     feature_names: dict[tuple[int, int], str] | None = None
@@ -66,7 +66,7 @@ class _Extensions:
 
 
 @dataclass(frozen=True)
-class _V3Fields:
+class V3Fields:
     incompatible_features: int
     compatible_features: int
     autoclear_features: int
@@ -74,10 +74,10 @@ class _V3Fields:
     header_length: int
 
 
-def _v3_fields(ctx: Context, hdr: Header, head: bytes) -> _V3Fields | None:
+def v3_fields(ctx: Context, hdr: Header, head: bytes) -> V3Fields | None:
     """The version-3 header fields, or version 2's implied values; None if unusable."""
     if hdr.version == 2:
-        return _V3Fields(0, 0, 0, 4, V2_HEADER_LENGTH)
+        return V3Fields(0, 0, 0, 4, V2_HEADER_LENGTH)
     if hdr.version != 3:
         ctx.findings.add(BAD_VERSION, f"qcow2 version {hdr.version}")
         ctx.findings.add(F.QEMU_CANNOT_OPEN, f"Unsupported qcow2 version {hdr.version}")
@@ -88,7 +88,7 @@ def _v3_fields(ctx: Context, hdr: Header, head: bytes) -> _V3Fields | None:
     tail = parse_struct(
         HEADER_V3_TAIL, head[V2_HEADER_LENGTH:V3_MIN_HEADER_LENGTH], "qcow2 v3 header"
     )
-    return _V3Fields(
+    return V3Fields(
         tail.incompatible_features,
         tail.compatible_features,
         tail.autoclear_features,
@@ -97,7 +97,7 @@ def _v3_fields(ctx: Context, hdr: Header, head: bytes) -> _V3Fields | None:
     )
 
 
-def _check_geometry(ctx: Context, hdr: Header, v3: _V3Fields, extended_l2: bool) -> None:
+def check_geometry(ctx: Context, hdr: Header, v3: V3Fields, extended_l2: bool) -> None:
     """Flag every header number qemu would refuse, and tables the file does not hold."""
     bad: list[str] = []
     bits = hdr.cluster_bits
@@ -189,11 +189,9 @@ def _check_in_file(ctx: Context, what: str, offset: int, length: int) -> None:
         )
 
 
-def _read_extensions(
-    ctx: Context, hdr: Header, header_length: int, cluster_size: int
-) -> _Extensions:
+def read_extensions(ctx: Context, hdr: Header, header_length: int, cluster_size: int) -> Extensions:
     """Walk the header extensions; they live between the header and the backing file name."""
-    exts = _Extensions()
+    exts = Extensions()
     if not cluster_size:
         return exts
     end = cluster_size
@@ -227,7 +225,7 @@ def _read_extensions(
     return exts
 
 
-def _store_extension(ctx: Context, exts: _Extensions, kind: int, data: bytes) -> None:
+def _store_extension(ctx: Context, exts: Extensions, kind: int, data: bytes) -> None:
     if kind == EXT_BACKING_FORMAT:
         exts.backing_format = _ext_string(ctx, data, "backing format")
     elif kind == EXT_DATA_FILE:
@@ -258,7 +256,7 @@ def _ext_string(ctx: Context, data: bytes, what: str) -> str:
     return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
 
 
-def _read_luks_header(ctx: Context, exts: _Extensions, crypt_method: int) -> LuksSection | None:
+def read_luks_header(ctx: Context, exts: Extensions, crypt_method: int) -> LuksSection | None:
     """The LUKS header the encryption extension points at (qemu prints it in ``info``)."""
     from .. import luks  # only encrypted images need the LUKS module
 
@@ -285,7 +283,7 @@ def _read_luks_header(ctx: Context, exts: _Extensions, crypt_method: int) -> Luk
     return section
 
 
-def _read_backing_file(ctx: Context, hdr: Header, cluster_size: int) -> str | None:
+def read_backing_file(ctx: Context, hdr: Header, cluster_size: int) -> str | None:
     if not hdr.backing_file_offset:
         return None
     size = hdr.backing_file_size
@@ -304,7 +302,7 @@ def _read_backing_file(ctx: Context, hdr: Header, cluster_size: int) -> str | No
     return raw.decode("utf-8", errors="replace")
 
 
-def _compression_type(ctx: Context, version: int, v3: _V3Fields, head: bytes) -> str:
+def _compression_type(ctx: Context, version: int, v3: V3Fields, head: bytes) -> str:
     has_bit = bool(v3.incompatible_features & (1 << 3))
     # The compression type byte exists only when the header is longer than 104 bytes.
     has_field = version == 3 and v3.header_length > V3_MIN_HEADER_LENGTH
@@ -331,7 +329,7 @@ def _feature_names(bits: int, names: dict[int, str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
+def judge(ctx: Context, section: Qcow2Section, exts: Extensions) -> None:
     """The findings that follow from the decoded header."""
     add = ctx.findings.add
     if section.backing_file is not None:
@@ -363,6 +361,6 @@ def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
         add(BAD_EXTENSION, "LUKS encryption without a LUKS header extension")
 
 
-def _label(exts: _Extensions, kind: int, bit: int) -> str:
+def _label(exts: Extensions, kind: int, bit: int) -> str:
     name = (exts.feature_names or {}).get((kind, bit))
     return f"bit-{bit} ({name})" if name else f"bit-{bit}"

@@ -10,7 +10,7 @@ from ... import findings as F
 from ...source import MAX_READ, StreamGap
 from ..base import MAX_LISTED, Context
 from .codes import BAD_BITMAPS, BAD_SNAPSHOTS, TABLE_NOT_READ
-from .header import _Extensions, _feature_names
+from .header import Extensions, _feature_names
 from .layout import (
     BITMAP_DIRECTORY_ENTRY_SIZE,
     BITMAP_DIRECTORY_LIMIT,
@@ -40,7 +40,7 @@ class _Snapshots:
     l1_tables: frozenset[tuple[int, int]] = frozenset()
 
 
-def _read_snapshots(ctx: Context, hdr: Header, cluster_size: int) -> _Snapshots:
+def read_snapshots(ctx: Context, hdr: Header, cluster_size: int) -> _Snapshots:
     count = hdr.nb_snapshots
     if count == 0:
         return _Snapshots()
@@ -53,7 +53,7 @@ def _read_snapshots(ctx: Context, hdr: Header, cluster_size: int) -> _Snapshots:
         return _Snapshots()
     limit = SNAPSHOT_TABLE_LIMIT[ctx.deep]
     over_limit = BAD_SNAPSHOTS if ctx.deep else TABLE_NOT_READ
-    reader = _WindowReader(ctx, hdr.snapshots_offset, limit, over_limit)
+    reader = WindowReader(ctx, hdr.snapshots_offset, limit, over_limit)
     # A rehearsal on a stream only has to learn which bytes to keep: no objects for it.
     listing = MAX_LISTED if not ctx.source.speculative else 0
     snapshots: list[Snapshot] = []
@@ -111,8 +111,8 @@ def _iso_date(seconds: int) -> str:
     return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).isoformat()
 
 
-def _read_bitmaps(
-    ctx: Context, exts: _Extensions, cluster_size: int, autoclear: int
+def read_bitmaps(
+    ctx: Context, exts: Extensions, cluster_size: int, autoclear: int
 ) -> tuple[Bitmap, ...]:
     ext = exts.bitmaps
     if ext is None:
@@ -129,7 +129,7 @@ def _read_bitmaps(
     if problems:
         ctx.findings.add(BAD_BITMAPS, "; ".join(problems))
         return ()
-    reader = _WindowReader(ctx, ext.directory_offset, ext.directory_size, BAD_BITMAPS)
+    reader = WindowReader(ctx, ext.directory_offset, ext.directory_size, BAD_BITMAPS)
     bitmaps: list[Bitmap] = []
     read = 0
     try:
@@ -168,7 +168,7 @@ class _TableEnds(Exception):
         self.code = code
 
 
-class _WindowReader:
+class WindowReader:
     """Sequential reads from a table at ``offset``, at most ``limit`` bytes in all.
 
     The table is read in windows of :data:`TABLE_WINDOW` (one read, not one per field; on a

@@ -12,7 +12,7 @@ the has-parent bit and, for a differencing disk, where its parent lives).
 
 Everything here is read from fixed offsets or through one level of indirection (region table
 → metadata table → item), so header-only introspection reads about 250 KiB whatever the
-image claims.  With ``deep`` the BAT is walked as well (``_walk_bat``): every entry the disk
+image claims.  With ``deep`` the BAT is walked as well (``walk_bat``): every entry the disk
 needs is checked and ``allocated_size`` counted.
 """
 
@@ -22,9 +22,9 @@ import dataclasses
 
 from .. import blocktables
 from ..base import Context, FormatSpec, Parsed, Probe
-from .deep import _bat_key, _metadata_spans, _walk_bat
-from .headers import _check_log, _header_fields, _read_creator, _read_headers, replay_summary
-from .judge import _bat_layout, _chunk_ratio, _judge
+from .deep import bat_key, metadata_spans, walk_bat
+from .headers import check_log, header_fields, read_creator, read_headers, replay_summary
+from .judge import _chunk_ratio, _judge, bat_layout
 from .layout import (
     BAT_ENTRY_SIZE,
     BAT_REGION,
@@ -42,10 +42,10 @@ from .layout import (
     SIGNATURE,
 )
 from .log import ReplayedSource
-from .metadata import _read_metadata
+from .metadata import read_metadata
 from .qemu import qemu_info
 from .records import _Problems
-from .regions import _check_regions, _read_region_table
+from .regions import check_regions, read_region_table
 from .section import (
     BatLayout,
     HeaderCopy,
@@ -70,26 +70,26 @@ def parse(ctx: Context) -> Parsed:
 def _parse(ctx: Context, replayed: dict[str, int] | None) -> Parsed:
     """Parse the image; ``replayed`` says the source is already the log-replayed view."""
     problems = _Problems()
-    creator = _read_creator(ctx)
-    header, active_header, header_copies = _read_headers(ctx, problems)
+    creator = read_creator(ctx)
+    header, active_header, header_copies = read_headers(ctx, problems)
     if header is not None and replayed is None:
-        replay = _check_log(ctx, problems, header)
+        replay = check_log(ctx, problems, header)
         if replay is not None:
             # Judge the disk as it reads after the log is applied, never the stale file.
             view = ReplayedSource(ctx.source, replay)
             inner = Context(source=view, findings=ctx.findings, deep=ctx.deep)
             return _parse(inner, replay_summary(replay))
-    regions, active_table, table_copies = _read_region_table(ctx, problems)
+    regions, active_table, table_copies = read_region_table(ctx, problems)
     bat_region, metadata_region = (
-        _check_regions(ctx, problems, regions, header) if active_table else (None, None)
+        check_regions(ctx, problems, regions, header) if active_table else (None, None)
     )
     if ctx.deep and bat_region is not None:
         # qemu writes the BAT before the metadata that sizes it: a stream must keep it now.
         blocktables.hold_for_stream(
-            ctx, _bat_key(bat_region), bat_region.file_offset, bat_region.length, BAT_ENTRY_SIZE
+            ctx, bat_key(bat_region), bat_region.file_offset, bat_region.length, BAT_ENTRY_SIZE
         )
-    meta = _read_metadata(ctx, problems, metadata_region)
-    bat = _bat_layout(problems, meta, bat_region)
+    meta = read_metadata(ctx, problems, metadata_region)
+    bat = bat_layout(problems, meta, bat_region)
     _judge(problems, meta)
     problems.report(ctx)
     flags = meta.flags
@@ -105,7 +105,7 @@ def _parse(ctx: Context, replayed: dict[str, int] | None) -> Parsed:
         virtual_disk_id=str(meta.page_83) if meta.page_83 is not None else None,
         virtual_disk_size=meta.virtual_size,
         active_header=active_header,
-        **_header_fields(header),
+        **header_fields(header),
         headers=header_copies,
         region_tables=table_copies,
         active_region_table=active_table,
@@ -117,8 +117,8 @@ def _parse(ctx: Context, replayed: dict[str, int] | None) -> Parsed:
     )
     allocated_size = None
     if ctx.deep and bat is not None:
-        spans = _metadata_spans(header, regions)
-        allocated_size, summary = _walk_bat(ctx, section, bat, spans)
+        spans = metadata_spans(header, regions)
+        allocated_size, summary = walk_bat(ctx, section, bat, spans)
         section = dataclasses.replace(section, allocation=summary)
     virtual_size = meta.virtual_size
     if virtual_size is not None and virtual_size >= 1 << 63:

@@ -38,7 +38,7 @@ _PAYLOAD_STATES = {
 _BITMAP_STATES = {0: "not present", 6: "present"}
 
 
-def _metadata_spans(
+def metadata_spans(
     header: Any, regions: tuple[RegionEntry, ...]
 ) -> tuple[tuple[int, int, str], ...]:
     """What payload blocks must not overlap: the header section, the log and every region."""
@@ -51,7 +51,7 @@ def _metadata_spans(
     return tuple(spans)
 
 
-def _walk_bat(
+def walk_bat(
     ctx: Context,
     section: VhdxSection,
     bat: BatLayout,
@@ -62,7 +62,7 @@ def _walk_bat(
     block_size, sector_size = section.block_size, section.logical_sector_size
     virtual_size = section.virtual_disk_size
     if block_size is None or sector_size is None or not virtual_size:
-        return None, None  # _bat_layout made a layout only when these are sane
+        return None, None  # bat_layout made a layout only when these are sane
     has_parent = bool(section.has_parent)
     claims = blocktables.Claims(ctx.source.size, MiB, spans)
 
@@ -87,7 +87,7 @@ def _walk_bat(
     wanted = min(bat.entries, bat.length // BAT_ENTRY_SIZE)
     walk = blocktables.walk_table(
         ctx,
-        _bat_key(bat),
+        bat_key(bat),
         bat.offset,
         wanted * BAT_ENTRY_SIZE,
         BAT_ENTRY_SIZE,
@@ -114,7 +114,7 @@ def _walk_bat(
     return allocated, summary
 
 
-def _bat_key(region: RegionEntry | BatLayout) -> tuple[str, int]:
+def bat_key(region: RegionEntry | BatLayout) -> tuple[str, int]:
     offset = region.file_offset if isinstance(region, RegionEntry) else region.offset
     return ("vhdx-bat", offset)
 

@@ -38,7 +38,7 @@ from .records import _Problems
 from .section import HeaderCopy
 
 
-def _header_fields(header: Any) -> dict[str, Any]:
+def header_fields(header: Any) -> dict[str, Any]:
     """The section's values from the current header (all None without a valid header)."""
     if header is None:
         return dict.fromkeys(_HEADER_KEYS)
@@ -72,7 +72,7 @@ def _guid(raw: bytes) -> uuid.UUID:
     return uuid.UUID(bytes_le=bytes(raw))
 
 
-def _read_creator(ctx: Context) -> str:
+def read_creator(ctx: Context) -> str:
     """The file identifier's creator: free UTF-16LE text, informational only."""
     raw = ctx.source.read_at(CREATOR_OFFSET, CREATOR_SIZE)
     raw = raw[: len(raw) // 2 * 2]
@@ -82,7 +82,7 @@ def _read_creator(ctx: Context) -> str:
 # --- headers -------------------------------------------------------------------------------
 
 
-def _read_headers(
+def read_headers(
     ctx: Context, problems: _Problems
 ) -> tuple[Any, int | None, tuple[HeaderCopy, ...]]:
     """Both header copies; returns the current one (or None), its number, and each's status."""
@@ -146,7 +146,7 @@ def _checksum(block: bytes) -> int:
     return crc32c(block[:CHECKSUM_OFFSET] + b"\0\0\0\0" + block[CHECKSUM_OFFSET + 4 :])
 
 
-def _check_log(ctx: Context, problems: _Problems, header: Any) -> Replay | None:
+def check_log(ctx: Context, problems: _Problems, header: Any) -> Replay | None:
     """Check the log fields; search a log with a GUID for entries to replay (the sequence
     to replay, when there is one)."""
     log_guid = _guid(header.log_guid)

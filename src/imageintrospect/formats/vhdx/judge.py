@@ -29,7 +29,7 @@ from .section import BatLayout, RegionEntry
 # --- judging -------------------------------------------------------------------------------
 
 
-def _bat_layout(
+def bat_layout(
     problems: _Problems, meta: _Metadata, region: RegionEntry | None
 ) -> BatLayout | None:
     """How many BAT entries the disk needs, and whether its BAT region holds them."""

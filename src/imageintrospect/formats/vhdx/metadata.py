@@ -48,7 +48,7 @@ from .section import MetadataItem, RegionEntry
 # --- metadata ------------------------------------------------------------------------------
 
 
-def _read_metadata(ctx: Context, problems: _Problems, region: RegionEntry | None) -> _Metadata:
+def read_metadata(ctx: Context, problems: _Problems, region: RegionEntry | None) -> _Metadata:
     """The metadata table and the known items' values."""
     if region is None:
         return _Metadata()

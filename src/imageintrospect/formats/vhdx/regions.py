@@ -36,7 +36,7 @@ from .section import RegionEntry, TableCopy
 # --- region table --------------------------------------------------------------------------
 
 
-def _read_region_table(
+def read_region_table(
     ctx: Context, problems: _Problems
 ) -> tuple[tuple[RegionEntry, ...], int | None, tuple[TableCopy, ...]]:
     """The region table in use (the first valid copy), its number, and each copy's status."""
@@ -109,7 +109,7 @@ def _region_entries(problems: _Problems, raw: bytes) -> tuple[RegionEntry, ...]:
     )
 
 
-def _check_regions(
+def check_regions(
     ctx: Context, problems: _Problems, regions: tuple[RegionEntry, ...], header: Any
 ) -> tuple[RegionEntry | None, RegionEntry | None]:
     """Check every region's placement; return the BAT and metadata regions (first of each)."""
