@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from imageintrospect import introspect
 from imageintrospect.compat import format_inspector as fi
 from tests.compat.oslo_plugin import documented_differences
 from tests.support import CountingFile, edit, needs_qemu, qemu_img, qemu_info, run
@@ -326,8 +327,8 @@ def test_luks_payload_past_the_end_is_unsafe(luks_path: Path) -> None:
     assert failures(inspector)
 
 
-def test_luks2_is_luks_and_passes(tmp_path: Path) -> None:
-    """oslo's version check refuses LUKS2, cryptsetup's default; the library reads it."""
+def test_luks2_is_read_but_fails_the_version_check(tmp_path: Path) -> None:
+    """The drop-in keeps oslo's policy (LUKS1 only); the library itself reads LUKS2."""
     cryptsetup = shutil.which("cryptsetup")
     if cryptsetup is None:
         pytest.skip("cryptsetup missing")
@@ -339,8 +340,11 @@ def test_luks2_is_luks_and_passes(tmp_path: Path) -> None:
         input=b"pw", check=True, capture_output=True,
     )  # fmt: skip
     fmt = fi.detect_file_format(str(path))
-    assert fmt is not None and fmt.NAME == "luks" and failures(fmt) == {}
+    assert fmt is not None and fmt.NAME == "luks"
+    assert list(failures(fmt)) == ["version"] and "version 2" in failures(fmt)["version"]
     assert fmt.virtual_size == 16 * MiB  # 32 MiB less cryptsetup's 16 MiB LUKS2 header
+    assert isinstance(fmt, fi.LUKSInspector) and fmt.header_items == {"version": 2}
+    assert not [f for f in introspect(path).findings if f.severity == "unsafe"]
 
 
 # --- installing ---------------------------------------------------------------------------------
