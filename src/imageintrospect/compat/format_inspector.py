@@ -21,9 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from ._reading import Reading, Violation
-from ._regions import CaptureRegion, EndCaptureRegion, HeadRegion
-
-__all__ = ["CaptureRegion", "EndCaptureRegion"]  # re-exported for subclasses of inspectors
+from ._regions import CaptureRegion, EndCaptureRegion, HeadRegion  # the first two: public
 
 LOG = logging.getLogger(__name__)
 
