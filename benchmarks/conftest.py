@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from deep_report import DeepResults, deep_table, scan_table, stream_table
+from deep_report import DeepResults, deep_table, scan_table, startup_table, stream_table
 from images import CASES, ToolMissing
 from ratios import MAX_HEADER_READ, TARGET_RATIO, Results, markdown_table
 
@@ -90,6 +90,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             "streaming: plain read vs InspectingReader vs oslo InspectWrapper",
             deep.stream,
             stream_table,
+        ),
+        (
+            "process start: python, import, info vs qemu-img info (medians)",
+            deep.startup,
+            startup_table,
         ),
     ):
         if rows:

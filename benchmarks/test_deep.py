@@ -1,11 +1,14 @@
 """Deep introspection: ours against qemu-img, C against Python, scan against read.
 
-For every image of :mod:`deep_images` (built once, cached) seven benchmarks run back to back
+For every image of :mod:`deep_images` (built once, cached) eight benchmarks run back to back
 in one group named after the image:
 
 * ``qemu``: ``qemu-img check --output=json`` (qcow2) or ``qemu-img map --output=json``
   (vmdk, vhd, vhdx, vdi), the whole process, as an operator would run it.
 * ``ours-c``: ``introspect(path, deep=True)`` with the C scanners.
+* ``ours-header``: ``introspect(path, deep=False)``: what a deep walk costs before it reads
+  a table (opening, detection, headers, the answer); with ``read`` it bounds how close to
+  the read floor a deep walk of small tables can come.
 * ``ours-python``: the same with the pure-Python twin (switched in-process: the scanners
   dispatch through ``imageintrospect.scan._impl`` at call time).
 * ``read``: reading exactly the byte ranges ``ours-c`` read (recorded through a file wrapper,
@@ -13,6 +16,8 @@ in one group named after the image:
 * ``scan-c``, ``scan-python``, ``memcpy``: the scanner functions alone on the image's real
   tables (read into memory beforehand), per backend, and a plain copy of the same bytes.
 
+``qemu`` and ``read`` are also timed *paired* with ``ours-c`` (alternating rounds, see
+:func:`paired`): on a busy machine those ratios are the ones to quote.
 The closing tables (conftest) hold the ratios and the targets; ``allocated_size`` is compared
 with qemu-img's figure there.  Nothing about speed is asserted.  Slow sides get fewer rounds:
 each side has a time budget and at least one round after a warm-up.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import time
 from collections import Counter
@@ -37,7 +43,16 @@ from deep_tables import ScanJob, counting_scanner_calls, scan_job, use_backend
 from imageintrospect import Metadata, introspect
 from probes import WatchedFile
 
-SIDES = ("qemu", "ours-c", "ours-python", "read", "scan-c", "scan-python", "memcpy")
+SIDES = (
+    "qemu",
+    "ours-c",
+    "ours-header",
+    "ours-python",
+    "read",
+    "scan-c",
+    "scan-python",
+    "memcpy",
+)
 #: Seconds of timed rounds per side (at least one round, at most MAX_ROUNDS).
 BUDGET_S = {"ours-python": 30.0, "scan-python": 30.0}
 DEFAULT_BUDGET_S = 10.0
@@ -54,6 +69,18 @@ def timed(benchmark: Any, side: str, func: Callable[[], Any]) -> Any:
     budget = BUDGET_S.get(side, DEFAULT_BUDGET_S)
     rounds = max(1, min(MAX_ROUNDS, int(budget / max(once, 1e-6))))
     return benchmark.pedantic(func, rounds=rounds, iterations=1)
+
+
+def paired(reference: Callable[[], Any], ours: Callable[[], Any], rounds: int = 5) -> float:
+    """reference median / ours median over ``rounds`` that alternate the two, so that both
+    see the same load: on a busy machine, sides run one after the other do not."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for side, out in zip((reference, ours), times, strict=True):
+            start = time.perf_counter()
+            side()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]) / statistics.median(times[1])
 
 
 # --- qemu-img -----------------------------------------------------------------------------
@@ -202,6 +229,12 @@ def test_deep(
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
         row.qemu_allocated, row.allocated_source = qemu_allocated(image, path, proc.stdout)
         row.qemu_s = median_s(benchmark)
+        with use_backend("c"):
+            row.paired_qemu = paired(
+                lambda: subprocess.run(command, capture_output=True, check=False),
+                lambda: introspect(path, deep=True),
+                rounds=3,
+            )
 
     elif side == "ours-c":
         with use_backend("c"):
@@ -214,6 +247,11 @@ def test_deep(
         row.findings = summary(md)
         row.scanner_calls = sum(calls.values())
         benchmark.extra_info["scanner_calls"] = dict(calls)
+
+    elif side == "ours-header":
+        with use_backend("c"):
+            timed(benchmark, side, lambda: introspect(path, deep=False))
+        row.header_s = median_s(benchmark)
 
     elif side == "ours-python":
         with use_backend("python"):
@@ -229,6 +267,8 @@ def test_deep(
         total = timed(benchmark, side, replay(path, ranges))
         assert total == row.table_bytes
         row.read_s = median_s(benchmark)
+        with use_backend("c"):
+            row.paired_read = paired(replay(path, ranges), lambda: introspect(path, deep=True))
 
     else:
         if image not in scan_jobs:

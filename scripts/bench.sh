@@ -3,7 +3,11 @@
 #   header: header-level introspect() against oslo.utils' format_inspector;
 #   deep:   deep introspect() against qemu-img check/map, C scanners against the Python twin,
 #           table scanning against plain reads of the same bytes;
-#   stream: plain read loop against InspectingReader and oslo's InspectWrapper.
+#   stream: plain read loop against InspectingReader and oslo's InspectWrapper;
+#   startup: process start of import and `imageintrospect info` against `qemu-img info`.
+#   audit:  imageintrospect audit of 10,000 small images on moto's S3 server (header-only and
+#           deep, 1 and 2 Dask workers) against downloading each whole
+#           (benchmarks/audit_bench.py; IMAGEINTROSPECT_BENCH_AUDIT_IMAGES=N for another count).
 #
 #   bash scripts/bench.sh                 # all three
 #   bash scripts/bench.sh deep            # one of them (header, deep, stream)
@@ -71,14 +75,20 @@ try:
 except ImportError:
     print("imageintrospect C scanners: not built (pure Python)")'
 
+if [[ ${1:-} == audit ]]; then
+    step "pip install -e .[audit,integration]"
+    "$PY" -m pip install -q --disable-pip-version-check -e '.[audit,integration]'
+    step "python benchmarks/audit_bench.py"
+    exec "$PY" benchmarks/audit_bench.py
+fi
 targets=(benchmarks)
 case "${1:-}" in
-    header | deep | stream)
+    header | deep | stream | startup)
         targets=("benchmarks/test_$1.py")
         shift
         ;;
 esac
-if [[ ${targets[0]} != benchmarks/test_header.py ]]; then
+if [[ ${targets[0]} != benchmarks/test_header.py && ${targets[0]} != benchmarks/test_startup.py ]]; then
     cache=${IMAGEINTROSPECT_BENCH_CACHE:-$HOME/.cache/imageintrospect-bench}
     mkdir -p "$cache"
     echo "image cache: $cache ($(du -sh "$cache" | cut -f1) used, $(df -h --output=avail "$cache" | tail -1 | tr -d ' ') free)"

@@ -64,8 +64,10 @@ step "pip install -e .[test,docs,bench]"
 "$PY" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench]'
 # integration: the real Glance (its functional-test harness) and the real Nova with its VMware
 # driver, which tests/integration runs in process; they must not skip here.
-step "pip install -e .[test,docs,bench,integration]"
-"$PY" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,integration]'
+# audit (with integration's moto): fsspec, s3fs, Dask, openstacksdk and moto's S3 server for
+# tests/audit (real services on 127.0.0.1).
+step "pip install -e .[test,docs,bench,integration,audit]"
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,integration,audit]'
 export IMAGEINTROSPECT_REQUIRE_INTEGRATION=1
 
 export PATH="$PWD/.venv/bin:$PATH"
@@ -82,9 +84,11 @@ run mypy
 # The whole suite once per backend (as python-zstandard and msgpack do): the C scanners,
 # then their pure-Python twin.
 run env IMAGEINTROSPECT_BACKEND=c python -m pytest tests -q -p no:cacheprovider
-# tests/integration drives Glance and Nova, not the scanners: the C run covers it.
+# tests/integration drives Glance and Nova, not the scanners, and tests/audit (S3, HTTP,
+# Dask and Glance services; about two minutes) the audit's reading and distribution: the C
+# run covers both.
 run env IMAGEINTROSPECT_BACKEND=python python -m pytest tests -q -p no:cacheprovider \
-    --ignore=tests/integration
+    --ignore=tests/integration --ignore=tests/audit
 # The oslo.utils drop-in against oslo's, Glance's and Nova's own tests (docs/compat.md): once,
 # with the C backend, about 3 minutes (the integration extra brings those releases).
 run bash scripts/compat.sh

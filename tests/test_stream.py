@@ -192,6 +192,74 @@ def test_inspecting_reader_read_api(images: dict[str, Path]) -> None:
     assert reader.metadata().format == "vmdk"
 
 
+class Handed:
+    """A stream whose ``read(n)`` hands out n bytes (fewer at the end) and remembers each
+    object it returned, to tell whether the reader passed it on or copied it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+        self.handed: list[bytes] = []
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._buf.read(size)
+        self.handed.append(chunk)
+        return chunk
+
+
+@pytest.mark.parametrize("size", [65536, MiB])
+def test_read_at_the_chunk_size_hands_out_the_chunk_itself(
+    images: dict[str, Path], size: int
+) -> None:
+    data = images["stream.vmdk"].read_bytes()
+    source = Handed(data)
+    reader = InspectingReader(source)
+    parts = []
+    while part := reader.read(size):
+        parts.append(part)
+    assert b"".join(parts) == data
+    # No copy: every part is an object the source returned.
+    assert all(any(part is chunk for chunk in source.handed) for part in parts)
+    assert reader.metadata() == introspect(images["stream.vmdk"])
+
+
+@pytest.mark.parametrize("source", ["stream", "odd chunks", "short reads"])
+def test_read_sizes_mixed_give_the_bytes_in_order(images: dict[str, Path], source: str) -> None:
+    data = images["snap.qcow2"].read_bytes()
+    made: Any = {
+        "stream": lambda: io.BytesIO(data),
+        "odd chunks": lambda: chunks(data, 7_777),
+        "short reads": lambda: OnlyRead(data, 3_000),
+    }[source]()
+    reader = InspectingReader(made)
+    sizes = [1, 4096, 65536, 100_000, 0, MiB, 17, 65535, 65537]
+    asked, parts = [], []
+    while True:
+        size = sizes[len(parts) % len(sizes)]
+        part = reader.read(size)
+        if size and not part:
+            break
+        asked.append(size)
+        parts.append(part)
+    assert len(parts) > len(sizes)
+    # read(n) fills n as a buffered file does: only the last part may be short
+    short = [i for i, (n, part) in enumerate(zip(asked, parts, strict=True)) if len(part) != n]
+    assert short in ([], [len(parts) - 1])
+    assert b"".join(parts) == data
+    assert reader.read() == b""
+    assert reader.metadata() == introspect(images["snap.qcow2"])
+
+
+def test_read_then_iterate_then_read_all(images: dict[str, Path]) -> None:
+    data = images["dynamic.vhd"].read_bytes()
+    reader = InspectingReader(chunks(data, 65536))
+    first = reader.read(1000)
+    second = next(iter(reader))  # the rest of the held chunk
+    rest = reader.read()
+    assert first + second + rest == data
+    assert len(second) == 65536 - 1000
+    assert reader.metadata().format == "vhd"
+
+
 def test_metadata_before_eof_is_an_error(images: dict[str, Path]) -> None:
     reader = InspectingReader(chunks(images["empty.qcow2"].read_bytes(), 4096))
     reader.read(4096)

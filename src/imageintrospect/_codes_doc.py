@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 
-# Importing detect imports every registered format module; their findings.define() calls at
-# import time are what fill the registry this page is made from.
-from . import detect as _register_formats  # noqa: F401
-from . import findings
+from . import findings, formats
+
+# Every format module's findings.define() calls, made as it is imported, fill the registry
+# this page is made from.
+formats.load_all()
 
 _SEVERITY_ORDER = {"unsafe": 0, "warning": 1, "info": 2}
 

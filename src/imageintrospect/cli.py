@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_info(commands)
     add_check(commands)
+    # the audit's own arguments and run live in its package (the ``audit`` extra)
+    from .audit.cli import add_parser as add_audit_parser
+
+    add_audit_parser(commands)
     return parser
 
 

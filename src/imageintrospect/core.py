@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import detect, scan
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
 from .findings import Findings
+from .formats import SECTION_NAMES
 from .formats.base import Context, Parsed, Probe
-from .metadata import SECTION_NAMES, Metadata
+from .metadata import Metadata
 from .source import Source, open_source
-from .stream import HEAD_KEEP, StreamInspector
+
+if TYPE_CHECKING:
+    from .stream import StreamInspector
 
 STREAM_READ = 256 * 1024
 
@@ -64,10 +67,13 @@ def _introspect_stream(reader: Any, *, deep: bool, expected_format: str | None) 
 
 
 def stream_inspector(
-    *, deep: bool, expected_format: str | None, head_keep: int = HEAD_KEEP
+    *, deep: bool, expected_format: str | None, head_keep: int | None = None
 ) -> StreamInspector:
     """The stream driver used by ``introspect()`` on streams, by ``InspectingReader`` and by
-    the oslo.utils drop-in (which holds a smaller head: ``head_keep``)."""
+    the oslo.utils drop-in (which holds a smaller head: ``head_keep``; by default
+    :data:`~imageintrospect.stream.HEAD_KEEP`)."""
+    from .stream import HEAD_KEEP, StreamInspector  # streams only: a path never needs it
+
     on_head = None
     if expected_format is not None:
         on_head = functools.partial(check_head, expected_format=expected_format)
@@ -75,7 +81,7 @@ def stream_inspector(
         lambda src: introspect_source(src, deep=deep, expected_format=expected_format),
         on_head=on_head,
         head_size=detect.PROBE_HEAD,
-        head_keep=head_keep,
+        head_keep=HEAD_KEEP if head_keep is None else head_keep,
     )
 
 

@@ -2,38 +2,20 @@
 
 Every registered format probes the same few bytes (the first :data:`PROBE_HEAD` bytes and
 the last :data:`PROBE_TAIL`).  ``raw`` claims whatever nobody else does.  When two formats
-claim the content, the image is a polyglot: the first claimant in :data:`FORMATS` order
-(the one whose magic sits where qemu would look first) becomes ``format`` and a
-``format-ambiguous`` finding names them all.
+claim the content, the image is a polyglot: the first claimant in the registry's order
+(:data:`imageintrospect.formats.FORMATS`, the one whose magic sits where qemu would look
+first) becomes ``format`` and a ``format-ambiguous`` finding names them all.
 """
 
 from __future__ import annotations
 
+from . import formats
 from .findings import FORMAT_AMBIGUOUS, Findings
-from .formats import iso, luks, ova, qcow2, qed, raw, vdi, vhd, vhdx, vmdk
 from .formats.base import FormatSpec, Probe
 from .source import Source, StreamGap
 
 PROBE_HEAD = 64 * 1024
 PROBE_TAIL = 4096
-
-#: Probe order: formats with a magic at offset 0 first, then those found elsewhere (an ISO's
-#: volume descriptor at 32 KiB, a fixed VHD's footer in the last sector, a tar's magic at 257).
-FORMATS: tuple[FormatSpec, ...] = (
-    qcow2.FORMAT,
-    qed.FORMAT,
-    luks.FORMAT,
-    vhdx.FORMAT,
-    vdi.FORMAT,
-    vmdk.FORMAT,
-    vhd.FORMAT,
-    iso.FORMAT,
-    ova.FORMAT,
-)
-RAW: FormatSpec = raw.FORMAT
-
-#: Names callers may pass as ``expected_format`` for a detected format (Glance/qemu names).
-ALIASES = {"vpc": "vhd", "vmdk": "vmdk", "qcow": "qcow2", "iso9660": "iso"}
 
 
 def read_probe(source: Source) -> Probe:
@@ -50,8 +32,15 @@ def read_probe(source: Source) -> Probe:
 
 
 def claimants(probe: Probe) -> list[FormatSpec]:
-    """Every format whose probe claims the bytes, in :data:`FORMATS` order."""
-    return [spec for spec in FORMATS if spec.probe(probe)]
+    """Every format whose probe claims the bytes, in the registry's order.  A format's
+    module is imported only when its magic bytes are there (``Format.may_claim``)."""
+    claims = []
+    for entry in formats.FORMATS:
+        if entry.may_claim(probe):
+            spec = entry.spec()
+            if spec.probe(probe):
+                claims.append(spec)
+    return claims
 
 
 #: Formats qemu reads as plain raw data: inside the guest data of a fixed VHD (whose only
@@ -72,7 +61,7 @@ def detect(probe: Probe, findings: Findings) -> FormatSpec:
     """Choose the format; record ``format-ambiguous`` when several formats claim the bytes."""
     claims = coexisting(claimants(probe), probe)
     if not claims:
-        return RAW
+        return formats.RAW.spec()
     if len(claims) > 1:
         names = ", ".join(spec.name for spec in claims)
         findings.add(
@@ -84,10 +73,10 @@ def detect(probe: Probe, findings: Findings) -> FormatSpec:
 
 def known_formats() -> list[str]:
     """Every name ``expected_format`` recognises: the formats and their aliases, sorted."""
-    return sorted({spec.name for spec in (*FORMATS, RAW)} | set(ALIASES))
+    return sorted(formats.CANONICAL)
 
 
 def canonical_format(name: str) -> str:
     """Normalise a caller's format name (``vpc`` → ``vhd``)."""
     lowered = name.strip().lower()
-    return ALIASES.get(lowered, lowered)
+    return formats.CANONICAL.get(lowered, lowered)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .findings import Finding
+from .formats import SECTION_NAMES
+from .formats.base import Section
 
 if TYPE_CHECKING:
     from .formats.base import Section
@@ -19,14 +21,14 @@ if TYPE_CHECKING:
     from .formats.vhdx import VhdxSection
     from .formats.vmdk import VmdkSection
 
-#: The formats with a detail section, in the order ``to_dict`` looks for them.
-SECTION_NAMES = ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "luks", "iso", "ova")
-
 
 @dataclass(frozen=True)
 class Metadata:
-    """What an image is, as read from its own bytes.  Every attribute is described in the
-    API reference (docs/api.rst)."""
+    """What an image is, as read from its own bytes.  See the contract for every attribute.
+
+    One section field per format of :data:`imageintrospect.formats.SECTION_NAMES`, named
+    after it and typed with its entry's section class (the tests hold the two together).
+    """
 
     format: str
     virtual_size: int | None = None

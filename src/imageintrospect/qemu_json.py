@@ -18,7 +18,7 @@ import json
 import os
 from typing import Any
 
-from . import detect
+from . import formats
 from .formats.base import FormatSpec
 from .metadata import Metadata
 
@@ -67,10 +67,8 @@ def full_backing_filename(image_path: str, backing: str) -> str:
 
 def format_spec(name: str) -> FormatSpec | None:
     """The registered :class:`FormatSpec` called ``name`` (``raw`` included), or None."""
-    for spec in (*detect.FORMATS, detect.RAW):
-        if spec.name == name:
-            return spec
-    return None
+    entry = formats.get(name)
+    return None if entry is None else entry.spec()
 
 
 def qemu_key_order(value: Any) -> Any:

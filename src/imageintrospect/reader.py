@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import scan
@@ -31,17 +31,24 @@ class InspectingReader:
         self, source: Any, expected_format: str | None = None, *, deep: bool = True
     ) -> None:
         check_binary_source(source)
-        if callable(getattr(source, "read", None)):
+        read = getattr(source, "read", None)
+        if callable(read):
             # iter(callable, sentinel) loops in C: no Python frame per chunk.
-            self._chunks: Iterator[Any] = iter(functools.partial(source.read, _DEFAULT_READ), b"")
+            self._chunks: Iterator[Any] = iter(functools.partial(read, _DEFAULT_READ), b"")
+            self._read: Callable[[int], Any] | None = read
         elif isinstance(source, Iterable):
             self._chunks = iter(source)
+            self._read = None
         else:
             raise TypeError("InspectingReader takes a readable stream or an iterable of bytes")
         if deep:
             scan.warn_if_slow(stacklevel=2)
         self._inspector = stream_inspector(deep=deep, expected_format=expected_format)
-        self._pending = bytearray()
+        self._feed = self._inspector.feed
+        # What was fed but not yet handed out: the tail of one chunk, from _offset on (no
+        # copying into a buffer of our own: a chunk read whole is handed out as it is).
+        self._chunk = b""
+        self._offset = 0
         self._eof = False
         self._metadata: Metadata | None = None
 
@@ -49,31 +56,82 @@ class InspectingReader:
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes of the stream, unchanged (all that remains with ``size``
-        negative or None); ``b""`` at the end.  The bytes are inspected as they are read;
-        :class:`~imageintrospect.FormatMismatch` is raised here as soon as the head of the
-        stream proves another format than ``expected_format``."""
+    def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes of the stream, unchanged (fewer only at its end; all that remains
+        with ``size`` negative or None); ``b""`` at the end.  The bytes are inspected as they
+        are read; :class:`~imageintrospect.FormatMismatch` is raised here as soon as the head
+        of the stream proves another format than ``expected_format``."""
         if size is None or size < 0:
-            while (chunk := self._next_chunk()) is not None:
-                self._pending += chunk
-            out = bytes(self._pending)
-            self._pending.clear()
-            return out
-        while len(self._pending) < size and (chunk := self._next_chunk()) is not None:
-            self._pending += chunk
-        out = bytes(self._pending[:size])
-        del self._pending[:size]
-        return out
+            return self._read_all()
+        held = len(self._chunk) - self._offset
+        if held >= size:  # from the held chunk: one slice
+            start = self._offset
+            self._offset = start + size
+            return self._chunk[start : start + size]
+        if held == 0:
+            chunk = self._fetch(size)
+            if len(chunk) == size or not chunk:  # the usual case: the caller's size, whole
+                return chunk
+            if len(chunk) > size:
+                self._chunk, self._offset = chunk, size
+                return chunk[:size]
+            self._chunk, self._offset, held = chunk, 0, len(chunk)
+        return self._gather(size, held)
+
+    def _fetch(self, size: int) -> bytes:
+        """The next non-empty chunk, fed to the inspector (b"" at the end).  A stream is
+        read at the caller's size when that is at least the default (the chunk then goes
+        out without a copy); smaller reads are cut from a default-sized chunk, so that the
+        inspector is fed as few chunks as it would be by iteration."""
+        if self._eof:
+            return b""
+        if self._read is not None and size >= _DEFAULT_READ:
+            data = self._read(size)
+            if data:
+                data = data if type(data) is bytes else chunk_bytes(data)
+                self._feed(data)
+                return data
+        else:
+            for chunk in self._chunks:
+                if chunk:
+                    data = chunk if type(chunk) is bytes else chunk_bytes(chunk)
+                    self._feed(data)
+                    return data
+        self._eof = True
+        return b""
+
+    def _gather(self, size: int, held: int) -> bytes:
+        """``size`` bytes across chunks: the held tail and whole chunks, joined once."""
+        chunk, offset = self._chunk, self._offset
+        parts: list[bytes | memoryview] = [chunk if offset == 0 else memoryview(chunk)[offset:]]
+        self._chunk, self._offset = b"", 0
+        while held < size and (more := self._fetch(size - held)):
+            parts.append(more)
+            held += len(more)
+        if held > size:  # the last chunk is handed out in part: hold its rest
+            last = parts[-1]
+            keep = len(last) - (held - size)
+            self._chunk, self._offset = bytes(last), keep
+            parts[-1] = memoryview(self._chunk)[:keep]
+        elif len(parts) == 1 and offset == 0:  # a short chunk at the end: as it came
+            return chunk
+        return b"".join(parts)
+
+    def _read_all(self) -> bytes:
+        parts: list[bytes | memoryview] = [memoryview(self._chunk)[self._offset :]]
+        self._chunk, self._offset = b"", 0
+        while chunk := self._fetch(_DEFAULT_READ):
+            parts.append(chunk)
+        return b"".join(parts)
 
     def __iter__(self) -> Iterator[bytes]:
-        if self._pending:
-            pending = bytes(self._pending)
-            self._pending.clear()
-            yield pending
+        if self._offset < len(self._chunk):
+            held = self._chunk[self._offset :]
+            self._chunk, self._offset = b"", 0
+            yield held
         if self._eof:
             return
-        feed = self._inspector.feed  # the upload's hot loop: as few calls per chunk as can be
+        feed = self._feed  # the upload's hot loop: as few calls per chunk as can be
         for chunk in self._chunks:
             if not chunk:
                 continue
@@ -89,19 +147,6 @@ class InspectingReader:
         if self._metadata is None:
             self._metadata = self._inspector.finish()
         return self._metadata
-
-    # -- internals ------------------------------------------------------------------------
-    def _next_chunk(self) -> bytes | None:
-        if self._eof:
-            return None
-        for chunk in self._chunks:
-            if not chunk:
-                continue
-            data = chunk_bytes(chunk)
-            self._inspector.feed(data)
-            return data
-        self._eof = True
-        return None
 
 
 def chunk_bytes(chunk: Any) -> bytes:

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .. import detect
+from .. import detect, formats
 from ..core import introspect, stream_inspector
 from ..errors import ImageIntrospectError
 from ..formats.base import Probe
@@ -36,8 +36,6 @@ HEAD_KEEP = 256 * 1024
 #: signatures decide early (a positive verdict), never their absence.
 DECIDED_BY_HEAD = {"qcow2": 4, "qed": 4, "luks": 6, "vhdx": 8, "vdi": 0x44}
 SIGNED_AT_START = {**DECIDED_BY_HEAD, "vmdk": 8, "vhd": 8}
-
-_SPECS = {spec.name: spec for spec in detect.FORMATS}
 
 
 @dataclass(frozen=True)
@@ -206,7 +204,8 @@ class Reading:
         if need is None or self.position < need:
             return None
         head = bytes(self._collector.head[:need])
-        if _SPECS[name].probe(Probe(head=head, tail=b"", size=-1)):
+        entry = formats.get(name)  # every key of SIGNED_AT_START is a registered format
+        if entry is not None and entry.spec().probe(Probe(head=head, tail=b"", size=-1)):
             return True
         return False if name in DECIDED_BY_HEAD else None
 

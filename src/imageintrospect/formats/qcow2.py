@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import construct as c
 
@@ -21,10 +21,11 @@ from .. import scan
 from ..errors import InvalidImage
 from ..source import MAX_READ, Source, StreamGap
 from ..structs import EntryTable, Record, cstring, parse_struct
-from . import luks
 from .base import Context, FormatSpec, Parsed, Probe, Section
 from .blocktables import CLAIM_MAP_LIMIT, merge_runs
-from .luks import LuksSection
+
+if TYPE_CHECKING:
+    from .luks import LuksSection
 
 NAME = "qcow2"
 MAGIC = b"QFI\xfb"
@@ -620,6 +621,8 @@ def _ext_string(ctx: Context, data: bytes, what: str) -> str:
 
 def _read_luks_header(ctx: Context, exts: _Extensions, crypt_method: int) -> LuksSection | None:
     """The LUKS header the encryption extension points at (qemu prints it in ``info``)."""
+    from . import luks  # only encrypted images need the LUKS module
+
     if crypt_method != 2 or exts.encryption is None:
         return None
     pointer = exts.encryption
@@ -1196,6 +1199,8 @@ def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     if "external-data-file" in section.incompatible_features:
         data["data-file-raw"] = section.data_file_raw
     if section.luks is not None:
+        from . import luks  # imported already: it made section.luks
+
         data["encrypt"] = luks.qemu_luks_info(section.luks, with_format=True)
     elif section.encryption is not None:
         data["encrypt"] = {"format": section.encryption}

@@ -19,7 +19,6 @@ import warnings
 from collections.abc import Callable
 from types import ModuleType
 
-from . import _python
 from ._types import (
     INDEX_LIMIT,
     NOT_SEEN,
@@ -54,7 +53,10 @@ def _select_backend() -> tuple[str, ModuleType, str | None]:
     wanted = os.environ.get(BACKEND_ENV, "").strip().lower()
     if wanted not in ("", "c", "python"):
         raise ImportError(f"{BACKEND_ENV}={wanted!r}: expected 'c' or 'python'")
+    # the twin is imported only when it is the backend
     if wanted == "python":
+        from . import _python
+
         return "python", _python, None
     try:
         from . import _c
@@ -65,6 +67,8 @@ def _select_backend() -> tuple[str, ModuleType, str | None]:
                 f"available: {exc}. Reinstall with a C compiler and cffi present, "
                 f"or unset {BACKEND_ENV} to use the pure-Python backend."
             ) from exc
+        from . import _python
+
         return "python", _python, f"the C scanners did not import ({exc})"
     return "c", _c, None
 
