@@ -251,13 +251,14 @@ def test_differencing_names_its_parent(plain: Path) -> None:
     assert str(parent) in finding.message and finding.severity == "unsafe"
 
 
-def test_block_size_other_than_1m_is_a_warning(plain: Path) -> None:
+def test_block_size_other_than_1m_is_refused_like_qemu(plain: Path) -> None:
     # 2 MiB blocks, half as many: a valid VirtualBox layout that qemu will not open.
     edit(plain, 0x178, "<I", 2 * MiB)
     edit(plain, 0x180, "<I", 32)
     md = introspect(plain)
-    assert md.codes() == {"vdi-unsupported-block-size"}
-    assert md.safe
+    # VirtualBox would open it, qemu does not: a consumer running qemu cannot use it.
+    assert md.codes() == {"vdi-unsupported-block-size", "qemu-cannot-open"}
+    assert not md.safe
     assert qemu_refuses(plain)
 
 
@@ -272,7 +273,8 @@ def test_version_zero_is_not_parsed(plain: Path) -> None:
     edit(plain, 0x44, "<I", 0)
     md = introspect(plain)
     assert md.format == "vdi" and md.vdi is None and md.virtual_size is None
-    assert md.codes() == {"vdi-unsupported-version"}
+    assert md.codes() == {"vdi-unsupported-version", "qemu-cannot-open"}
+    assert qemu_refuses(plain)
 
 
 def test_truncated_static_image(make_image: MakeImage, tmp_path: Path) -> None:

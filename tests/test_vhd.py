@@ -23,10 +23,12 @@ from hypothesis import strategies as st
 
 from imageintrospect import Metadata, introspect
 from imageintrospect.errors import FormatMismatch
+from imageintrospect.formats.base import QemuRefuses
 from imageintrospect.qemu_json import qemu_info_dict
 from tests.support import (
     QEMU_IMG,
     CountingBytes,
+    assert_view_refuses,
     forward_only,
     introspect_hostile,
     needs_qemu,
@@ -129,6 +131,7 @@ def qemu_refuses(path: Path) -> str:
         [QEMU_IMG, "info", "-U", "-f", "vpc", str(path)], capture_output=True, text=True
     )
     assert proc.returncode != 0, f"qemu-img opened {path}"
+    assert_view_refuses(path)
     return proc.stderr
 
 
@@ -223,7 +226,8 @@ def test_empty_fixed_disk(make_image: MakeImage) -> None:
     assert path.stat().st_size == 512
     assert "dynamic" in qemu_refuses(path)
     md = introspect(path)
-    assert md.format == "vhd" and md.virtual_size == 0 and md.safe
+    assert md.format == "vhd" and md.virtual_size == 0
+    assert md.codes() == {"qemu-cannot-open"} and not md.safe  # qemu cannot use it
     assert md.vhd is not None and md.vhd.to_dict()["footer_location"] == "tail"
 
 
@@ -709,5 +713,8 @@ def test_mutated_metadata_never_escapes(seed_images: list[bytes], data: st.DataO
     if md is None:
         return
     if md.format == "vhd":
-        json.dumps(qemu_info_dict(md, "x.vhd", None))
+        try:
+            json.dumps(qemu_info_dict(md, "x.vhd", None))
+        except QemuRefuses:
+            assert "qemu-cannot-open" in md.codes()
         assert introspect(forward_only(bytes(blob), 4096)).to_dict() == md.to_dict()

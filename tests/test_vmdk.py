@@ -260,15 +260,18 @@ def test_split_extent_piece_alone(make_image: MakeImage, tmp_path: Path) -> None
     with pytest.raises(AssertionError):
         qemu_info(piece)  # qemu finds no CID in it either
     assert md.vmdk is not None and md.vmdk.qemu is not None and not md.vmdk.qemu.opens
+    assert "qemu-cannot-open" in codes(md) and not md.safe
 
 
 def test_zero_size_image(make_image: MakeImage) -> None:
     path = make_image("vmdk", "0")
     md = introspect(path)
     assert md.virtual_size == 0
-    assert md.safe
     with pytest.raises(AssertionError, match="Unsupported image type"):
         qemu_info(path)  # qemu reads a capacity-0 sparse file as a descriptor file
+    # qemu cannot use the image it made itself, so it does not pass the gate.
+    assert md.codes() == {"qemu-cannot-open"} and not md.safe
+    assert "Unsupported image type 'monolithicSparse'" in md.findings[0].message
     assert md.vmdk is not None and md.vmdk.qemu is not None and not md.vmdk.qemu.opens
 
 
@@ -383,8 +386,12 @@ def test_trailing_zeros_after_eos_are_tolerated(tmp_path: Path) -> None:
     layout = vs.build_stream(8192, {0: b"a"}, trailing_zeros=4096)
     path = write(tmp_path / "padded.vmdk", layout.data)
     md = introspect(path)
-    assert md.safe
     assert "vmdk-stream-trailing-zeros" in codes(md)
+    # The stream walk tolerates the padding, but qemu looks for the footer exactly 1536
+    # bytes before the end and refuses the image: a consumer running qemu cannot use it.
+    with pytest.raises(AssertionError, match="Invalid footer"):
+        qemu_info(path)
+    assert codes(md) == {"vmdk-stream-trailing-zeros", "qemu-cannot-open"} and not md.safe
     assert md.vmdk is not None and md.vmdk.stream is not None
     assert md.vmdk.stream.footer_offset == layout.footer_offset
     assert md.vmdk.stream.trailing_zero_bytes == 4096

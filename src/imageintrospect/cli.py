@@ -24,6 +24,7 @@ from typing import IO, Any, TextIO
 from . import __version__, detect, human, scan
 from .core import introspect
 from .errors import ImageIntrospectError
+from .formats.base import QemuRefuses
 from .metadata import Metadata
 from .qemu_json import qemu_info_json
 
@@ -202,7 +203,12 @@ def run_info(args: argparse.Namespace) -> int:
     elif args.output == "glance":
         write(json.dumps(md.glance_properties(), indent=2))
     elif args.output == "qemu-json":
-        write(qemu_info_json(md, args.path, actual_size(args.path)))
+        try:
+            text = qemu_info_json(md, args.path, actual_size(args.path))
+        except QemuRefuses as exc:  # fail as qemu-img info would, with its status
+            print(f"qemu-img: Could not open '{args.path}': {exc}", file=sys.stderr)
+            return exc.status
+        write(text)
     else:
         lines = human.write_info(
             md, describe_path(args.path), verbose=args.verbose, backend=scan.describe_backend()

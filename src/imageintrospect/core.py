@@ -6,11 +6,11 @@ import functools
 import os
 from typing import IO, TYPE_CHECKING, Any
 
-from . import detect, scan
+from . import detect, formats, scan
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
 from .findings import Findings
 from .formats import SECTION_NAMES
-from .formats.base import Context, Parsed, Probe
+from .formats.base import Context, FormatSpec, NotThisFormat, Parsed, Probe
 from .metadata import Metadata
 from .source import Source, open_source
 
@@ -75,23 +75,36 @@ def stream_inspector(
     from .stream import HEAD_KEEP, StreamInspector  # streams only: a path never needs it
 
     on_head = None
+    head_size = detect.PROBE_HEAD
     if expected_format is not None:
         on_head = functools.partial(check_head, expected_format=expected_format)
+        # checked as soon as the bytes that decide the expected format have arrived
+        entry = formats.get(detect.canonical_format(expected_format))
+        if entry is not None and entry.decided_within is not None:
+            head_size = entry.decided_within
     return StreamInspector(
         lambda src: introspect_source(src, deep=deep, expected_format=expected_format),
         on_head=on_head,
-        head_size=detect.PROBE_HEAD,
+        head_size=head_size,
         head_keep=HEAD_KEEP if head_keep is None else head_keep,
     )
 
 
 def check_head(head: bytes, *, expected_format: str) -> None:
-    """Raise :class:`FormatMismatch` when the head alone proves another format."""
+    """Raise :class:`FormatMismatch` when the head alone proves another format: another
+    format claims it, or the expected format's probe, which looks at no more than this
+    head (``Format.decided_within`` in :mod:`imageintrospect.formats`), rejects it."""
     probe = Probe(head=head, tail=b"", size=-1)
     claims = detect.claimants(probe)
     expected = detect.canonical_format(expected_format)
+    found = claims[0].name if claims else formats.RAW.name
     if claims and all(spec.name != expected for spec in claims):
-        raise FormatMismatch(expected_format, claims[0].name)
+        raise FormatMismatch(expected_format, found)
+    entry = formats.get(expected)
+    if entry is None or entry.decided_within is None or len(head) < entry.decided_within:
+        return
+    if not entry.spec().probe(probe):
+        raise FormatMismatch(expected_format, found)
 
 
 def introspect_source(
@@ -115,14 +128,29 @@ def _introspect(src: Source, deep: bool, expected_format: str | None, depth: int
     findings = Findings()
     probe = detect.read_probe(src)
     spec = detect.detect(probe, findings)
+    _check_expected(spec, expected_format)
+    detected = findings.freeze()
+    nested = functools.partial(introspect_source, deep=deep, expected_format=None, depth=depth + 1)
+    try:
+        ctx = Context(source=src, findings=findings, deep=deep, nested=nested, depth=depth)
+        parsed = spec.parse(ctx)
+    except NotThisFormat as exc:
+        # The claimant's own findings described a format the bytes are not: start afresh.
+        findings = Findings()
+        findings.extend(detected)
+        findings.add(exc.code, str(exc))
+        spec = formats.RAW.spec()
+        _check_expected(spec, expected_format)
+        ctx = Context(source=src, findings=findings, deep=deep, nested=nested, depth=depth)
+        parsed = spec.parse(ctx)
+    return _metadata(spec.name, parsed, src.size, findings)
+
+
+def _check_expected(spec: FormatSpec, expected_format: str | None) -> None:
     if expected_format is not None:
         expected = detect.canonical_format(expected_format)
         if expected != spec.name:
             raise FormatMismatch(expected_format, spec.name)
-    nested = functools.partial(introspect_source, deep=deep, expected_format=None, depth=depth + 1)
-    ctx = Context(source=src, findings=findings, deep=deep, nested=nested, depth=depth)
-    parsed = spec.parse(ctx)
-    return _metadata(spec.name, parsed, src.size, findings)
 
 
 def _metadata(name: str, parsed: Parsed, image_size: int, findings: Findings) -> Metadata:

@@ -14,7 +14,7 @@ from .findings import FORMAT_AMBIGUOUS, Findings
 from .formats.base import FormatSpec, Probe
 from .source import Source, StreamGap
 
-PROBE_HEAD = 64 * 1024
+PROBE_HEAD = formats.PROBE_HEAD
 PROBE_TAIL = 4096
 
 

@@ -53,6 +53,9 @@ def define(code: str, severity: Severity, scope: str, description: str) -> str:
 
 #: At most this many findings of one code are kept; the rest are counted in a last one.
 MAX_PER_CODE = 32
+#: At most this many findings in all are kept (the per-code summaries aside): an answer is
+#: stored, logged and sent over RPC, so it must not grow with what a hostile image holds.
+MAX_FINDINGS = 256
 #: A longer message is cut to this many characters (ending in ``...``): a hostile image
 #: names things (archive members, backing files) as long as it likes.
 MAX_MESSAGE = 1024
@@ -62,8 +65,10 @@ class Findings:
     """The findings collected while one image is introspected, in the order they were made.
 
     Duplicates are dropped, and a hostile image cannot make the list grow without bound: past
-    :data:`MAX_PER_CODE` findings of one code, the others are only counted, and no message is
-    longer than :data:`MAX_MESSAGE` characters.
+    :data:`MAX_PER_CODE` findings of one code, or :data:`MAX_FINDINGS` in all, the others are
+    only counted, in one summary finding per code that keeps the code's severity (so a
+    finding left out still makes the image unsafe), and no message is longer than
+    :data:`MAX_MESSAGE` characters.
     """
 
     def __init__(self) -> None:
@@ -88,7 +93,7 @@ class Findings:
         if finding in self._seen:
             return
         count = self._per_code.get(finding.code, 0)
-        if count >= MAX_PER_CODE:
+        if count >= MAX_PER_CODE or len(self._items) >= MAX_FINDINGS:
             self._dropped[finding.code] = self._dropped.get(finding.code, 0) + 1
             return
         self._per_code[finding.code] = count + 1
@@ -98,9 +103,14 @@ class Findings:
     def codes(self) -> set[str]:
         return set(self._per_code)
 
+    def _left_out(self, code: str, count: int) -> str:
+        if self._per_code.get(code):
+            return f"... and {count} more like the above"
+        return f"{count} finding(s) of this code left out: the list holds {MAX_FINDINGS} at most"
+
     def freeze(self) -> tuple[Finding, ...]:
         summaries = [
-            Finding(code, REGISTRY[code].severity, f"... and {count} more like the above")
+            Finding(code, REGISTRY[code].severity, self._left_out(code, count))
             for code, count in self._dropped.items()
         ]
         return (*self._items, *summaries)
@@ -124,4 +134,18 @@ STREAM_UNCHECKED = define(
     "info",
     "any",
     "Read as a stream: a structure lay outside what a forward read keeps, so it was not checked.",
+)
+LIST_CAPPED = define(
+    "list-capped",
+    "info",
+    "any",
+    "A list in the answer (snapshots, bitmaps, archive members) was longer than an answer "
+    "holds: the first entries are listed, and the message counts them all.",
+)
+QEMU_CANNOT_OPEN = define(
+    "qemu-cannot-open",
+    "unsafe",
+    "any",
+    "qemu refuses to open the image (qemu-img info fails; the message gives qemu's reason): "
+    "a consumer that runs qemu cannot use it.",
 )

@@ -19,7 +19,9 @@ import os
 from typing import Any
 
 from . import formats
-from .formats.base import FormatSpec
+from .errors import ImageIntrospectError
+from .findings import QEMU_CANNOT_OPEN
+from .formats.base import FormatSpec, QemuRefuses
 from .metadata import Metadata
 
 _QDICT_BUCKETS = 512
@@ -32,15 +34,26 @@ def qemu_info_dict(md: Metadata, filename: str, actual_size: int | None) -> dict
     :param filename: the name to report, as the user wrote it.
     :param actual_size: bytes the image occupies on disk (``st_blocks * 512``), or None when
         unknown (standard input); the key is then left out.
+    :raises QemuRefuses: when qemu-img cannot open the image (its message is qemu's reason).
     """
+    refusal = next((f.message for f in md.findings if f.code == QEMU_CANNOT_OPEN), None)
     info: dict[str, Any] = {"filename": filename, "format": md.format, "dirty-flag": False}
     if actual_size is not None:
         info["actual-size"] = actual_size
     if md.virtual_size is not None:
         info["virtual-size"] = md.virtual_size
     spec = format_spec(md.format)
-    if spec is not None and spec.qemu_info is not None:
-        info.update(spec.qemu_info(md, filename))
+    try:
+        # The format's own view first: it may know qemu-img's exact exit status.
+        if spec is not None and spec.qemu_info is not None:
+            info.update(spec.qemu_info(md, filename))
+    except QemuRefuses:
+        raise
+    except ImageIntrospectError:
+        if refusal is None:
+            raise
+    if refusal is not None:
+        raise QemuRefuses(refusal)
     info = {key: value for key, value in info.items() if value is not None}
     backing = info.get("backing-filename")
     if isinstance(backing, str) and "full-backing-filename" not in info:

@@ -89,7 +89,8 @@ class Source:
         return max(0, min(length, self.size - offset))
 
     def read_at(self, offset: int, length: int) -> bytes:
-        """Return up to ``length`` bytes at ``offset``; shorter only at the end of the image."""
+        """Return up to ``length`` bytes at ``offset``; shorter only at the end of the image
+        (:attr:`size`).  A source that ends before its size raises :class:`InvalidImage`."""
         length = self._clipped_length(offset, length)
         if length == 0:
             return b""
@@ -97,6 +98,8 @@ class Source:
             return self._head[offset : offset + length]
         data = self._read(offset, length)
         self.bytes_read += len(data)
+        if len(data) < length:
+            raise self._shrank(offset + len(data))
         return data
 
     def read_into(self, offset: int, buffer: memoryview) -> int:
@@ -110,7 +113,17 @@ class Source:
             return len(data)
         done = self._read_into(offset, buffer[:length]) if length else 0
         self.bytes_read += done
+        if done < length:
+            raise self._shrank(offset + done)
         return done
+
+    def _shrank(self, end: int) -> InvalidImage:
+        """A read that ended before the size the source had when it was opened: the file is
+        shorter than it was (still being written, or cut by its store).  Never read as
+        absent data, which could make a cut image look whole."""
+        return InvalidImage(
+            f"truncated: the source ended at byte {end}, but was {self.size} bytes when opened"
+        )
 
     def read_exact(self, offset: int, length: int, what: str) -> bytes:
         """Like :meth:`read_at`, but a short read is an :class:`InvalidImage` naming ``what``."""
@@ -123,6 +136,19 @@ class Source:
 
     def prefetch(self, ranges: Sequence[Range]) -> None:
         """Announce reads to come, so a stream keeps them all in one pass.  Seekable: no-op."""
+
+    def memo(self, key: Hashable) -> dict[str, Any]:
+        """A dict in which a walk keeps how far it got, across the rehearsals of a stream's
+        parse (stream.py), so that each rehearsal resumes the walk instead of repeating it:
+        an OVA of thousands of members would otherwise be walked once per member that
+        arrives.  Empty for every other parse, the final one of a stream included."""
+        return {}
+
+    def pending(self, offset: int, length: int) -> bool:
+        """True while a stream is still to deliver some of these bytes (a rehearsal then read
+        zeros for them): a walk whose next step depends on them stops there, rather than
+        walk on through zeros and ask to keep ranges the true bytes will not lead to."""
+        return False
 
     def scan(
         self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C], *, wait: bool = True
@@ -280,6 +306,12 @@ class SliceSource(Source):
 
     def prefetch(self, ranges: Sequence[Range]) -> None:
         self._parent.prefetch([(self._offset + o, n) for o, n in self._clip(ranges)])
+
+    def pending(self, offset: int, length: int) -> bool:
+        return self._parent.pending(self._offset + offset, length)
+
+    def memo(self, key: Hashable) -> dict[str, Any]:
+        return self._parent.memo(("slice", self._offset, key))
 
     def scan(
         self, key: Hashable, ranges: Sequence[Range], make: Callable[[], C], *, wait: bool = True

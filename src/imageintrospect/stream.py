@@ -24,6 +24,7 @@ chunk with no bookkeeping (``after(offset, chunk, status)`` on a non-zero status
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import functools
@@ -43,7 +44,13 @@ PIECE = TAIL_KEEP
 #: The size a speculative parse sees; reads within TAIL_KEEP of it return zeros.
 UNKNOWN_SIZE = 1 << 62
 #: After this many speculative runs the parser is left alone until the end of the stream.
-MAX_SPECULATIVE_RUNS = 512
+MAX_SPECULATIVE_RUNS = 8192
+#: ... or once the runs have read more than this many times the bytes the stream delivered,
+#: plus REHEARSAL_READ_BASE: a parse's work follows what it reads, so rehearsals cost at
+#: most a constant times the stream.  A walk that resumes where the last run stopped
+#: (Source.memo, an OVA's tar headers) reads little per run and may run once per piece.
+REHEARSAL_READ_FACTOR = 4
+REHEARSAL_READ_BASE = 16 * 1024 * 1024
 
 #: A consumer's fast way in: ``tap(offset, chunk, size) -> status`` (see Collector._taps).
 Tap = Callable[[int, bytes, int], int]
@@ -133,6 +140,14 @@ class Collector:
     head: bytearray = field(default_factory=bytearray)
     scans: dict[Hashable, _Scan] = field(default_factory=dict)
     kept_bytes: int = 0
+    # What the rehearsals' walks keep from one run to the next (Source.memo).
+    memos: dict[Hashable, dict[str, Any]] = field(default_factory=dict)
+    # The keeps by offset (ascending) and the longest one, so that finding the keep that
+    # holds a range looks at the few that can, not at every scan (an OVA of thousands of
+    # members keeps thousands of headers).
+    _keep_offsets: list[int] = field(default_factory=list)
+    _keeps: list[_Keep] = field(default_factory=list)
+    _longest_keep: int = 0
     # The scans still being fed, and the lowest offset any of them waits for: a chunk
     # ending at or before it is not shown to the scans at all.
     _active: list[_Scan] = field(default_factory=list)
@@ -247,10 +262,15 @@ class Collector:
         scan = _Scan(make(), sorted((o, n) for o, n in ranges if n > 0))
         self.scans[key] = scan
         if isinstance(scan.consumer, _Keep):
-            if self.kept_bytes + scan.consumer.length > KEEP_BUDGET:
+            keep = scan.consumer
+            if self.kept_bytes + keep.length > KEEP_BUDGET:
                 scan.lost = True
                 return scan
-            self.kept_bytes += scan.consumer.length
+            self.kept_bytes += keep.length
+            at = bisect.bisect_right(self._keep_offsets, keep.offset)
+            self._keep_offsets.insert(at, keep.offset)
+            self._keeps.insert(at, keep)
+            self._longest_keep = max(self._longest_keep, keep.length)
         scan.feed(0, self.head)
         if scan.active and scan.fed < self.position:
             scan.feed(self.tail_start, self.tail)
@@ -293,12 +313,16 @@ class Collector:
                 self.start_scan(("keep", offset, length), [(offset, length)],
                                 functools.partial(_Keep, offset, length))  # fmt: skip
             return data
-        for scan in self.scans.values():
-            keep = scan.consumer
-            held = isinstance(keep, _Keep) and scan.complete
-            if held and keep.offset <= offset and end <= keep.offset + len(keep.buffer):
+        # What a keep holds is always the bytes from its offset on, in order: a keep the
+        # stream ended inside of (a window asked for past the end) holds them too.  Only the
+        # keeps starting at most the longest keep's length before ``offset`` can hold it.
+        index = bisect.bisect_right(self._keep_offsets, offset) - 1
+        while index >= 0 and self._keep_offsets[index] + self._longest_keep >= end:
+            keep = self._keeps[index]
+            if end <= keep.offset + len(keep.buffer):
                 start = offset - keep.offset
                 return bytes(keep.buffer[start : start + length])
+            index -= 1
         return None
 
 
@@ -324,6 +348,14 @@ class CollectedSource(Source):
         if not self._keep([(offset, length)]):
             raise StreamGap(offset, length)  # it went by before anyone asked
         return bytes(length)  # not here yet: go on with zeros, run again when it is
+
+    def pending(self, offset: int, length: int) -> bool:
+        return not self._final and offset + length > self._collector.position
+
+    def memo(self, key: Hashable) -> dict[str, Any]:
+        if self._final:
+            return {}  # the answer comes from a walk of its own, start to end
+        return self._collector.memos.setdefault(key, {})
 
     def prefetch(self, ranges: Sequence[Range]) -> None:
         if not self._final:
@@ -402,6 +434,7 @@ class StreamInspector:
         self.collector = collector = Collector(head_keep=head_keep)
         self._next_run: int | None = 0  # where something asked for will have arrived
         self._runs = 0
+        self._rehearsal_reads = 0
         # The upload path goes straight to the collector, which calls back at its alarm:
         # where a parse is to run or the head is to be handed over.
         collector.alarm = 0
@@ -424,10 +457,13 @@ class StreamInspector:
 
     def _speculate(self) -> None:
         """Parse what has arrived; then wait for the next thing asked for to arrive."""
-        while self._runs < MAX_SPECULATIVE_RUNS:
+        budget = REHEARSAL_READ_BASE + REHEARSAL_READ_FACTOR * self.collector.position
+        while self._runs < MAX_SPECULATIVE_RUNS and self._rehearsal_reads <= budget:
             self._runs += 1
+            source = CollectedSource(self.collector, final=False)
             with contextlib.suppress(Exception):  # only the final run's verdict counts
-                self._parse(CollectedSource(self.collector, final=False))
+                self._parse(source)
+            self._rehearsal_reads += source.bytes_read
             self._next_run = self.collector.next_arrival()
             if self._next_run is None or self._next_run > self.collector.position:
                 return

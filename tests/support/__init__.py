@@ -14,6 +14,7 @@ from .images import edit, mutate_bytes, patch
 from .qemu import (
     QEMU_IMG,
     assert_same_as_qemu,
+    assert_view_refuses,
     needs_qemu,
     ours_as_qemu,
     qemu_img,
@@ -41,6 +42,7 @@ __all__ = [
     "assert_same_as_qemu",
     "assert_stream_agrees",
     "assert_stream_describes_alike",
+    "assert_view_refuses",
     "describe",
     "edit",
     "forward_only",

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from imageintrospect import Metadata, introspect
+from imageintrospect import ImageIntrospectError, Metadata, introspect
+from imageintrospect.formats.base import QemuRefuses
 from imageintrospect.qemu_json import qemu_info_dict
 
 QEMU_IMG = shutil.which("qemu-img")
@@ -55,12 +56,26 @@ def qemu_map_data(path: Path, fmt: str) -> int:
 
 
 def qemu_refuses(path: Path, fmt: str | None = None) -> bool:
-    """True if ``qemu-img info`` (as ``fmt``, or probing) cannot open ``path``."""
+    """True if ``qemu-img info`` (as ``fmt``, or probing) cannot open ``path``; then our
+    qemu-img view must refuse it too (``--output qemu-json`` fails where qemu-img does)."""
     try:
         qemu_info(path, fmt)
     except AssertionError:
+        assert_view_refuses(path)
         return True
     return False
+
+
+def assert_view_refuses(path: Path) -> None:
+    """Our qemu-img view of ``path`` fails (QemuRefuses) and the verdict is unsafe, or the
+    image cannot be described at all."""
+    try:
+        md = introspect(path)
+    except ImageIntrospectError:
+        return  # nothing to show at all: the CLI fails too
+    with pytest.raises(QemuRefuses):
+        qemu_info_dict(md, str(path), None)
+    assert not md.safe
 
 
 def ours_as_qemu(path: Path) -> dict[str, Any]:

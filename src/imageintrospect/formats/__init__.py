@@ -35,6 +35,11 @@ class Format(NamedTuple):
     may_claim: Callable[[Probe], bool]
     #: Other names callers use for it (Glance and qemu spellings).
     aliases: tuple[str, ...] = ()
+    #: How many leading bytes decide whether the module's ``probe`` claims an image, for
+    #: the formats whose probe looks at the head only; None where the end of the image can
+    #: still decide (a fixed VHD's footer) or nothing is probed (raw).  A stream announced
+    #: as such a format is refused as soon as that many bytes show otherwise.
+    decided_within: int | None = None
 
     def spec(self) -> FormatSpec:
         """The module's :class:`~imageintrospect.formats.base.FormatSpec` (imports it)."""
@@ -53,6 +58,20 @@ _VHD_COOKIE = b"conectix"
 def _vhd(probe: Probe) -> bool:
     # A footer at the start (dynamic), or in the last 512 or 511 bytes (fixed).
     return probe.head[:8] == _VHD_COOKIE or _VHD_COOKIE in probe.tail[-512:]
+
+
+#: What detection reads of an image's start: every probe decides within it.
+PROBE_HEAD = 64 * 1024
+
+
+def _luks(probe: Probe) -> bool:
+    # The primary header's magic, or (primary wiped) a LUKS2 secondary header where
+    # cryptsetup looks for one within the probed head: at hdr_size 16 or 32 KiB.
+    head = probe.head
+    return head[:6] == b"LUKS\xba\xbe" or b"SKUL\xba\xbe" in (
+        head[0x4000:0x4006],
+        head[0x8000:0x8006],
+    )
 
 
 #: Bytes no VMDK text descriptor holds before its NUL padding (tab, line breaks allowed).
@@ -75,12 +94,12 @@ def _vmdk(probe: Probe) -> bool:
 #: volume descriptor at 32 KiB, a fixed VHD's footer in the last sector, a tar's magic at
 #: 257).  When several claim the bytes the first one wins (see ``detect``).
 FORMATS: tuple[Format, ...] = (
-    Format("qcow2", "qcow2", "Qcow2Section", _at(0, b"QFI\xfb"), ("qcow",)),
-    Format("qed", "qed", "QedSection", _at(0, b"QED\0")),
-    Format("luks", "luks", "LuksSection", _at(0, b"LUKS\xba\xbe")),
-    Format("vhdx", "vhdx", "VhdxSection", _at(0, b"vhdxfile")),
-    Format("vdi", "vdi", "VdiSection", _at(0x40, (0xBEDA107F).to_bytes(4, "little"))),
-    Format("vmdk", "vmdk", "VmdkSection", _vmdk),
+    Format("qcow2", "qcow2", "Qcow2Section", _at(0, b"QFI\xfb"), ("qcow",), 4),
+    Format("qed", "qed", "QedSection", _at(0, b"QED\0"), (), 4),
+    Format("luks", "luks", "LuksSection", _luks, (), 0x8006),
+    Format("vhdx", "vhdx", "VhdxSection", _at(0, b"vhdxfile"), (), 8),
+    Format("vdi", "vdi", "VdiSection", _at(0x40, (0xBEDA107F).to_bytes(4, "little")), (), 0x44),
+    Format("vmdk", "vmdk", "VmdkSection", _vmdk, (), PROBE_HEAD),
     Format("vhd", "vhd", "VhdSection", _vhd, ("vpc",)),
     Format(
         "iso",
@@ -88,8 +107,9 @@ FORMATS: tuple[Format, ...] = (
         "IsoSection",
         lambda probe: probe.head[0x8001:0x8006] in (b"CD001", b"BEA01"),
         ("iso9660",),
+        PROBE_HEAD,
     ),
-    Format("ova", "ova", "OvaSection", _at(257, b"ustar")),
+    Format("ova", "ova", "OvaSection", _at(257, b"ustar"), (), PROBE_HEAD),
 )
 #: What nobody else claims (with a GPT or MBR partition table, or none).
 RAW = Format("raw", "raw", None, lambda probe: True)

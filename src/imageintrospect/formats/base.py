@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..errors import ImageIntrospectError
 from ..findings import STREAM_UNCHECKED, Findings
 from ..source import Source, StreamGap
 
@@ -34,6 +35,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     return value
+
+
+#: The most entries a section's list holds (qcow2 snapshots and bitmaps, OVA members): an
+#: answer is stored, logged and sent over RPC, so its size must not follow what a hostile
+#: image claims.  The first ones are listed, and a ``list-capped`` finding counts them all.
+MAX_LISTED = 1024
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,30 @@ class Parsed:
     partitions: tuple[Section, ...] = ()
 
 
+class QemuRefuses(ImageIntrospectError):
+    """``qemu-img info`` fails on this image: raised by a ``qemu_info`` (and by the qemu-img
+    view for a ``qemu-cannot-open`` finding), so that the view fails where qemu-img does.
+    The image was described; only the qemu-img view of it does not exist.
+
+    ``str(exc)`` is qemu's reason; ``status`` is qemu-img's exit status (1 for every image
+    it cannot open).
+    """
+
+    def __init__(self, reason: str, status: int = 1) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class NotThisFormat(Exception):
+    """Raised by a ``parse`` that finds the bytes are not its format after all (a tar with no
+    OVF descriptor is not an OVA); the image is then read as raw, with ``code`` (a registered
+    finding code) and the message saying why."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
 class FormatSpec(NamedTuple):
     """A format as the detector sees it."""
 
@@ -109,5 +140,6 @@ class FormatSpec(NamedTuple):
     parse: Callable[[Context], Parsed]
     #: ``qemu_info(md, filename)``: the format's keys of ``qemu-img info --output=json``;
     #: ``filename`` is the image's name as given (qemu builds extent names from it).  A key
-    #: whose value is None is one qemu leaves out.
+    #: whose value is None is one qemu leaves out.  It raises :class:`QemuRefuses` for an
+    #: image qemu-img cannot open.
     qemu_info: Callable[[Any, str | None], dict[str, Any]] | None = None

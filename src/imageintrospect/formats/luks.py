@@ -21,6 +21,7 @@ import construct as c
 
 from .. import findings as F
 from ..errors import InvalidImage
+from ..findings import Findings
 from ..source import StreamGap
 from ..structs import Record, TableHeader, cstring
 from .base import Context, FormatSpec, Parsed, Probe, Section
@@ -94,6 +95,9 @@ BINARY_HEADER_V2 = 4096
 CHECKSUM_FIELD = slice(448, 512)
 # cryptsetup's allowed hdr_size values: 16 KiB .. 4 MiB, powers of two.
 V2_HEADER_SIZES = frozenset(16384 << n for n in range(9))
+#: The secondary LUKS2 header's magic; it sits at ``hdr_size``, one of V2_HEADER_SIZES.
+SECONDARY_MAGIC = b"SKUL\xba\xbe"
+SECONDARY_OFFSETS = tuple(sorted(V2_HEADER_SIZES))
 # How much of a LUKS2 header we read: all of it when deep, a header budget otherwise.
 V2_READ_LIMIT = {True: 4 * 1024 * 1024, False: 512 * 1024}
 
@@ -154,6 +158,15 @@ QEMU_UNSUPPORTED = F.define(
     "luks",
     "qemu cannot open this container (LUKS2, or a cipher, mode or hash it does not know).",
 )
+PRIMARY_INVALID = F.define(
+    "luks-primary-header-invalid",
+    "unsafe",
+    "luks",
+    "The LUKS2 primary header is missing or invalid and the secondary is valid: cryptsetup "
+    "recovers the container from the secondary (and rewrites the primary, even when only "
+    "asked whether it is LUKS), while other readers see no LUKS header. Described from the "
+    "secondary.",
+)
 METADATA_NOT_READ = F.define(
     "luks-metadata-not-read",
     "info",
@@ -206,7 +219,21 @@ class LuksSection(Section):
 
 
 def probe(probe: Probe) -> bool:
-    return probe.head[:6] == MAGIC
+    """The primary header's magic, or a LUKS2 secondary header within the probed head where
+    the primary should be (cryptsetup opens that container, recovering the primary)."""
+    return probe.head[:6] == MAGIC or _secondary_in_head(probe.head) is not None
+
+
+def _secondary_in_head(head: bytes) -> int | None:
+    for offset in SECONDARY_OFFSETS:
+        if len(head) < offset + 8:
+            break
+        if (
+            head[offset : offset + 6] == SECONDARY_MAGIC
+            and head[offset + 6 : offset + 8] == b"\0\2"
+        ):
+            return offset
+    return None
 
 
 # --- parse ---------------------------------------------------------------------------------
@@ -217,6 +244,12 @@ def parse(ctx: Context) -> Parsed:
     if len(head) < 8:
         ctx.findings.add(F.TRUNCATED, f"LUKS header cut short: {len(head)} bytes")
         return Parsed(virtual_size=None, section=None)
+    if head[:6] != MAGIC:
+        section = _parse_secondary(ctx)
+        if section is None:
+            return Parsed(virtual_size=None, section=None)
+        _judge(ctx, section)
+        return Parsed(virtual_size=section.payload_size, section=section)
     version = int.from_bytes(head[6:8], "big")
     if version == 1:
         section = _parse_v1(ctx, head)
@@ -266,6 +299,15 @@ def _parse_v1(ctx: Context, head: bytes) -> LuksSection | None:
     section, problems = read_luks1(head, ctx.source.size)
     if problems:
         ctx.findings.add(BAD_HEADER, "; ".join(problems))
+    # qemu opens LUKS1 itself: it refuses every header problem above (they are its checks
+    # and cryptsetup's), the algorithms it does not implement, and a payload past the end.
+    refusals = problems + qemu_unsupported(section)
+    if section.payload_offset is not None and section.payload_offset > ctx.source.size:
+        refusals.append(f"the payload starts at {section.payload_offset}, past the end")
+    if refusals:
+        ctx.findings.add(
+            F.QEMU_CANNOT_OPEN, "qemu refuses the LUKS1 header: " + "; ".join(refusals)
+        )
     return section
 
 
@@ -387,7 +429,46 @@ class _BadJson(Exception):
     """The LUKS2 JSON area does not have the shape the specification gives it."""
 
 
-def _parse_v2(ctx: Context, head: bytes) -> LuksSection | None:
+def _parse_secondary(ctx: Context) -> LuksSection | None:
+    """No primary header: the first valid secondary, as cryptsetup looks for it."""
+    for offset in SECONDARY_OFFSETS:
+        if offset + BINARY_HEADER_V2 > ctx.source.size:
+            break
+        section = _secondary_at(ctx, offset)
+        if section is not None:
+            ctx.findings.add(
+                PRIMARY_INVALID,
+                f"no LUKS header at offset 0, a valid secondary LUKS2 header at {offset}: "
+                "cryptsetup opens (and repairs) the container from it",
+            )
+            return section
+    ctx.findings.add(BAD_HEADER, "no LUKS header at offset 0 and no valid secondary header")
+    return None
+
+
+def _secondary_at(ctx: Context, offset: int) -> LuksSection | None:
+    """The container as the secondary header at ``offset`` describes it, if that header is
+    valid (magic, version 2, its own offset and size, checksum); its findings are kept only
+    then."""
+    try:
+        head = ctx.source.read_at(offset, BINARY_HEADER_V2)
+    except StreamGap:
+        return None
+    if head[:6] != SECONDARY_MAGIC or head[6:8] != b"\0\2" or len(head) < BINARY_HEADER_V2:
+        return None
+    hdr = HEADER_V2_RECORD.parse((MAGIC + head[6:])[: HEADER_V2_RECORD.size])
+    if hdr.header_offset != offset or hdr.header_size != offset:
+        return None
+    scratch = Context(source=ctx.source, findings=Findings(), deep=ctx.deep)
+    section = _parse_v2(scratch, MAGIC + head[6:], offset)
+    if section is None or section.checksum_valid is not True:
+        return None
+    ctx.findings.extend(scratch.findings.freeze())
+    return section
+
+
+def _parse_v2(ctx: Context, head: bytes, offset: int = 0) -> LuksSection | None:
+    """The LUKS2 container as the header copy at ``offset`` (0: the primary) describes it."""
     if len(head) < BINARY_HEADER_V2:
         ctx.findings.add(
             F.TRUNCATED, f"LUKS2 header cut short: {len(head)} of {BINARY_HEADER_V2} bytes"
@@ -397,18 +478,26 @@ def _parse_v2(ctx: Context, head: bytes) -> LuksSection | None:
     bad: list[str] = []
     if hdr.header_size not in V2_HEADER_SIZES:
         bad.append(f"header size {hdr.header_size} is not a power of two in 16 KiB..4 MiB")
-    if hdr.header_offset != 0:
-        bad.append(f"primary header claims offset {hdr.header_offset}")
-    area, checksum_valid = _read_v2_area(ctx, hdr, bad)
+    if hdr.header_offset != offset:
+        bad.append(f"the header at {offset} claims offset {hdr.header_offset}")
+    area, checksum_valid = _read_v2_area(ctx, hdr, bad, offset)
+    if checksum_valid is False and offset == 0:
+        backup = _secondary_at(ctx, hdr.header_size) if hdr.header_size in V2_HEADER_SIZES else None
+        alg = cstring(hdr.checksum_alg)
+        if backup is not None:
+            ctx.findings.add(
+                BAD_CHECKSUM,
+                f"the primary header's {alg} checksum does not match; described from the "
+                f"valid secondary header at {hdr.header_size}, which cryptsetup uses",
+            )
+            return backup
+        ctx.findings.add(BAD_CHECKSUM, f"the primary header's {alg} checksum does not match")
     metadata: dict[str, Any] = {}
     if area is not None:
         try:
             metadata = _load_json(area)
         except _BadJson as exc:
             bad.append(f"JSON area: {exc}")
-    if checksum_valid is False:
-        alg = cstring(hdr.checksum_alg)
-        ctx.findings.add(BAD_CHECKSUM, f"the primary header's {alg} checksum does not match")
     try:
         section = _v2_section(ctx, hdr, metadata, checksum_valid, bad)
     except _BadJson as exc:
@@ -438,8 +527,11 @@ def _v2_layout_problems(section: LuksSection) -> list[str]:
     return bad
 
 
-def _read_v2_area(ctx: Context, hdr: HeaderV2, bad: list[str]) -> tuple[bytes | None, bool | None]:
-    """The whole header (binary + JSON) if we may read it, and whether its checksum holds."""
+def _read_v2_area(
+    ctx: Context, hdr: HeaderV2, bad: list[str], offset: int = 0
+) -> tuple[bytes | None, bool | None]:
+    """The whole header copy at ``offset`` (binary + JSON) if we may read it, and whether its
+    checksum holds."""
     if hdr.header_size not in V2_HEADER_SIZES:
         return None, None
     if hdr.header_size > V2_READ_LIMIT[ctx.deep]:
@@ -448,7 +540,7 @@ def _read_v2_area(ctx: Context, hdr: HeaderV2, bad: list[str]) -> tuple[bytes | 
         )
         return None, None
     try:
-        whole = ctx.source.read_at(0, hdr.header_size)
+        whole = ctx.source.read_at(offset, hdr.header_size)
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "the LUKS2 JSON area lay outside the kept stream")
         return None, None

@@ -11,12 +11,12 @@ refuses DTDs, entities and external references.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element, ParseError
 
@@ -34,7 +34,9 @@ from ..glance import (
 )
 from ..source import SliceSource, Source, StreamGap
 from ..structs import EntryTable, cstring
-from .base import Context, FormatSpec, Parsed, Probe, Section
+from . import raw
+from .base import MAX_LISTED, Context, FormatSpec, NotThisFormat, Parsed, Probe, Section
+from .ovf_terms import VBOX_TO_VMWARE, VMWARE_GUEST_ID, VMWARE_OVF_NS, declared_format
 
 if TYPE_CHECKING:
     from ..metadata import Metadata
@@ -72,7 +74,19 @@ REGULAR_TYPES = (b"0", b"\0", b"7")
 PAX_TYPES = (b"x", b"g")
 GNU_LONG_TYPES = (b"L", b"K")
 
+#: The most tar headers the walk reads (a member's pax or GNU long-name header counts as
+#: one): past them the archive is refused (``ova-bad-archive``).
 MAX_MEMBERS = 4096
+#: Header-only introspection (``deep=False``) reads at most this many tar headers (256 KiB),
+#: an OVF of at most HEADER_ONLY_OVF_BYTES and a manifest of at most
+#: HEADER_ONLY_MANIFEST_BYTES (576 KiB in all, within its 1 MiB besides the disks' own
+#: header reads); what lies past them is reported (``ova-header-only-limit``), not read.
+HEADER_ONLY_MEMBERS = 512
+HEADER_ONLY_OVF_BYTES = 256 * 1024
+HEADER_ONLY_MANIFEST_BYTES = 64 * 1024
+#: The longest member name accepted (no extractor takes a longer path): a longer one is
+#: refused (``ova-bad-archive``) and cut to this length in the answer.
+MAX_NAME = 1024
 #: Files, disks, virtual systems and hardware items described (an OVF may list millions).
 MAX_OVF_ITEMS = 1024
 MAX_OVF_ELEMENTS = 100_000
@@ -201,11 +215,40 @@ DISK_UNREADABLE = F.define(
 NESTED_OVA = F.define(
     "ova-nested", "unsafe", "ova", "A disk member is itself an OVA (not introspected further)."
 )
+TAR_NOT_OVA = F.define(
+    "tar-not-ova",
+    "warning",
+    "raw",
+    "A tar archive with no OVF descriptor: not an OVA (DSP0243), so it is read as raw, as "
+    "qemu reads it.",
+)
+DISK_FORMAT_MISMATCH = F.define(
+    "ova-disk-format-mismatch",
+    "unsafe",
+    "ova",
+    "A Disk's ovf:format declares a disk format (a streamOptimized or sparse VMDK, a VHD, a "
+    "qcow2) that the disk's own bytes are not.",
+)
+NO_DISK = F.define(
+    "ova-no-disk",
+    "unsafe",
+    "ova",
+    "The OVF declares no disk: the appliance has nothing to boot or import.",
+)
 BAD_ARCHIVE = F.define(
     "ova-bad-archive",
     "unsafe",
     "ova",
-    "The tar structure is broken: bad checksum, bad size field, or too many members.",
+    "The tar structure is broken: bad checksum, bad size field, too many members, or a "
+    "member name too long to extract.",
+)
+HEADER_ONLY_LIMIT = F.define(
+    "ova-header-only-limit",
+    "unsafe",
+    "ova",
+    "Header-only mode: the archive holds more than header-only reads (more tar headers, a "
+    "larger OVF or manifest), so members or references that make an OVA unsafe may lie "
+    "past what was checked; a deep read checks them.",
 )
 
 # --- section -------------------------------------------------------------------------------
@@ -242,6 +285,9 @@ class VirtualSystem(Section):
     nics: tuple[dict[str, Any], ...]
     disks: tuple[dict[str, Any], ...]
     cim_pasd: dict[str, str]
+    #: The VMware guest ID for ``os_type``: as written when the OVF gives a VMware one
+    #: (``vmw:osType``), mapped from VirtualBox's ``vbox:OSType`` where a mapping exists.
+    vmware_ostype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -270,6 +316,8 @@ class OvaSection(Section):
     disks: tuple[OvaDisk, ...]
     members: tuple[Member, ...]
     certificate: str | None
+    #: Glance's ``CIM_ProcessorAllocationSettingData`` values, wherever the OVF carries them.
+    cim_pasd: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def glance_properties(self, image: dict[str, Any]) -> dict[str, Any]:
         # An OVA's own properties replace the archive's: its disk's format, the OVF's facts.
@@ -325,51 +373,136 @@ class _RawMember:
     linkname: str
 
 
-def _walk_tar(ctx: Context) -> Iterator[_RawMember]:
-    """Yield every member; pax and GNU long-name blocks are applied to the member after them."""
-    src = ctx.source
-    pos = 0
+@dataclass
+class _Walk:
+    """How far the tar walk got: the next header, the names and sizes a pax or GNU header
+    left for the member after it, and the members found so far."""
+
+    pos: int = 0
+    headers: int = 0
     pending_name: str | None = None
     pending_size: int | None = None
-    for _ in range(MAX_MEMBERS * 2):
-        block = src.read_at(pos, BLOCK)
-        if len(block) < BLOCK:
-            if block.strip(b"\0"):
-                ctx.findings.add(F.TRUNCATED, f"tar header at {pos} is cut short")
+    members: list[_RawMember] = field(default_factory=list)
+    # What the parse looks members up by, kept as they are found (not rebuilt per run).
+    by_name: dict[str, _RawMember] = field(default_factory=dict)
+    descriptors: list[_RawMember] = field(default_factory=list)
+    manifest: _RawMember | None = None
+    certificate: _RawMember | None = None
+
+    def add(self, member: _RawMember) -> None:
+        self.members.append(member)
+        self.by_name[member.name] = member
+        name = member.name.lower()
+        if name.endswith(".ovf") and member.typeflag in REGULAR_TYPES:
+            self.descriptors.append(member)
+        elif name.endswith(".mf") and self.manifest is None:
+            self.manifest = member
+        elif name.endswith(".cert") and self.certificate is None:
+            self.certificate = member
+
+
+def _members(ctx: Context) -> _Walk:
+    """Every member, walked from the start, or (a rehearsal of a stream's parse) from where
+    the previous rehearsal stopped (Source.memo) to the first header not yet arrived: the
+    walk costs one read per header however many times the parse runs."""
+    walk: _Walk = ctx.source.memo("ova-tar-walk").setdefault("walk", _Walk())
+    try:
+        _walk_tar(ctx, walk)
+    except StreamGap:
+        ctx.findings.add(F.STREAM_UNCHECKED, "tar headers lay outside the kept stream")
+    return walk
+
+
+def _walk_tar(ctx: Context, walk: _Walk) -> None:
+    """Add every member to ``walk``; pax and GNU long-name blocks apply to the member after
+    them."""
+    src = ctx.source
+    judge = not src.speculative  # a rehearsal's findings are thrown away
+    limit = MAX_MEMBERS if ctx.deep else HEADER_ONLY_MEMBERS
+    while walk.headers < limit:
+        member = _next_member(ctx, walk)
+        if member is None:
             return
-        if not block.strip(b"\0"):
-            return  # end-of-archive marker
-        if not _checksum_ok(block):
-            ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad checksum")
-            return
-        hdr = TAR_HEADERS.decode(block)
-        size = _octal(hdr.size)
-        if size is None or size < 0:
-            ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad size field")
-            return
-        data_at = pos + BLOCK
-        if data_at + size > src.size:
-            ctx.findings.add(
-                F.TRUNCATED, f"tar member at {pos} claims {size} bytes past the archive's end"
+        if member is _EXTENDED:
+            continue
+        walk.add(member)
+        problem = _member_problem(member) if judge else None
+        if problem:
+            ctx.findings.add(UNSAFE_MEMBER, f"member {member.name!r}: {problem}")
+    if not src.read_at(walk.pos, BLOCK).strip(b"\0"):
+        return  # the end-of-archive marker right after the last header allowed
+    if ctx.deep:
+        ctx.findings.add(BAD_ARCHIVE, f"more than {MAX_MEMBERS} tar headers")
+    else:
+        ctx.findings.add(HEADER_ONLY_LIMIT, f"header-only mode reads the first {limit} tar headers")
+
+
+#: What ``_next_member`` returns for a pax or GNU header (it applies to the next member).
+_EXTENDED = _RawMember("", b"x", 0, 0, "")
+
+
+def _next_member(ctx: Context, walk: _Walk) -> _RawMember | None:
+    """Read the header at ``walk.pos`` and move past it and its data; None at the end."""
+    src = ctx.source
+    pos = walk.pos
+    block = src.read_at(pos, BLOCK)
+    if src.pending(pos, BLOCK):
+        return None  # a rehearsal: not here yet
+    if len(block) < BLOCK:
+        if block.strip(b"\0"):
+            ctx.findings.add(F.TRUNCATED, f"tar header at {pos} is cut short")
+        return None
+    if not block.strip(b"\0"):
+        return None  # end-of-archive marker
+    if not _checksum_ok(block):
+        ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad checksum")
+        return None
+    hdr = TAR_HEADERS.decode(block)
+    size = _octal(hdr.size)
+    if size is None or size < 0:
+        ctx.findings.add(BAD_ARCHIVE, f"tar header at {pos} has a bad size field")
+        return None
+    data_at = pos + BLOCK
+    extended = hdr.typeflag in PAX_TYPES or hdr.typeflag in GNU_LONG_TYPES
+    if not extended and walk.pending_size is not None:
+        size = walk.pending_size  # a pax size overrides the header's, even where it lies
+    if data_at + size > src.size:
+        ctx.findings.add(
+            F.TRUNCATED, f"tar member at {pos} claims {size} bytes past the archive's end"
+        )
+        size = max(0, src.size - data_at)
+    member: _RawMember = _EXTENDED
+    if extended:
+        extra = _read_extended(ctx, data_at, size, hdr.typeflag)
+        if src.pending(data_at, len(extra or b"")):
+            return None
+        if hdr.typeflag == b"x" and extra is not None:
+            walk.pending_name, walk.pending_size = _pax_fields(
+                extra, walk.pending_name, walk.pending_size
             )
-            size = max(0, src.size - data_at)
-        if hdr.typeflag in PAX_TYPES or hdr.typeflag in GNU_LONG_TYPES:
-            extra = _read_extended(ctx, data_at, size)
-            if hdr.typeflag == b"x" and extra is not None:
-                pending_name, pending_size = _pax_fields(extra, pending_name, pending_size)
-            elif hdr.typeflag == b"L" and extra is not None:
-                pending_name = cstring(extra)
-        else:
-            name = pending_name or _joined_name(hdr)
-            if pending_size is not None:
-                size = pending_size
-            yield _RawMember(name, hdr.typeflag, data_at, size, cstring(hdr.linkname))
-            pending_name, pending_size = None, None
-        pos = data_at + -(-size // BLOCK) * BLOCK
-    ctx.findings.add(BAD_ARCHIVE, f"more than {MAX_MEMBERS} members")
+        elif hdr.typeflag == b"L" and extra is not None:
+            walk.pending_name = cstring(extra)
+    else:
+        name = _bounded_name(ctx, walk.pending_name or _joined_name(hdr), pos)
+        member = _RawMember(name, hdr.typeflag, data_at, size, cstring(hdr.linkname)[:MAX_NAME])
+        walk.pending_name, walk.pending_size = None, None
+    walk.headers += 1
+    walk.pos = data_at + -(-size // BLOCK) * BLOCK
+    return member
 
 
-def _read_extended(ctx: Context, offset: int, size: int) -> bytes | None:
+def _bounded_name(ctx: Context, name: str, pos: int) -> str:
+    if len(name) <= MAX_NAME:
+        return name
+    ctx.findings.add(
+        BAD_ARCHIVE, f"tar member at {pos} has a name of {len(name)} characters (over {MAX_NAME})"
+    )
+    return name[:MAX_NAME]
+
+
+def _read_extended(ctx: Context, offset: int, size: int, typeflag: bytes) -> bytes | None:
+    if typeflag in GNU_LONG_TYPES:
+        size = min(size, MAX_NAME + 1)  # enough to tell a name too long (nothing is kept)
     if size > MAX_EXTENDED_HEADER:
         ctx.findings.add(BAD_ARCHIVE, f"extended tar header of {size} bytes at {offset}")
         return None
@@ -401,22 +534,32 @@ def _joined_name(hdr: Any) -> str:
 
 
 def parse(ctx: Context) -> Parsed:
-    members = _members(ctx)
-    by_name = {m.name: m for m in members}
-    ovf_member = _descriptor(ctx, members)
+    walk = _members(ctx)
+    members, by_name = walk.members, walk.by_name
+    ovf_member = _descriptor(ctx, walk)
     envelope, ovf_version = (None, None)
     if ovf_member is not None:
-        envelope, ovf_version = _read_ovf(ctx, ovf_member)
+        # a rehearsal parses the OVF once it has arrived, not once per member after it
+        parsed = ctx.source.memo(("ova-ovf", ovf_member.offset))
+        if "ovf" not in parsed:
+            envelope, ovf_version = _read_ovf(ctx, ovf_member)
+            if not ctx.source.pending(ovf_member.offset, ovf_member.size):
+                parsed["ovf"] = envelope, ovf_version
+        else:
+            envelope, ovf_version = parsed["ovf"]
     files = _files(ctx, envelope, by_name)
-    manifest = _manifest(ctx, members, by_name)
-    cert = next((m.name for m in members if m.name.lower().endswith(".cert")), None)
+    manifest = _manifest(ctx, walk)
+    cert = walk.certificate.name if walk.certificate is not None else None
     if cert is not None:
         ctx.findings.add(CERTIFICATE, f"certificate {cert!r}")
     disks = _disks(ctx, envelope, files, by_name)
+    if envelope is not None and not disks:
+        ctx.findings.add(NO_DISK, "the OVF's DiskSection declares no Disk")
     systems = _virtual_systems(envelope)
     disks = _attach_controllers(disks, systems)
     _judge_adapters(ctx, disks)
-    _judge_members(ctx, members, files, ovf_member, manifest.file, cert)
+    if not ctx.source.speculative:
+        _judge_members(ctx, members, files, ovf_member, manifest.file, cert)
     section = OvaSection(
         ovf_file=ovf_member.name if ovf_member else None,
         ovf_version=ovf_version,
@@ -424,23 +567,23 @@ def parse(ctx: Context) -> Parsed:
         files=tuple(files.values()),
         virtual_systems=systems,
         disks=disks,
-        members=tuple(Member(m.name, m.size, m.offset, _kind(m.typeflag)) for m in members),
+        members=_listed(ctx, members),
         certificate=cert,
+        cim_pasd=_glance_cim_pasd(envelope),
     )
     return Parsed(virtual_size=_virtual_size(disks), section=section)
 
 
-def _members(ctx: Context) -> list[_RawMember]:
-    members: list[_RawMember] = []
-    try:
-        for member in _walk_tar(ctx):
-            members.append(member)
-            problem = _member_problem(member)
-            if problem:
-                ctx.findings.add(UNSAFE_MEMBER, f"member {member.name!r}: {problem}")
-    except StreamGap:
-        ctx.findings.add(F.STREAM_UNCHECKED, "tar headers lay outside the kept stream")
-    return members
+def _listed(ctx: Context, members: list[_RawMember]) -> tuple[Member, ...]:
+    """The members as the answer lists them: the first :data:`MAX_LISTED`."""
+    if ctx.source.speculative:
+        return ()  # a rehearsal's answer is thrown away
+    if len(members) > MAX_LISTED:
+        ctx.findings.add(
+            F.LIST_CAPPED, f"{len(members)} tar members: the first {MAX_LISTED} are listed"
+        )
+    listed = members[:MAX_LISTED]
+    return tuple(Member(m.name, m.size, m.offset, _kind(m.typeflag)) for m in listed)
 
 
 def _member_problem(member: _RawMember) -> str | None:
@@ -466,20 +609,40 @@ def _kind(typeflag: bytes) -> str:
     )
 
 
-def _descriptor(ctx: Context, members: list[_RawMember]) -> _RawMember | None:
-    ovfs = [m for m in members if m.name.lower().endswith(".ovf") and m.typeflag in REGULAR_TYPES]
+def _descriptor(ctx: Context, walk: _Walk) -> _RawMember | None:
+    ovfs = walk.descriptors
     if not ovfs:
-        ctx.findings.add(NO_DESCRIPTOR, "no .ovf member in the archive")
+        if not ctx.findings.codes() & {
+            BAD_ARCHIVE,
+            HEADER_ONLY_LIMIT,
+            F.STREAM_UNCHECKED,
+            F.TRUNCATED,
+        }:
+            # Every member was seen: a plain tar (of a VHD, say), which qemu reads as raw.
+            members = walk.members
+            names = ", ".join(repr(m.name) for m in members[:5]) or "no members"
+            more = f" and {len(members) - 5} more" if len(members) > 5 else ""
+            raise NotThisFormat(
+                TAR_NOT_OVA,
+                f"a tar archive ({names}{more}) with no .ovf descriptor, which DSP0243 "
+                "requires as the first member: not an OVA",
+            )
+        ctx.findings.add(NO_DESCRIPTOR, "no .ovf member in the part of the archive read")
         return None
     if len(ovfs) > 1:
-        names = ", ".join(repr(m.name) for m in ovfs)
-        ctx.findings.add(SEVERAL_DESCRIPTORS, f"descriptors {names}; the first is used")
-    if members[0] is not ovfs[0]:
+        names = ", ".join(repr(m.name) for m in ovfs[:8]) + (", ..." if len(ovfs) > 8 else "")
+        ctx.findings.add(SEVERAL_DESCRIPTORS, f"{len(ovfs)} descriptors {names}; the first is used")
+    if walk.members[0] is not ovfs[0]:
         ctx.findings.add(DESCRIPTOR_NOT_FIRST, f"{ovfs[0].name!r} is not the first member")
     return ovfs[0]
 
 
 def _read_ovf(ctx: Context, member: _RawMember) -> tuple[Element | None, str | None]:
+    if not ctx.deep and member.size > HEADER_ONLY_OVF_BYTES:
+        ctx.findings.add(
+            HEADER_ONLY_LIMIT, f"{member.name!r} ({member.size} bytes) is not read header-only"
+        )
+        return None, None
     if member.size > MAX_OVF_BYTES:
         ctx.findings.add(XML_INVALID, f"descriptor of {member.size} bytes is not read")
         return None, None
@@ -510,11 +673,27 @@ class _TooManyElements(Exception):
     pass
 
 
+#: The piece of the OVF handed to expat at once.  iterparse asks for 16 KiB, and expat
+#: scans a token that spans pieces again from its start on every piece: a 4 MiB comment
+#: took seconds.  Larger pieces make that a few scans, while the element count is still
+#: checked often enough to stop a flood of elements early (65,536 ``<a/>`` per piece).
+XML_PIECE = 256 * 1024
+
+
+class _Pieces(io.BytesIO):
+    """The OVF's bytes, handed out in pieces of at least :data:`XML_PIECE`."""
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is None or size < 0:
+            return super().read()
+        return super().read(max(size, XML_PIECE))
+
+
 def _parse_xml(data: bytes) -> Element:
     """The OVF's root, parsed by defusedxml and cut off past :data:`MAX_OVF_ELEMENTS`
     (4 MiB of ``<a/>`` would otherwise be a million-element tree)."""
     events = SafeET.iterparse(
-        io.BytesIO(data), events=("start",), forbid_dtd=True, forbid_entities=True
+        _Pieces(data), events=("start",), forbid_dtd=True, forbid_entities=True
     )
     for count, _ in enumerate(events, start=1):
         if count > MAX_OVF_ELEMENTS:
@@ -598,12 +777,17 @@ def _files(
     return files
 
 
-def _manifest(ctx: Context, members: list[_RawMember], by_name: dict[str, _RawMember]) -> Manifest:
-    mf = next((m for m in members if m.name.lower().endswith(".mf")), None)
+def _manifest(ctx: Context, walk: _Walk) -> Manifest:
+    members, by_name, mf = walk.members, walk.by_name, walk.manifest
     if mf is None:
         if ctx.source.is_stream and ctx.deep:
             _hash_ahead(ctx.source, members)
         return Manifest(None, None, None, ())
+    if not ctx.deep and mf.size > HEADER_ONLY_MANIFEST_BYTES:
+        ctx.findings.add(
+            HEADER_ONLY_LIMIT, f"{mf.name!r} ({mf.size} bytes) is not read header-only"
+        )
+        return Manifest(mf.name, None, None, ())
     if mf.size > MAX_MANIFEST_BYTES:
         ctx.findings.add(MANIFEST_BAD, f"manifest of {mf.size} bytes is not read")
         return Manifest(mf.name, None, None, ())
@@ -639,9 +823,13 @@ def _hash_ahead(src: Source, members: list[_RawMember]) -> None:
     """A stream whose manifest may come last: hash members as they pass, before it is known.
 
     SHA-256 only (what ovftool and VirtualBox write); a later manifest in another algorithm
-    is reported unverified rather than paying for three digests of every byte.
+    is reported unverified rather than paying for three digests of every byte.  A rehearsal
+    starts only the digests of members it has not seen before.
     """
-    for member in members:
+    memo = src.memo("ova-hash-ahead")
+    done = memo.get("members", 0)
+    memo["members"] = len(members)
+    for member in members[done:]:
         if member.typeflag in REGULAR_TYPES and not member.name.lower().endswith(".ovf"):
             _digest(src, member, STREAM_DIGEST)
 
@@ -689,6 +877,9 @@ def _disks(
     by_name: dict[str, _RawMember],
 ) -> tuple[OvaDisk, ...]:
     disks = []
+    # Each member is introspected once, however many Disk elements name it: a thousand
+    # names for one disk must not cost a thousand walks of its tables.
+    images: dict[int, Metadata | None] = {}
     for section in _children(envelope, "DiskSection"):
         for node in _children(section, "Disk")[:MAX_OVF_ITEMS]:
             file_ref = _attr(node, "fileRef")
@@ -698,8 +889,13 @@ def _disks(
             member = by_name.get(href) if href and not _escapes(href) else None
             image = None
             if member is not None and href is not None:
-                image = _introspect_member(ctx, member, href)
+                if member.offset not in images:
+                    images[member.offset] = _introspect_member(ctx, member, href)
+                image = images[member.offset]
             disk_id = _attr(node, "diskId")
+            format_uri = _attr(node, "format")
+            if image is not None:
+                _judge_disk_format(ctx, disk_id, href, format_uri, image)
             if image is not None and capacity is not None:
                 inner = image.virtual_size
                 if inner is not None and inner != capacity:
@@ -712,7 +908,7 @@ def _disks(
                     disk_id=disk_id,
                     file=href,
                     capacity=capacity,
-                    format_uri=_attr(node, "format"),
+                    format_uri=format_uri,
                     populated_size=_int(_attr(node, "populatedSize")),
                     image=image,
                 )
@@ -720,6 +916,32 @@ def _disks(
     if len(disks) > 1:
         ctx.findings.add(MULTIPLE_DISKS, f"{len(disks)} disks")
     return tuple(disks)
+
+
+def _judge_disk_format(
+    ctx: Context, disk_id: str | None, href: str | None, uri: str | None, image: Metadata
+) -> None:
+    """The disk's bytes must be the format its ``ovf:format`` declares: a consumer that trusts
+    the declaration (VMware's importers, Glance's ``disk_format``) would misread it."""
+    declared = declared_format(uri)
+    if declared is None:
+        return
+    fmt, create_types = declared
+    actual = image.format
+    where = f"disk {disk_id!r} ({href})"
+    if actual != fmt:
+        ctx.findings.add(
+            DISK_FORMAT_MISMATCH,
+            f"{where}: ovf:format {uri!r} declares {fmt}, the bytes are {actual}",
+        )
+        return
+    actual_type = ((image.vmdk.create_type if image.vmdk else None) or "").strip().lower()
+    if create_types is not None and actual_type not in create_types:
+        ctx.findings.add(
+            DISK_FORMAT_MISMATCH,
+            f"{where}: ovf:format {uri!r} declares a {' or '.join(sorted(create_types))} "
+            f"VMDK, the descriptor says {actual_type or 'nothing'}",
+        )
 
 
 def _introspect_member(ctx: Context, member: _RawMember, href: str) -> Metadata | None:
@@ -828,6 +1050,7 @@ def _virtual_system(node: Element) -> VirtualSystem:
                     }
                 )
     name_node = _text(node, "Name")
+    vmware_ostype = _vmware_guest_id(os_section) if os_section is not None else None
     return VirtualSystem(
         name=name_node or _attr(node, "id"),
         os_id=_attr(os_section, "id") if os_section is not None else None,
@@ -838,7 +1061,36 @@ def _virtual_system(node: Element) -> VirtualSystem:
         nics=tuple(nics),
         disks=tuple(disks),
         cim_pasd=cim_pasd,
+        vmware_ostype=vmware_ostype,
     )
+
+
+def _vmware_guest_id(os_section: Element) -> str | None:
+    """The VMware guest ID the OS section gives or maps to; None rather than a foreign name."""
+    for key, value in os_section.attrib.items():
+        namespace, name = _split(key)
+        if name == "osType" and namespace == VMWARE_OVF_NS and VMWARE_GUEST_ID.match(value):
+            return value
+    for child in os_section:
+        if _local(child) == "OSType" and child.text is not None:
+            mapped = VBOX_TO_VMWARE.get(child.text.strip())
+            if mapped is not None:
+                return mapped
+    return None
+
+
+def _glance_cim_pasd(envelope: Element | None) -> dict[str, str]:
+    """Glance's rule (its OVF import task): every element of the
+    ``CIM_ProcessorAllocationSettingData`` namespace whose tag is one Glance copies, wherever
+    it is in the document; a later one replaces an earlier one of the same tag."""
+    values: dict[str, str] = {}
+    if envelope is None:
+        return values
+    for node in envelope.iter():
+        namespace, tag = _split(node.tag)
+        if namespace == CIM_PASD_NS and tag in GLANCE_CIM_PASD:
+            values[tag] = (node.text or "").strip()
+    return values
 
 
 def _cim_pasd(item: Element) -> dict[str, str]:
@@ -943,14 +1195,14 @@ def glance_properties(section: OvaSection) -> dict[str, Any]:
         props["vmware_adaptertype"] = adapter
     system = section.virtual_systems[0] if section.virtual_systems else None
     if system is not None:
-        if system.os_type:
-            props["vmware_ostype"] = system.os_type
+        if system.vmware_ostype:
+            props["vmware_ostype"] = system.vmware_ostype
         if system.nics:
             model = GLANCE_NIC_MODELS.get((system.nics[0]["subtype"] or "").lower())
             if model is not None:
                 props["hw_vif_model"] = model
-        for tag, value in system.cim_pasd.items():
-            props[f"cim_pasd_{tag}"] = value
+    for tag, value in section.cim_pasd.items():
+        props[f"cim_pasd_{tag}"] = value
     return props
 
 
@@ -963,8 +1215,9 @@ def _ovf_adapter(disk: OvaDisk | None) -> str | None:
 
 
 def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
-    # qemu-img knows no OVA: it reads the tar as a raw disk of the archive's length.
-    return {"format": "raw"}
+    # qemu-img knows no OVA: it reads the tar as a raw disk of the archive's length (not the
+    # first disk's size).
+    return raw.qemu_info(md, filename)
 
 
 FORMAT = FormatSpec(NAME, probe, parse, qemu_info)

@@ -21,7 +21,7 @@ from .. import scan
 from ..errors import InvalidImage
 from ..source import MAX_READ, Source, StreamGap
 from ..structs import EntryTable, Record, cstring, parse_struct
-from .base import Context, FormatSpec, Parsed, Probe, Section
+from .base import MAX_LISTED, Context, FormatSpec, Parsed, Probe, Section
 from .blocktables import CLAIM_MAP_LIMIT, merge_runs
 
 if TYPE_CHECKING:
@@ -155,6 +155,7 @@ BITMAP_FLAGS = {0: "in-use", 1: "auto", 2: "extra-data-compatible"}
 MIN_CLUSTER_BITS = 9
 MAX_CLUSTER_BITS = 21
 MIN_EXTENDED_L2_CLUSTER_BITS = 14
+INT_MAX = (1 << 31) - 1  # qemu keeps the L1 index of the end of the disk in an int
 MAX_L1_BYTES = 32 * 1024 * 1024
 MAX_REFTABLE_BYTES = 8 * 1024 * 1024
 MAX_SNAPSHOTS = 65536
@@ -416,6 +417,7 @@ def parse(ctx: Context) -> Parsed:
     exts = _read_extensions(ctx, hdr, v3.header_length, cluster_size)
     backing_file = _read_backing_file(ctx, hdr, cluster_size)
     compression_type = _compression_type(ctx, hdr.version, v3, head)
+    snapshots = _read_snapshots(ctx, hdr, cluster_size)
     section = Qcow2Section(
         version=hdr.version,
         cluster_size=cluster_size,
@@ -430,7 +432,7 @@ def parse(ctx: Context) -> Parsed:
         refcount_bits=1 << v3.refcount_order if v3.refcount_order < 64 else 0,
         dirty=bool(v3.incompatible_features & 1),
         corrupt=bool(v3.incompatible_features & 2),
-        snapshots=_read_snapshots(ctx, hdr, cluster_size),
+        snapshots=snapshots.listed,
         bitmaps=_read_bitmaps(ctx, exts, cluster_size, v3.autoclear_features),
         incompatible_features=_feature_names(v3.incompatible_features, INCOMPATIBLE_FEATURES),
         compatible_features=_feature_names(v3.compatible_features, COMPATIBLE_FEATURES),
@@ -453,9 +455,11 @@ def parse(ctx: Context) -> Parsed:
         },
     )
     _judge(ctx, section, exts)
+    if snapshots.count:
+        ctx.findings.add(SNAPSHOTS_PRESENT, f"{snapshots.count} internal snapshot(s)")
     allocated_size = None
     if ctx.deep and _walkable(hdr, v3, extended_l2):
-        allocation = _walk_tables(ctx, hdr, section)
+        allocation = _walk_tables(ctx, hdr, section, snapshots.l1_tables)
         if allocation is not None:
             section = dataclasses.replace(section, allocation=allocation)
             used = allocation.allocated_clusters + allocation.compressed_clusters
@@ -479,6 +483,7 @@ def _v3_fields(ctx: Context, hdr: Header, head: bytes) -> _V3Fields | None:
         return _V3Fields(0, 0, 0, 4, V2_HEADER_LENGTH)
     if hdr.version != 3:
         ctx.findings.add(BAD_VERSION, f"qcow2 version {hdr.version}")
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"Unsupported qcow2 version {hdr.version}")
         return None
     if len(head) < V3_MIN_HEADER_LENGTH:
         ctx.findings.add(F.TRUNCATED, f"qcow2 v3 header cut short: {len(head)} of 104 bytes")
@@ -509,12 +514,13 @@ def _check_geometry(ctx: Context, hdr: Header, v3: _V3Fields, extended_l2: bool)
         bad.append(f"refcount_order {v3.refcount_order} > 6")
     if hdr.size > MAX_SIZE:
         bad.append(f"virtual size {hdr.size} exceeds 2^63 - 1")
+    refusal = _qemu_refusal(hdr, extended_l2)
     if bad:  # the numbers below are meaningless without a sane cluster size
         ctx.findings.add(BAD_GEOMETRY, "; ".join(bad))
+        _refuse(ctx, refusal, bad)
         return
+    needed_l1 = _l1_entries_needed(hdr.size, bits, extended_l2)
     cluster_size = 1 << bits
-    l2_entries = cluster_size // (16 if extended_l2 else 8)
-    needed_l1 = -(-hdr.size // (cluster_size * l2_entries))
     if hdr.l1_size < needed_l1:
         bad.append(f"l1_size {hdr.l1_size} cannot map {hdr.size} bytes (needs {needed_l1})")
     if hdr.l1_size * 8 > MAX_L1_BYTES:
@@ -527,12 +533,14 @@ def _check_geometry(ctx: Context, hdr: Header, v3: _V3Fields, extended_l2: bool)
         value = getattr(hdr, name)
         if value % cluster_size:
             bad.append(f"{name} {value:#x} not aligned to the {cluster_size}-byte cluster")
+    refused = list(bad)  # qemu refuses all of the above; it accepts the overlaps below
     if hdr.l1_size and hdr.l1_table_offset < cluster_size:
         bad.append(f"L1 table at {hdr.l1_table_offset:#x} overlaps the header cluster")
     if hdr.refcount_table_offset < cluster_size:
         bad.append(f"refcount table at {hdr.refcount_table_offset:#x} overlaps the header cluster")
     if bad:
         ctx.findings.add(BAD_GEOMETRY, "; ".join(bad))
+    _refuse(ctx, refusal, refused)
     _check_in_file(ctx, "L1 table", hdr.l1_table_offset, hdr.l1_size * 8)
     _check_in_file(
         ctx,
@@ -540,6 +548,40 @@ def _check_geometry(ctx: Context, hdr: Header, v3: _V3Fields, extended_l2: bool)
         hdr.refcount_table_offset,
         hdr.refcount_table_clusters * cluster_size,
     )
+
+
+def _refuse(ctx: Context, refusal: str | None, problems: list[str]) -> None:
+    """``qemu-cannot-open``: qemu's own words where we have them, else the problems."""
+    if refusal is None and problems:
+        refusal = "qemu refuses the qcow2 header: " + "; ".join(problems)
+    if refusal is not None:
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, refusal)
+
+
+def _l1_entries_needed(size: int, cluster_bits: int, extended_l2: bool) -> int:
+    """L1 entries that map ``size`` bytes (qemu's ``size_to_l1``)."""
+    cluster_size = 1 << cluster_bits
+    l2_entries = cluster_size // (16 if extended_l2 else 8)
+    return -(-size // (cluster_size * l2_entries))
+
+
+def _qemu_refusal(hdr: Any, extended_l2: bool) -> str | None:
+    """qemu's reason to refuse the image for its cluster size, L1 size or virtual size (the
+    first it checks, worded as qemu words it), or None."""
+    bits = hdr.cluster_bits
+    if not MIN_CLUSTER_BITS <= bits <= MAX_CLUSTER_BITS:
+        return f"Unsupported cluster size: 2^{bits}"
+    if hdr.l1_size * 8 > MAX_L1_BYTES:
+        return f"Active L1 table too large ({hdr.l1_size} entries)"
+    needed = _l1_entries_needed(hdr.size, bits, extended_l2)
+    if needed > INT_MAX:
+        return (
+            f"Image is too big (a virtual size of {hdr.size} bytes needs {needed} L1 entries; "
+            f"qemu takes at most {INT_MAX})"
+        )
+    if hdr.l1_size < needed:
+        return f"L1 table is too small ({hdr.l1_size} entries, {needed} needed)"
+    return None
 
 
 def _check_in_file(ctx: Context, what: str, offset: int, length: int) -> None:
@@ -673,29 +715,45 @@ def _compression_type(ctx: Context, version: int, v3: _V3Fields, head: bytes) ->
     name = COMPRESSION_TYPES.get(code)
     if name is None:
         ctx.findings.add(BAD_GEOMETRY, f"unknown compression type {code}")
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"qcow2: unknown compression type: {code}")
         return f"type-{code}"
     if (code != 0) != has_bit:
-        ctx.findings.add(
-            BAD_GEOMETRY,
-            f"compression type {name} disagrees with the compression-type feature bit",
-        )
+        problem = f"compression type {name} disagrees with the compression-type feature bit"
+        ctx.findings.add(BAD_GEOMETRY, problem)
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"qcow2: {problem}")
     return name
 
 
-def _read_snapshots(ctx: Context, hdr: Header, cluster_size: int) -> tuple[Snapshot, ...]:
+@dataclass(frozen=True)
+class _Snapshots:
+    """The snapshot table as read: the first :data:`MAX_LISTED` snapshots (what the answer
+    holds), how many entries were read, and every distinct L1 table they name (for the
+    double-use map; qemu's maximum of 65,536 snapshots would be 80 MiB as objects)."""
+
+    listed: tuple[Snapshot, ...] = ()
+    count: int = 0
+    l1_tables: frozenset[tuple[int, int]] = frozenset()
+
+
+def _read_snapshots(ctx: Context, hdr: Header, cluster_size: int) -> _Snapshots:
     count = hdr.nb_snapshots
     if count == 0:
-        return ()
+        return _Snapshots()
     if count > MAX_SNAPSHOTS:
         ctx.findings.add(BAD_SNAPSHOTS, f"{count} snapshots (qemu allows {MAX_SNAPSHOTS})")
-        return ()
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"Too many snapshots ({count})")
+        return _Snapshots()
     if not cluster_size or hdr.snapshots_offset < cluster_size:
         ctx.findings.add(BAD_SNAPSHOTS, f"snapshot table at {hdr.snapshots_offset:#x}")
-        return ()
+        return _Snapshots()
     limit = SNAPSHOT_TABLE_LIMIT[ctx.deep]
     over_limit = BAD_SNAPSHOTS if ctx.deep else TABLE_NOT_READ
     reader = _WindowReader(ctx, hdr.snapshots_offset, limit, over_limit)
+    # A rehearsal on a stream only has to learn which bytes to keep: no objects for it.
+    listing = MAX_LISTED if not ctx.source.speculative else 0
     snapshots: list[Snapshot] = []
+    l1_tables: set[tuple[int, int]] = set()
+    read = 0
     try:
         for _ in range(count):
             fixed = reader.take(SNAPSHOT_ENTRY_SIZE)
@@ -703,15 +761,24 @@ def _read_snapshots(ctx: Context, hdr: Header, cluster_size: int) -> tuple[Snaps
             if entry.extra_size > MAX_SNAPSHOT_EXTRA:
                 raise _TableEnds(f"extra data of {entry.extra_size} bytes", BAD_SNAPSHOTS)
             extra = reader.take(entry.extra_size)
-            ident = reader.take(entry.id_len).decode("utf-8", errors="replace")
-            name = reader.take(entry.name_len).decode("utf-8", errors="replace")
+            ident = reader.take(entry.id_len)
+            name = reader.take(entry.name_len)
             reader.align(8)
-            snapshots.append(_snapshot(entry, extra, ident, name))
+            l1_tables.add((entry.l1_table_offset, entry.l1_size))
+            if len(snapshots) < listing:
+                snapshots.append(_snapshot(entry, extra, _utf8(ident), _utf8(name)))
+            read += 1
     except _TableEnds as end:
         ctx.findings.add(end.code, f"snapshot table: {end}")
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "the snapshot table lay outside the kept stream")
-    return tuple(snapshots)
+    if read > len(snapshots) and listing:
+        ctx.findings.add(F.LIST_CAPPED, f"{read} snapshots: the first {len(snapshots)} are listed")
+    return _Snapshots(tuple(snapshots), read, frozenset(l1_tables))
+
+
+def _utf8(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
 def _snapshot(entry: Any, extra: bytes, ident: str, name: str) -> Snapshot:
@@ -759,6 +826,7 @@ def _read_bitmaps(
         return ()
     reader = _WindowReader(ctx, ext.directory_offset, ext.directory_size, BAD_BITMAPS)
     bitmaps: list[Bitmap] = []
+    read = 0
     try:
         for _ in range(ext.nb_bitmaps):
             fixed = reader.take(BITMAP_DIRECTORY_ENTRY_SIZE)
@@ -766,6 +834,9 @@ def _read_bitmaps(
             reader.take(entry.extra_data_size)
             name = reader.take(entry.name_size).decode("utf-8", errors="replace")
             reader.align(8)
+            read += 1
+            if len(bitmaps) == MAX_LISTED:
+                continue
             bitmaps.append(
                 Bitmap(
                     name=name,
@@ -779,6 +850,8 @@ def _read_bitmaps(
         ctx.findings.add(BAD_BITMAPS, f"bitmap directory: {end}")
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "the bitmap directory lay outside the kept stream")
+    if read > len(bitmaps):
+        ctx.findings.add(F.LIST_CAPPED, f"{read} bitmaps: the first {len(bitmaps)} are listed")
     return tuple(bitmaps)
 
 
@@ -805,6 +878,10 @@ class _WindowReader:
         self._over_limit_code = over_limit_code
         self._window = b""
         self._window_at = offset
+        # On a stream each new window is a range to keep and one more rehearsal of the
+        # parse: windows double, so a table costs a few rehearsals, not one per 64 KiB.
+        self._window_size = TABLE_WINDOW
+        self._grows = ctx.source.is_stream
 
     def take(self, length: int) -> bytes:
         if self._pos + length - self._start > self._limit:
@@ -814,8 +891,12 @@ class _WindowReader:
         start = self._pos - self._window_at
         if start + length > len(self._window):
             budget = self._limit - (self._pos - self._start)
-            size = min(max(length, TABLE_WINDOW), budget, MAX_READ)
+            size = min(max(length, self._window_size), budget, MAX_READ)
             self._window, self._window_at, start = self._src.read_at(self._pos, size), self._pos, 0
+            if self._src.pending(self._pos, len(self._window)):
+                raise StreamGap(self._pos, size)  # a rehearsal: the rest has not arrived
+            if self._grows:
+                self._window_size *= 2
         data = self._window[start : start + length]
         if len(data) < length:
             raise _TableEnds(f"ends past the end of the file at {self._pos:#x}", F.TRUNCATED)
@@ -852,6 +933,7 @@ def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
     if unknown:
         labels = [_label(exts, 0, int(f[4:])) for f in unknown]
         add(UNKNOWN_INCOMPATIBLE, "unknown incompatible features: " + ", ".join(labels))
+        add(F.QEMU_CANNOT_OPEN, "Unsupported qcow2 feature(s): " + ", ".join(labels))
     if section.corrupt:
         add(CORRUPT, "the corrupt bit is set")
     if section.dirty:
@@ -862,10 +944,9 @@ def _judge(ctx: Context, section: Qcow2Section, exts: _Extensions) -> None:
             add(LEGACY_AES, "legacy AES-CBC encryption")
         elif section.encryption != "luks":
             add(BAD_GEOMETRY, f"unknown encryption {section.encryption}")
+            add(F.QEMU_CANNOT_OPEN, f"Unsupported encryption method {section.encryption}")
     if section.encryption == "luks" and section.encryption_header is None:
         add(BAD_EXTENSION, "LUKS encryption without a LUKS header extension")
-    if section.snapshots:
-        add(SNAPSHOTS_PRESENT, f"{len(section.snapshots)} internal snapshot(s)")
 
 
 def _label(exts: _Extensions, kind: int, bit: int) -> str:
@@ -904,14 +985,19 @@ def _walkable(hdr: Header, v3: _V3Fields, extended_l2: bool) -> bool:
     )
 
 
-def _walk_tables(ctx: Context, hdr: Header, section: Qcow2Section) -> Allocation | None:
+def _walk_tables(
+    ctx: Context, hdr: Header, section: Qcow2Section, snapshot_l1s: frozenset[tuple[int, int]]
+) -> Allocation | None:
     """Check every refcount table, L1 and L2 entry; count what the active tables map."""
     src = ctx.source
+    rehearsal = src.memo(("qcow2-tables", hdr.l1_table_offset))
+    if rehearsal:
+        return None  # an earlier rehearsal started the L2 walk: nothing more to keep
     bits = hdr.cluster_bits
     cluster = 1 << bits
     claimed = _claim_map(ctx, src.size, cluster)
     if claimed is not None:
-        _claim_metadata(claimed, hdr, section, cluster)
+        _claim_metadata(claimed, hdr, section, cluster, snapshot_l1s)
     try:
         refcounts = _scan_pointer_table(
             ctx, "refcount table", hdr.refcount_table_offset,
@@ -923,7 +1009,9 @@ def _walk_tables(ctx: Context, hdr: Header, section: Qcow2Section) -> Allocation
     except StreamGap as gap:
         ctx.findings.add(F.STREAM_UNCHECKED, f"qcow2 tables at {gap.offset:#x} went by unkept")
         return None
-    if refcounts is None or l1 is None:
+    # A rehearsal starts the L2 walk once the L1 table has arrived, whether or not the
+    # refcount table has (it may lie after the L2 tables, which would then go by).
+    if l1 is None or (refcounts is None and not src.speculative):
         return None
     tables = sorted(set(l1.offsets))
     make_walker = functools.partial(_L2Walker, section, bits, src.size, claimed, src.is_stream)
@@ -934,7 +1022,8 @@ def _walk_tables(ctx: Context, hdr: Header, section: Qcow2Section) -> Allocation
     except StreamGap:
         ctx.findings.add(F.STREAM_UNCHECKED, "L2 tables went by before the L1 table named them")
         return None
-    if src.speculative:
+    if src.speculative or refcounts is None:
+        rehearsal["walk started"] = True  # (the final parse's memo is its own, unused)
         return None  # a stream still arriving: the walker is judged once, at the end
     walker.report(ctx, src.size, claimed)
     return Allocation(
@@ -958,7 +1047,13 @@ def _claim_map(ctx: Context, file_size: int, cluster: int) -> bytearray | None:
     return scan.claim_map(file_size, cluster)
 
 
-def _claim_metadata(claimed: bytearray, hdr: Header, section: Qcow2Section, cluster: int) -> None:
+def _claim_metadata(
+    claimed: bytearray,
+    hdr: Header,
+    section: Qcow2Section,
+    cluster: int,
+    snapshot_l1s: frozenset[tuple[int, int]],
+) -> None:
     """Mark the clusters the header's own structures occupy, before any table is scanned."""
     scan.mark_claimed(claimed, 0, cluster, cluster)
     scan.mark_claimed(claimed, hdr.l1_table_offset, hdr.l1_size * 8, cluster)
@@ -968,10 +1063,10 @@ def _claim_metadata(claimed: bytearray, hdr: Header, section: Qcow2Section, clus
     if section.encryption_header is not None:
         header = section.encryption_header
         scan.mark_claimed(claimed, header["offset"], header["length"], cluster)
-    if section.snapshots:
+    if snapshot_l1s:
         scan.mark_claimed(claimed, hdr.snapshots_offset, cluster, cluster)
-    for snapshot in section.snapshots:  # their L2 tables and data may be shared: not marked
-        scan.mark_claimed(claimed, snapshot.l1_table_offset, snapshot.l1_size * 8, cluster)
+    for l1_offset, l1_size in snapshot_l1s:  # their L2 tables and data may be shared: not marked
+        scan.mark_claimed(claimed, l1_offset, l1_size * 8, cluster)
 
 
 class _PointerScan(Protocol):
@@ -998,6 +1093,9 @@ def _scan_pointer_table(
     """Read a table of cluster pointers (L1 or refcount table) and check every entry."""
     if offset + length > ctx.source.size:
         return None  # already reported as truncated by the geometry check
+    if ctx.source.pending(offset, length):
+        ctx.source.prefetch([(offset, length)])
+        return None  # a rehearsal: scanned once it has arrived, not once per run before
     # At most 32 MiB (qemu's L1 limit), read in windows below the per-read limit.
     table = b"".join(
         ctx.source.read_at(start, min(MAX_READ, offset + length - start))

@@ -184,6 +184,11 @@ def _check_header(ctx: Context, hdr: Header) -> None:
         bad += _size_and_offset_problems(ctx, hdr)
     if bad:
         ctx.findings.add(BAD_HEADER, "; ".join(bad))
+    # qemu refuses all of these but a header size of 0 (it reads the L1 table regardless).
+    accepted = {f"header size {hdr.header_size} clusters"} if hdr.header_size == 0 else set()
+    refused = [problem for problem in bad if problem not in accepted]
+    if refused:
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, "qemu refuses the QED header: " + "; ".join(refused))
 
 
 def _size_and_offset_problems(ctx: Context, hdr: Header) -> list[str]:
@@ -205,10 +210,12 @@ def _size_and_offset_problems(ctx: Context, hdr: Header) -> list[str]:
     elif first % cluster or first < header_bytes or last < first:
         bad.append(f"L1 table offset {first:#x} (cluster-aligned, after the header)")
     elif last >= file_end:
+        where = f"QED L1 table at {first:#x} ({hdr.table_size} clusters)"
         ctx.findings.add(
-            F.TRUNCATED,
-            f"QED L1 table at {first:#x} ({hdr.table_size} clusters) lies past the end of "
-            f"the image ({ctx.source.size} bytes)",
+            F.TRUNCATED, f"{where} lies past the end of the image ({ctx.source.size} bytes)"
+        )
+        ctx.findings.add(
+            F.QEMU_CANNOT_OPEN, f"QED table offset is invalid: {where} ends past the file"
         )
     if hdr.features & FEATURE_BACKING_FILE:
         name_end = hdr.backing_filename_offset + hdr.backing_filename_size

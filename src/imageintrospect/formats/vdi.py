@@ -215,11 +215,15 @@ def parse(ctx: Context) -> Parsed:
     if pre.version != VERSION_1_1:
         ctx.findings.add(BAD_VERSION, f"VDI header version {version}")
         if pre.version >> 16 != 1:  # another header layout altogether
+            ctx.findings.add(F.QEMU_CANNOT_OPEN, f"unsupported VDI image (version {version})")
             return Parsed(virtual_size=None, section=None)
     hdr = parse_struct(
         HEADER_V1, head[PREHEADER_SIZE:].ljust(LCHS_HEADER_SIZE, b"\0"), "VDI header"
     )
     section = _section(pre, hdr, version)
+    refusal = _qemu_refusal(pre.version, hdr)
+    if refusal is not None:
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, refusal)
     _check_header(ctx, section)
     _check_in_file(ctx, section)
     _judge_parent(ctx, section)
@@ -229,6 +233,42 @@ def parse(ctx: Context) -> Parsed:
         allocated_size, summary = _allocated_size(ctx, block_map_layout(section), virtual_size)
         section = dataclasses.replace(section, allocation=summary)
     return Parsed(virtual_size=virtual_size, section=section, allocated_size=allocated_size)
+
+
+def _qemu_refusal(version: int, hdr: Any) -> str | None:
+    """qemu's ``vdi_open`` checks, in its order and words: the first it fails, or None."""
+    if hdr.disk_size > MAX_DISK_SIZE:
+        return (
+            f"Unsupported VDI image size (size is {hdr.disk_size:#x}, max supported is "
+            f"{MAX_DISK_SIZE:#x})"
+        )
+    checks = (
+        (version != VERSION_1_1, f"version {version >> 16}.{version & 0xFFFF}"),
+        (
+            hdr.block_map_offset % SECTOR_SIZE,
+            f"unaligned block map offset {hdr.block_map_offset:#x}",
+        ),
+        (hdr.data_offset % SECTOR_SIZE, f"unaligned data offset {hdr.data_offset:#x}"),
+        (
+            hdr.legacy_geometry.sector_size != SECTOR_SIZE,
+            f"sector size {hdr.legacy_geometry.sector_size} is not {SECTOR_SIZE}",
+        ),
+        (
+            hdr.block_size != QEMU_BLOCK_SIZE,
+            f"block size {hdr.block_size} is not {QEMU_BLOCK_SIZE}",
+        ),
+        (
+            hdr.disk_size > hdr.blocks * hdr.block_size,
+            f"disk size {hdr.disk_size}, image bitmap has room for {hdr.blocks * hdr.block_size}",
+        ),
+        (any(hdr.parent_uuid), "non-NULL link UUID"),
+        (any(hdr.parent_modify_uuid), "non-NULL parent UUID"),
+        (hdr.blocks > MAX_BLOCKS, f"too many blocks {hdr.blocks}, max is {MAX_BLOCKS}"),
+    )
+    for failed, reason in checks:
+        if failed:
+            return f"unsupported VDI image ({reason})"
+    return None
 
 
 def _section(pre: Any, hdr: Any, version: str) -> VdiSection:

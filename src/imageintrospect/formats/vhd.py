@@ -366,6 +366,9 @@ def parse(ctx: Context) -> Parsed:
     _judge_sizes(ctx, footer, virtual_size, dynamic)
     section = _section(footer, head, tail, size_source, dynamic)
     _judge_parent(ctx, section)
+    refusal = _qemu_refusal(ctx, footer, virtual_size, dynamic)
+    if refusal is not None:
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, refusal)
     allocated_size = None
     if ctx.deep:
         layout = _bat_layout(ctx, footer, tail, dynamic, virtual_size)
@@ -471,6 +474,34 @@ def _judge_footers(
                 F.TRUNCATED,
                 f"{kind} disk without its footer in the last 512 bytes: the file was cut short",
             )
+
+
+def _qemu_refusal(
+    ctx: Context, footer: _Footer, virtual_size: int, dynamic: _Dynamic | None
+) -> str | None:
+    """Why qemu's ``vpc_open`` refuses the image (the first reason it meets), or None."""
+    fields = footer.fields
+    if footer.offset != 0 and fields.disk_type != FIXED:
+        return "invalid VPC image: only a fixed disk may lack the footer copy at offset 0"
+    if not footer.checksum_valid:
+        return "Incorrect header checksum"
+    if virtual_size > MAX_SECTORS * SECTOR:
+        return f"Image too large: {virtual_size} bytes"
+    if footer.offset != 0:
+        return None  # read as a fixed disk: no more structure to refuse
+    # A footer at offset 0 makes qemu read the dynamic header, whatever the disk type says.
+    if dynamic is None:
+        return "no dynamic (cxsparse) header qemu can read where the footer points"
+    header = dynamic.fields
+    if header.block_size < SECTOR or header.block_size & (header.block_size - 1):
+        return f"Invalid block size {header.block_size}"
+    if header.max_table_entries > MAX_TABLE_ENTRIES:
+        return f"Too many blocks ({header.max_table_entries})"
+    if header.max_table_entries * header.block_size < max(fields.current_size, virtual_size):
+        return "Page table too small"
+    if header.table_offset + header.max_table_entries * 4 > ctx.source.size:
+        return "BAT truncated: it ends past the end of the file"
+    return None
 
 
 def _differing_fields(head: _Footer, tail: _Footer) -> list[str]:

@@ -32,9 +32,10 @@ from ..errors import InvalidImage
 from ..scan import crc32c  # C when built, else the shared pure-Python one
 from ..source import StreamGap
 from ..structs import EntryTable, parse_struct
-from . import blocktables
-from .base import Context, FormatSpec, Parsed, Probe, Section
+from . import blocktables, vhdx_log
+from .base import Context, FormatSpec, Parsed, Probe, QemuRefuses, Section
 from .blocktables import TableSummary
+from .vhdx_log import Replay, ReplayedSource
 
 NAME = "vhdx"
 SIGNATURE = b"vhdxfile"
@@ -61,6 +62,7 @@ ALIGNMENT = 1 * MiB
 MIN_BLOCK_SIZE = 1 * MiB
 MAX_BLOCK_SIZE = 256 * MiB
 SECTOR_SIZES = (512, 4096)
+QEMU_LOGICAL_SECTOR = 512  # the only logical sector size qemu 7.2 opens
 MAX_VIRTUAL_SIZE = 64 * TiB
 BAT_ENTRY_SIZE = 8
 # chunk_ratio = 2^23 * logical_sector_size / block_size: one sector-bitmap block covers
@@ -202,7 +204,23 @@ LOG_PENDING = F.define(
     "vhdx-log-pending",
     "warning",
     "vhdx",
-    "The header's log GUID is set: the log may hold writes not yet replayed into the file.",
+    "The header's log GUID is set but the log holds no sequence of entries to replay "
+    "(qemu opens such an image).",
+)
+LOG_REPLAYED = F.define(
+    "vhdx-log-replayed",
+    "warning",
+    "vhdx",
+    "The log held writes not yet applied: they were replayed in memory and the image is "
+    "described as it reads after replay (qemu-img refuses to open it read-only).",
+)
+LOG_UNREPLAYABLE = F.define(
+    "vhdx-log-unreplayable",
+    "unsafe",
+    "vhdx",
+    "The log may hold writes not yet applied, and they could not be replayed: entries that "
+    "break the specification, a log over 16 MiB, a truncated file, header-only mode or a "
+    "stream that let the log go by. What the file says before replay cannot be trusted.",
 )
 HEADER_INVALID = F.define(
     "vhdx-header-invalid",
@@ -437,6 +455,9 @@ class VhdxSection(Section):
     bat: BatLayout | None
     #: What the deep walk of the BAT counted (None without ``deep`` or without a usable BAT).
     allocation: VhdxAllocation | None = None
+    #: The log sequence replayed before the rest was read (None when there was nothing to
+    #: replay): ``entries``, ``first_sequence``, ``last_sequence``, ``writes``.
+    log_replay: dict[str, int] | None = None
 
 
 # --- probe ---------------------------------------------------------------------------------
@@ -455,6 +476,12 @@ class _Problems:
     def __init__(self) -> None:
         self._shown: dict[str, list[str]] = {}
         self._more: dict[str, int] = {}
+        self._refusals: list[str] = []
+
+    def refuse(self, code: str, message: str) -> None:
+        """A problem that qemu's VHDX driver refuses to open the image for, too."""
+        self.add(code, message)
+        self._refusals.append(message)
 
     def add(self, code: str, message: str) -> None:
         shown = self._shown.setdefault(code, [])
@@ -469,6 +496,9 @@ class _Problems:
         for code, shown in self._shown.items():
             more = self._more.get(code, 0)
             ctx.findings.add(code, "; ".join(shown) + (f"; and {more} more" if more else ""))
+        if self._refusals:
+            shown = self._refusals[:MESSAGES_PER_FINDING]
+            ctx.findings.add(F.QEMU_CANNOT_OPEN, "qemu refuses the VHDX: " + "; ".join(shown))
 
 
 @dataclass
@@ -488,11 +518,21 @@ class _Metadata:
 
 
 def parse(ctx: Context) -> Parsed:
+    return _parse(ctx, replayed=None)
+
+
+def _parse(ctx: Context, replayed: dict[str, int] | None) -> Parsed:
+    """Parse the image; ``replayed`` says the source is already the log-replayed view."""
     problems = _Problems()
     creator = _read_creator(ctx)
     header, active_header, header_copies = _read_headers(ctx, problems)
-    if header is not None:
-        _check_log(ctx, problems, header)
+    if header is not None and replayed is None:
+        replay = _check_log(ctx, problems, header)
+        if replay is not None:
+            # Judge the disk as it reads after the log is applied, never the stale file.
+            view = ReplayedSource(ctx.source, replay)
+            inner = Context(source=view, findings=ctx.findings, deep=ctx.deep)
+            return _parse(inner, replay_summary(replay))
     regions, active_table, table_copies = _read_region_table(ctx, problems)
     bat_region, metadata_region = (
         _check_regions(ctx, problems, regions, header) if active_table else (None, None)
@@ -527,6 +567,7 @@ def parse(ctx: Context) -> Parsed:
         metadata_items=meta.items,
         chunk_ratio=_chunk_ratio(meta),
         bat=bat,
+        log_replay=replayed,
     )
     allocated_size = None
     if ctx.deep and bat is not None:
@@ -601,7 +642,7 @@ def _read_headers(
         copies.append(HeaderCopy(offset, problem is None, problem, sequence))
     first, second = parsed
     if first is None and second is None:
-        problems.add(
+        problems.refuse(
             NO_VALID_HEADER,
             f"header 1: {copies[0].problem}; header 2: {copies[1].problem}",
         )
@@ -617,7 +658,7 @@ def _read_headers(
     if first.sequence_number == second.sequence_number:
         # Identical twins are accepted (qemu notes Disk2VHD writes them); differing ones are not.
         if raws[0] != raws[1]:
-            problems.add(
+            problems.refuse(
                 HEADER_CONFLICT,
                 f"both headers have sequence number {first.sequence_number} but differ",
             )
@@ -647,28 +688,81 @@ def _checksum(block: bytes) -> int:
     return crc32c(block[:CHECKSUM_OFFSET] + b"\0\0\0\0" + block[CHECKSUM_OFFSET + 4 :])
 
 
-def _check_log(ctx: Context, problems: _Problems, header: Any) -> None:
+def _check_log(ctx: Context, problems: _Problems, header: Any) -> Replay | None:
+    """Check the log fields; search a log with a GUID for entries to replay (the sequence
+    to replay, when there is one)."""
     log_guid = _guid(header.log_guid)
+    sane = True
     if header.log_version != 0:
-        problems.add(BAD_LOG, f"log version {header.log_version}, not 0")
+        problems.refuse(BAD_LOG, f"log version {header.log_version}, not 0")
+        sane = False
     offset, length = header.log_offset, header.log_length
     if offset < HEADER_SECTION_SIZE or offset % ALIGNMENT:
-        problems.add(BAD_LOG, f"log offset {offset:#x} is not a 1 MiB multiple past the headers")
+        problems.refuse(BAD_LOG, f"log offset {offset:#x} is not a 1 MiB multiple past the headers")
+        sane = False
     if length % ALIGNMENT:
         problems.add(BAD_LOG, f"log length {length:#x} is not a multiple of 1 MiB")
-    if log_guid != ZERO_GUID:
-        if length == 0:
-            problems.add(BAD_LOG, f"log GUID {log_guid} is set but the log is empty")
-        problems.add(
-            LOG_PENDING,
-            f"log GUID {log_guid}: the {length}-byte log at {offset:#x} may hold unreplayed writes",
-        )
+        sane = False
     if length and offset + length > ctx.source.size:
         problems.add(
             F.TRUNCATED,
             f"the log at {offset:#x} ({length} bytes) ends past the image's "
             f"{ctx.source.size} bytes",
         )
+    if log_guid == ZERO_GUID:
+        return None
+    if length == 0:
+        problems.add(BAD_LOG, f"log GUID {log_guid} is set but the log is empty")
+        return None
+    where = f"log GUID {log_guid}, {length}-byte log at {offset:#x}"
+    if not sane:
+        problems.add(LOG_UNREPLAYABLE, f"{where}: its fields are impossible (see vhdx-bad-log)")
+        return None
+    return _search_log(ctx, problems, header, where)
+
+
+def _search_log(ctx: Context, problems: _Problems, header: Any, where: str) -> Replay | None:
+    offset, length = header.log_offset, header.log_length
+    if not ctx.deep:
+        problems.add(LOG_UNREPLAYABLE, f"{where}: header-only introspection does not read it")
+        return None
+    if length > vhdx_log.MAX_LOG:
+        problems.add(
+            LOG_UNREPLAYABLE, f"{where}: larger than the {vhdx_log.MAX_LOG} bytes replayed"
+        )
+        return None
+    ctx.source.prefetch([(offset, length)])
+    try:
+        log = ctx.source.read_at(offset, length)
+        replay = vhdx_log.find_active(log, bytes(header.log_guid), ctx.source.size)
+    except StreamGap:
+        problems.add(F.STREAM_UNCHECKED, f"{where}: went by before it could be kept")
+        problems.add(LOG_UNREPLAYABLE, f"{where}: not kept from the stream")
+        return None
+    except vhdx_log.Unreplayable as exc:
+        problems.add(LOG_UNREPLAYABLE, f"{where}: {exc}")
+        return None
+    if replay is None:
+        problems.add(LOG_PENDING, f"{where}: no sequence of entries to replay")
+        return None
+    summary = replay_summary(replay)
+    # The other problems are found again in the replayed view (the log may have fixed them).
+    ctx.findings.add(
+        LOG_REPLAYED,
+        f"{where}: {summary['entries']} entries (sequence {summary['first_sequence']} to "
+        f"{summary['last_sequence']}, {summary['writes']} writes) were replayed in memory; "
+        "the image is described as it reads after replay",
+    )
+    return replay
+
+
+def replay_summary(replay: Replay) -> dict[str, int]:
+    return {
+        "entries": len(replay.entries),
+        "first_sequence": replay.entries[0].sequence,
+        "last_sequence": replay.entries[-1].sequence,
+        "writes": len(replay.writes),
+    }
 
 
 # --- region table --------------------------------------------------------------------------
@@ -691,14 +785,15 @@ def _read_region_table(
         copies.append(TableCopy(offset, problem is None, problem))
     valid = [index for index, copy in enumerate(copies) if copy.valid]
     if not valid:
-        problems.add(
+        problems.refuse(
             NO_VALID_REGION_TABLE,
             f"region table 1: {copies[0].problem}; region table 2: {copies[1].problem}",
         )
         return (), None, tuple(copies)
     chosen = valid[0]
     if chosen == 1:
-        problems.add(
+        # qemu reads only the first copy: the specification's spare is no help to it.
+        problems.refuse(
             REGION_TABLE_INVALID,
             f"region table 1 at {REGION_TABLE_OFFSETS[0]:#x}: {copies[0].problem}; "
             "region table 2 is used",
@@ -728,7 +823,7 @@ def _region_entries(problems: _Problems, raw: bytes) -> tuple[RegionEntry, ...]:
     )
     count = table.entry_count
     if count > MAX_TABLE_ENTRIES:
-        problems.add(BAD_REGION_TABLE, f"{count} region table entries (at most 2047)")
+        problems.refuse(BAD_REGION_TABLE, f"{count} region table entries (at most 2047)")
         return ()
     # a valid table is 64 KiB, which holds 2047 entries after its header
     end = REGION_TABLE_HEADER_SIZE + count * REGION_ENTRY_SIZE
@@ -761,16 +856,20 @@ def _check_regions(
         spans.append((region.file_offset, region.length, label))
         if region.name is None:
             if region.required:
-                problems.add(UNKNOWN_REQUIRED_REGION, f"unknown required region {region.guid}")
+                problems.refuse(UNKNOWN_REQUIRED_REGION, f"unknown required region {region.guid}")
         elif region.name in found:
-            problems.add(BAD_REGION_TABLE, f"a second {region.name} region ({label})")
+            problems.refuse(BAD_REGION_TABLE, f"a second {region.name} region ({label})")
         else:
             found[region.name] = region
     for name in ("bat", "metadata"):
         if name not in found:
-            problems.add(BAD_REGION_TABLE, f"no {name} region")
+            problems.refuse(BAD_REGION_TABLE, f"no {name} region")
     for later, earlier in _overlaps(spans):
-        problems.add(BAD_LAYOUT, f"{later} overlaps {earlier}")
+        # qemu checks regions against each other and the log, not the header section.
+        if "the header section" in (later, earlier):
+            problems.add(BAD_LAYOUT, f"{later} overlaps {earlier}")
+        else:
+            problems.refuse(BAD_LAYOUT, f"{later} overlaps {earlier}")
     return found.get("bat"), found.get("metadata")
 
 
@@ -827,10 +926,10 @@ def _read_metadata_region(ctx: Context, problems: _Problems, region: RegionEntry
         METADATA_TABLE_HEADER, raw[:METADATA_TABLE_HEADER_SIZE], "vhdx metadata table header"
     )
     if table.signature != METADATA_SIGNATURE:
-        problems.add(BAD_METADATA, f"metadata table signature {bytes(table.signature)!r}")
+        problems.refuse(BAD_METADATA, f"metadata table signature {bytes(table.signature)!r}")
         return _Metadata()
     if table.entry_count > MAX_TABLE_ENTRIES:
-        problems.add(BAD_METADATA, f"{table.entry_count} metadata entries (at most 2047)")
+        problems.refuse(BAD_METADATA, f"{table.entry_count} metadata entries (at most 2047)")
         return _Metadata()
     # the 64 KiB table holds 2047 entries after its header
     end = METADATA_TABLE_HEADER_SIZE + table.entry_count * METADATA_ENTRY_SIZE
@@ -877,7 +976,7 @@ def _check_items(
             spans.append((item.offset, item.length, label))
         if item.name is None:
             if item.is_required:
-                problems.add(UNKNOWN_REQUIRED_METADATA, f"unknown required item {item.item_id}")
+                problems.refuse(UNKNOWN_REQUIRED_METADATA, f"unknown required item {item.item_id}")
         elif item.name in known:
             problems.add(BAD_METADATA, f"a second {item.name} item ({label})")
         else:
@@ -886,7 +985,7 @@ def _check_items(
         problems.add(BAD_METADATA, f"{later} overlaps {earlier}")
     for name in REQUIRED_ITEMS:
         if name not in known:
-            problems.add(BAD_METADATA, f"no {name} item")
+            problems.refuse(BAD_METADATA, f"no {name} item")
     return known
 
 
@@ -997,7 +1096,7 @@ def _bat_layout(
     else:
         entries = data_blocks + (data_blocks - 1) // chunk_ratio
     if entries * BAT_ENTRY_SIZE > region.length:
-        problems.add(
+        problems.refuse(
             BAT_TOO_SMALL,
             f"{entries} BAT entries ({entries * BAT_ENTRY_SIZE} bytes) needed for {size} bytes "
             f"in {block_size}-byte blocks; the BAT region holds {region.length} bytes",
@@ -1021,13 +1120,16 @@ def _valid_block_size(block_size: int) -> bool:
 def _judge(problems: _Problems, meta: _Metadata) -> None:
     """The findings that follow from the metadata items' values."""
     if meta.block_size is not None and not _valid_block_size(meta.block_size):
-        problems.add(BAD_BLOCK_SIZE, f"block size {meta.block_size}")
+        problems.refuse(BAD_BLOCK_SIZE, f"block size {meta.block_size}")
     for name, value in (
         ("logical", meta.logical_sector_size),
         ("physical", meta.physical_sector_size),
     ):
         if value is not None and value not in SECTOR_SIZES:
             problems.add(BAD_SECTOR_SIZE, f"{name} sector size {value}")
+    if meta.logical_sector_size is not None and meta.logical_sector_size != QEMU_LOGICAL_SECTOR:
+        # The specification allows 4096; qemu 7.2 does not (a consumer running it cannot).
+        problems.refuse(F.QEMU_CANNOT_OPEN, f"logical sector size {meta.logical_sector_size}")
     size = meta.virtual_size
     if size is not None:
         if size == 0:
@@ -1046,13 +1148,15 @@ def _judge_parent(problems: _Problems, meta: _Metadata) -> None:
         return
     if has_parent and PARENT_LOCATOR not in meta.present:
         problems.add(BAD_METADATA, "the has-parent bit is set but there is no parent locator")
-        problems.add(DIFFERENCING, "the has-parent bit is set (no parent locator names the parent)")
+        problems.refuse(
+            DIFFERENCING, "the has-parent bit is set (no parent locator names the parent)"
+        )
         return
     start = "the has-parent bit is set" if has_parent else "a parent locator is present"
     if meta.locator_type is not None and meta.locator_type != VHDX_PARENT_LOCATOR_TYPE:
         start += f"; locator type {meta.locator_type}"
     described = ", ".join(f"{k}={_shorten(v)!r}" for k, v in list((meta.locator or {}).items())[:8])
-    problems.add(DIFFERENCING, f"{start}; parent: {described or '(no entries)'}")
+    problems.refuse(DIFFERENCING, f"{start}; parent: {described or '(no entries)'}")
 
 
 def _shorten(text: str, limit: int = 300) -> str:
@@ -1250,6 +1354,12 @@ def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     section = md.vhdx
     if not isinstance(section, VhdxSection):
         raise InvalidImage("VHDX metadata too damaged for a qemu-img view")
+    if section.log_replay is not None:
+        name = filename or "-"
+        raise QemuRefuses(
+            f"VHDX image file '{name}' opened read-only, but contains a log that needs to be "
+            f"replayed.  To replay the log, execute:\n qemu-img check -r all '{name}'"
+        )
     info: dict[str, Any] = {"format": NAME}
     if section.block_size is not None:
         info["cluster-size"] = section.block_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ... import findings as F
 from ..base import Context
 from .codes import (
     BAD_EXTENT_LINE,
@@ -32,6 +33,7 @@ from .layout import (
     SECTOR,
     SELF_CONTAINED,
 )
+from .qemu import QEMU_NO_EXTENTS
 from .section import QemuView, VmdkSection
 
 # --- building the section and judging the descriptor ---------------------------------------
@@ -152,6 +154,11 @@ def judge_qemu_view(ctx: Context, qemu: QemuView, desc: Descriptor | None) -> No
     ours_parent_cid = _hex_or_none(desc.get("parentCID")) if desc is not None else None
     if qemu.parent_cid not in (None, 0xFFFF_FFFF, ours_parent_cid):
         ctx.findings.add(PARENT_CID, f"qemu reads parentCID {qemu.parent_cid:08x}")
+    if not qemu.opens:
+        # A consumer that runs qemu cannot use the image at all: it must not pass the gate.
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, f"qemu refuses the VMDK: {qemu.error}")
+    elif qemu.extent_count == 0:
+        ctx.findings.add(F.QEMU_CANNOT_OPEN, QEMU_NO_EXTENTS)
     if desc is None or not qemu.opens:
         return
     differences = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import InvalidImage
-from ..base import Context
+from ..base import Context, QemuRefuses
 from .codes import unkept
 from .layout import (
     MAX_EXTENTS,
@@ -240,6 +240,11 @@ def qemu_view(create_type: str, scanned: QemuExtents, window: bytes, error: str 
 
 # --- qemu-img info -------------------------------------------------------------------------
 
+#: qemu 7.2 opens a descriptor without extents, then ``qemu-img info`` fails an assertion.
+QEMU_NO_EXTENTS = "the descriptor has no extent qemu reads (qemu-img aborts: s->num_extents)"
+#: What a shell reports for qemu-img killed by SIGABRT.
+QEMU_ABORT_STATUS = 128 + 6
+
 
 def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     """The keys of ``qemu-img info --output=json`` that qemu takes from a VMDK.
@@ -252,6 +257,10 @@ def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:
     if section is None or section.qemu is None:
         raise InvalidImage("VMDK too damaged for a qemu-img view")
     view = section.qemu
+    if not view.opens:
+        raise QemuRefuses(view.error or "Invalid argument")
+    if view.extent_count == 0:
+        raise QemuRefuses(QEMU_NO_EXTENTS, QEMU_ABORT_STATUS)
     own_name = filename
     if own_name is None:
         own_name = section.extents[0].file if section.extents and section.extents[0].file else ""
