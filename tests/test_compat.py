@@ -348,9 +348,11 @@ def test_disallowed_format_is_not_raw(make_image: Callable[..., Path]) -> None:
 @pytest.fixture(scope="module")
 def luks_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One LUKS1 container made by qemu-img (slow to make: shared)."""
+    from tests.test_luks import create_in_parallel  # retries qemu's PBKDF2 timing failures
+
     path = tmp_path_factory.mktemp("luks") / "disk.luks"
-    qemu_img("create", "-q", "-f", "luks", "--object", "secret,id=s,data=pw",
-             "-o", "key-secret=s,iter-time=10", path, "8M")  # fmt: skip
+    args = ["-f", "luks", "--object", "secret,id=s,data=pw", "-o", "key-secret=s,iter-time={iter}"]
+    assert create_in_parallel({path: [*args, str(path), "8M"]})[path], "qemu-img create failed"
     return path
 
 
