@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from imageintrospect import introspect
 from imageintrospect.compat import format_inspector as fi
 from tests.compat.oslo_plugin import documented_differences
 from tests.support import CountingFile, edit, needs_qemu, qemu_img, qemu_info, run
@@ -286,6 +287,53 @@ def test_context_info_stays_under_oslos_bound(make_image: Callable[..., Path]) -
         assert fmt is not None and sum(fmt.context_info.values()) < 512 * 1024
 
 
+def test_oversized_vhdx_metadata_item_is_bounded_and_unsafe(
+    make_image: Callable[..., Path],
+) -> None:
+    """What oslo's VHDX metadata-table limit tests check on its private lookup, streamed:
+    an item claiming 66 KiB is neither read whole nor trusted."""
+    from tests.test_vhdx import VIRTUAL_DISK_SIZE, metadata_entries, write_metadata_entries
+
+    path = make_image("vhdx", "64M")
+    entries = metadata_entries(path)
+    for entry in entries:
+        if entry[0] == VIRTUAL_DISK_SIZE:
+            entry[2] = 33 * 2048
+    write_metadata_entries(path, entries)
+    for block in (17, 64 * 1024):
+        fmt = streamed(path, block).format
+        assert fmt is not None and sum(fmt.context_info.values()) < 512 * 1024
+        assert fmt.virtual_size == qemu_info(path)["virtual-size"]
+        assert "overlaps virtual_disk_size" in failures(fmt)["vhdx_bad_metadata"]
+
+
+def test_expected_format_never_raises_at_the_end() -> None:
+    """The early abort saves reading; at the end the verdict is ``format``."""
+    wrapper = fi.InspectWrapper(iter([b"123", b"456"]), expected_format="vhd")
+    assert b"".join(wrapper) == b"123456"
+    assert wrapper.format is not None and wrapper.format.NAME == "raw"
+
+
+def test_a_subclass_gets_its_regions_and_eat_chunk_calls() -> None:
+    seen: list[str] = []
+
+    class Counting(fi.RawFileInspector):
+        def _initialize(self) -> None:
+            super()._initialize()
+            self.new_region("middle", fi.CaptureRegion(4, 4))
+
+        def region_complete(self, region_name: str) -> None:
+            seen.append(region_name)
+
+    inspector = Counting()
+    for i in range(0, 12, 3):
+        inspector.eat_chunk(b"abcdefghijkl"[i : i + 3])
+    assert inspector.region("middle").data == b"efgh" and seen == ["middle"]
+    assert inspector.region("header").data == b"abcdefghijkl"
+    with pytest.raises(RuntimeError, match="already"):
+        inspector.new_region("middle", fi.CaptureRegion(0, 1))
+
+
 def test_disallowed_format_is_not_raw(make_image: Callable[..., Path]) -> None:
     """oslo answers ``raw`` for a detected format left out of ``allowed_formats``."""
     wrapper = streamed(make_image("qcow2", "16M"), allowed_formats=["raw", "vmdk"])
@@ -300,9 +348,11 @@ def test_disallowed_format_is_not_raw(make_image: Callable[..., Path]) -> None:
 @pytest.fixture(scope="module")
 def luks_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One LUKS1 container made by qemu-img (slow to make: shared)."""
+    from tests.test_luks import create_in_parallel  # retries qemu's PBKDF2 timing failures
+
     path = tmp_path_factory.mktemp("luks") / "disk.luks"
-    qemu_img("create", "-q", "-f", "luks", "--object", "secret,id=s,data=pw",
-             "-o", "key-secret=s,iter-time=10", path, "8M")  # fmt: skip
+    args = ["-f", "luks", "--object", "secret,id=s,data=pw", "-o", "key-secret=s,iter-time={iter}"]
+    assert create_in_parallel({path: [*args, str(path), "8M"]})[path], "qemu-img create failed"
     return path
 
 
@@ -316,6 +366,22 @@ def test_luks_is_never_decrypted(luks_path: Path) -> None:
     assert list(failures(asked)) == ["passphrase"]  # type: ignore[arg-type]
 
 
+def test_luks1_header_facts(luks_path: Path) -> None:
+    fmt = fi.detect_file_format(str(luks_path))
+    assert isinstance(fmt, fi.LUKSInspector) and fmt.header_items is not None
+    items = fmt.header_items
+    assert items["version"] == 1 and items["cipher_alg"].rstrip(b"\0") == b"aes"
+    size = luks_path.stat().st_size
+    assert items["payload_offset"] * 512 + fmt.virtual_size == size
+    fmt.check_version()  # LUKS1 passes
+    asked = fi.detect_file_format(str(luks_path), params={"luks_passphrase": "pw"})
+    assert isinstance(asked, fi.LUKSInspector)
+    with pytest.raises(fi.SafetyViolation, match="Passphrase is incorrect or cannot be"):
+        asked.check_passphrase()
+    asked._inner_format = fi.RawFileInspector()  # as a caller that decrypted would set it
+    asked.check_passphrase()
+
+
 def test_luks_payload_past_the_end_is_unsafe(luks_path: Path) -> None:
     """oslo's LUKS virtual-size test expects a negative size for this header."""
     data = luks_path.read_bytes()[:592] + bytes(10 * 1024)
@@ -326,8 +392,8 @@ def test_luks_payload_past_the_end_is_unsafe(luks_path: Path) -> None:
     assert failures(inspector)
 
 
-def test_luks2_is_luks_and_passes(tmp_path: Path) -> None:
-    """oslo's version check refuses LUKS2, cryptsetup's default; the library reads it."""
+def test_luks2_is_read_but_fails_the_version_check(tmp_path: Path) -> None:
+    """The drop-in keeps oslo's policy (LUKS1 only); the library itself reads LUKS2."""
     cryptsetup = shutil.which("cryptsetup")
     if cryptsetup is None:
         pytest.skip("cryptsetup missing")
@@ -339,8 +405,11 @@ def test_luks2_is_luks_and_passes(tmp_path: Path) -> None:
         input=b"pw", check=True, capture_output=True,
     )  # fmt: skip
     fmt = fi.detect_file_format(str(path))
-    assert fmt is not None and fmt.NAME == "luks" and failures(fmt) == {}
+    assert fmt is not None and fmt.NAME == "luks"
+    assert list(failures(fmt)) == ["version"] and "version 2" in failures(fmt)["version"]
     assert fmt.virtual_size == 16 * MiB  # 32 MiB less cryptsetup's 16 MiB LUKS2 header
+    assert isinstance(fmt, fi.LUKSInspector) and fmt.header_items == {"version": 2}
+    assert not [f for f in introspect(path).findings if f.severity == "unsafe"]
 
 
 # --- installing ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Metadata:
-    """What an image is, as read from its own bytes.  See the contract for every attribute.
+    """What an image is, as read from its own bytes (every attribute: docs/api.rst).
 
     One section field per format of :data:`imageintrospect.formats.SECTION_NAMES`, named
     after it and typed with its entry's section class (the tests hold the two together).

@@ -119,6 +119,13 @@ class Reading:
         self._early_checked = False
         self.finished = False
         self._size = 0  # the image's true size, once known
+        self._file_head = b""  # the head of a file read at random
+
+    def head(self, size: int) -> bytes:
+        """The first ``size`` bytes as far as they are known (fewer while streaming)."""
+        if self._file_head:
+            return self._file_head[:size]
+        return bytes(self._collector.head[:size])
 
     # -- feeding ------------------------------------------------------------------------
     @property
@@ -166,7 +173,9 @@ class Reading:
             self._size = self.metadata.image_size
         else:
             self._size = _size_of(path)
-        self._final = self._names(_file_probe(path, self._size))
+        probe = _file_probe(path, self._size)
+        self._file_head = probe.head
+        self._final = self._names(probe)
 
     # -- verdicts -------------------------------------------------------------------------
     def names(self) -> list[str] | None:

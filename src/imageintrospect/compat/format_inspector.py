@@ -16,10 +16,12 @@ import functools
 import io
 import logging
 import os
+import struct
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from ._reading import Reading, Violation
+from ._regions import CaptureRegion, EndCaptureRegion, HeadRegion  # the first two: public
 
 LOG = logging.getLogger(__name__)
 
@@ -88,10 +90,14 @@ class FileInspector:
         self._tracing = tracing
         self._params = params or {}
         self._safety_checks: dict[str, SafetyCheck] = {}
+        self._capture_regions: dict[str, CaptureRegion] = {}
         self._reading = Reading()
+        self._shared = False  # True when a wrapper feeds the reading for all its inspectors
         self._initialize()
         if not self._safety_checks:
             raise RuntimeError("All inspectors must define at least one safety check")
+        if "header" not in self._capture_regions:
+            self._capture_regions["header"] = HeadRegion(lambda n: self._reading.head(n))
 
     def _initialize(self) -> None:
         """Register this format's safety checks (every inspector needs at least one)."""
@@ -112,14 +118,43 @@ class FileInspector:
         if reasons:
             raise SafetyViolation("; ".join(reasons))
 
+    # -- regions a subclass registers ---------------------------------------------------
+    def new_region(self, name: str, region: CaptureRegion) -> None:
+        """Have ``region`` filled from the chunks this inspector is fed."""
+        if name in self._capture_regions:
+            raise RuntimeError(f"Region {name} is already defined")
+        self._capture_regions[name] = region
+
+    def has_region(self, name: str) -> bool:
+        return name in self._capture_regions
+
+    def region(self, name: str) -> CaptureRegion:
+        return self._capture_regions[name]
+
+    def region_complete(self, region_name: str) -> None:
+        """Called once when a registered region has all its bytes (a hook for subclasses)."""
+
     # -- feeding --------------------------------------------------------------------------
     def eat_chunk(self, chunk: bytes) -> None:
         """Present the next chunk of the image."""
-        self._reading.eat(chunk)
+        if not self._shared:
+            self._reading.eat(chunk)
+        self._capture(chunk)
+
+    def _capture(self, chunk: bytes) -> None:
+        position = self._reading.position
+        for name, region in self._capture_regions.items():
+            if not region.complete:
+                region.capture(chunk, position)
+                if region.complete:
+                    self.region_complete(name)
 
     def finish(self) -> None:
         """The whole image has been presented."""
         self._reading.finish()
+        for region in self._capture_regions.values():
+            if isinstance(region, EndCaptureRegion):
+                region.finish()
 
     @classmethod
     def from_file(cls, filename: str) -> FileInspector:
@@ -194,6 +229,8 @@ class FileInspector:
 
     def _violations(self) -> list[Violation]:
         """Failures beyond the registered checks: everything the library finds unsafe."""
+        if type(self).NAME not in ALL_FORMATS:
+            return []  # a caller's own inspector: the library's findings are not about it
         return [v for v in self._reading.violations() if v.name != "mbr"]
 
 
@@ -299,19 +336,45 @@ class GPTInspector(FileInspector):
 
 
 class LUKSInspector(ContainerFileInspector):
-    """A LUKS container.  Its payload is never decrypted: ``inner_format`` stays None."""
+    """A LUKS container.  Its payload is never decrypted: ``inner_format`` stays None
+    unless a subclass or caller sets one."""
 
     NAME = "luks"
+    #: The LUKS1 header up to its key slots (big-endian, as the LUKS1 on-disk format).
+    _HEADER = struct.Struct(">6sH32s32s32sII20s32sI")
+    _ITEMS = ("magic", "version", "cipher_alg", "cipher_mode", "hash", "payload_offset",
+              "key_bytes", "mk_digest", "mk_digest_salt", "mk_digest_iter")  # fmt: skip
 
     def _initialize(self) -> None:
-        self.add_safety_check(self._finding_check("version"))
+        self.add_safety_check(SafetyCheck("version", self.check_version))
         self.add_safety_check(SafetyCheck("passphrase", self.check_passphrase))
 
+    @property
+    def header_items(self) -> dict[str, Any] | None:
+        """The LUKS1 header's fields (text fields as stored, null-padded); only
+        ``version`` for another version (LUKS2 lays its header out differently); None
+        while fewer than its bytes have been read, or if the content is not LUKS."""
+        head = self._reading.head(self._HEADER.size)
+        if len(head) < self._HEADER.size or not head.startswith(b"LUKS\xba\xbe"):
+            return None
+        items = dict(zip(self._ITEMS, self._HEADER.unpack(head), strict=True))
+        return items if items["version"] == 1 else {"version": items["version"]}
+
+    def check_version(self) -> None:
+        """Only LUKS version 1 passes, as in oslo's check, which Glance and Nova apply
+        today.  (The library itself reads LUKS2 without a finding; see docs/compat.md.)"""
+        self._raise_for("version")
+        items = self.header_items
+        if items is not None and items["version"] != 1:
+            raise SafetyViolation(f"LUKS version {items['version']} is not supported")
+
     def check_passphrase(self) -> None:
-        """A passphrase asks for the payload to be proven decryptable, which this library
-        never does (it does not decrypt guest data): fail closed rather than pretend."""
-        if self._params.get("luks_passphrase"):
-            raise SafetyViolation("Passphrase cannot be verified: the payload is not decrypted")
+        """With a passphrase, the payload must be shown to hold an inner format.  This
+        library never decrypts guest data, so it never finds one itself: fail closed."""
+        if self._params.get("luks_passphrase") and self._inner_format is None:
+            raise SafetyViolation(
+                "Passphrase is incorrect or cannot be verified (the payload is not decrypted)"
+            )
 
 
 class InspectWrapper:
@@ -338,20 +401,24 @@ class InspectWrapper:
             if not allowed_formats or name in allowed_formats:
                 inspector = cls(tracing=tracing, params=params)
                 inspector._reading = reading
+                inspector._shared = True
                 self._inspectors.append(inspector)
         # The expected format is watched until the content is known to be it or not.
         self._watch = expected_format in ALL_FORMATS
         self._finished = False
+        # Inspectors whose class overrides eat_chunk (a subclass's hook) are fed each chunk
+        # too; one that raises is left out from then on, and the stream goes on.
+        self._hooked = [i for i in self._inspectors if type(i).eat_chunk is not _BASE_EAT]
 
     # -- the stream -------------------------------------------------------------------------
     def read(self, size: int = -1) -> bytes:
         chunk: bytes = self._source.read(size)
         if chunk:
-            self._reading.eat(chunk)
+            self._eat(chunk)
+            if self._watch:
+                self._check_expected()
         elif size != 0:
             self._reading.finish()  # an empty read is the end of the stream
-        if self._watch:
-            self._check_expected()
         return chunk
 
     def __iter__(self) -> Iterator[bytes]:
@@ -361,14 +428,25 @@ class InspectWrapper:
         try:
             chunk: bytes = next(self._source)
         except StopIteration:
+            # The end: nothing is left to save by aborting; the verdict is ``format``.
             self._reading.finish()
-            if self._watch:
-                self._check_expected()
             raise
-        self._reading.eat(chunk)
+        self._eat(chunk)
         if self._watch:
             self._check_expected()
         return chunk
+
+    def _eat(self, chunk: bytes) -> None:
+        self._reading.eat(chunk)
+        for inspector in list(self._hooked):
+            try:
+                inspector.eat_chunk(chunk)
+            except Exception as exc:
+                if self._expected_format == inspector.NAME:
+                    raise  # the format asked for cannot be read: the caller must know
+                if not self._expected_format:  # else the other formats are not of interest
+                    LOG.debug("Format inspector for %s failed, left out (%s)", inspector, exc)
+                self._hooked.remove(inspector)
 
     def close(self) -> None:
         self._finish()
@@ -440,6 +518,8 @@ def _unread_file(source: Any) -> bool:
     except (OSError, ValueError):
         return False
 
+
+_BASE_EAT = FileInspector.eat_chunk
 
 ALL_FORMATS: dict[str, type[FileInspector]] = {
     "raw": RawFileInspector,
