@@ -174,7 +174,7 @@ def test_snapshot_table_is_walked_a_bounded_number_of_times(
     rehearsals read the table in doubling windows and stop where the bytes have not arrived,
     so all of them together take fewer fields than two more seekable reads."""
     path = images("qcow2-snapshots")
-    takes = counting(monkeypatch, qcow2._WindowReader, "take")
+    takes = counting(monkeypatch, qcow2.WindowReader, "take")
     seekable = introspect(path)
     once = takes[0]
     assert once >= 4 * hostile_images.QEMU_MAX_SNAPSHOTS
@@ -203,7 +203,7 @@ def test_tar_walk_reads_each_header_once_per_pass(
     the walk where the last one stopped, so the stream reads each header about twice (the
     rehearsals once, the final parse once), not once per rehearsal."""
     path = images("ova-members")
-    steps = counting(monkeypatch, ova, "_next_member")
+    steps = counting(monkeypatch, ova.tar, "_next_member")
     seekable = introspect(path)
     assert steps[0] == ova.MAX_MEMBERS
     assert "ova-bad-archive" in seekable.codes()
@@ -219,7 +219,7 @@ def test_stream_rehearsals_parse_the_ovf_once(
 ) -> None:
     """The OVF comes first and thousands of members follow: the rehearsals parse it once it
     has arrived (and the final parse once more), not once per member that arrives."""
-    parses = counting(monkeypatch, ova, "_read_ovf")
+    parses = counting(monkeypatch, ova, "read_ovf")
     rehearsals = counting(monkeypatch, ova, "_members")
     read(images("ova-members"), "streamed")
     assert rehearsals[0] > 8  # the walk did take many rehearsals
@@ -229,7 +229,7 @@ def test_stream_rehearsals_parse_the_ovf_once(
 def test_header_only_walk_stops_at_its_cap(
     images: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps = counting(monkeypatch, ova, "_next_member")
+    steps = counting(monkeypatch, ova.tar, "_next_member")
     md = introspect(images("ova-members"), deep=False)
     assert steps[0] == ova.HEADER_ONLY_MEMBERS
     assert "ova-header-only-limit" in md.codes()
@@ -255,7 +255,7 @@ def test_a_disk_named_by_many_disk_elements_is_read_once(
     """1,000 Disk elements name one member: it is introspected once per parse (a stream's
     rehearsals each introspect it at most once too), not once per Disk element."""
     path = images("ova-disk-named-often")
-    steps = counting(monkeypatch, ova, "_introspect_member")
+    steps = counting(monkeypatch, ova.disks, "_introspect_member")
     md = introspect(path)
     assert steps[0] == 1
     assert md.ova is not None and len(md.ova.disks) == 1000
@@ -271,7 +271,7 @@ def test_a_large_ovf_is_handed_to_expat_in_few_pieces(
 ) -> None:
     """A 4 MiB OVF (one comment): expat rescans a token that spans pieces, so the pieces are
     large: a few of them, not 256 of 16 KiB."""
-    pieces = counting(monkeypatch, ova._Pieces, "read")
+    pieces = counting(monkeypatch, ova.Pieces, "read")
     md = introspect(images("ova-big-descriptor"))
     assert md.ova is not None and md.ova.ovf_version is not None
     assert pieces[0] <= ova.MAX_OVF_BYTES // ova.XML_PIECE + 2

@@ -28,8 +28,8 @@ import struct
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from ..scan import crc32c
-from ..source import C, Range, Source, StreamGap
+from ...scan import crc32c
+from ...source import C, Range, Source, StreamGap
 
 SECTOR = 4096
 #: The largest log this library reads and replays (Hyper-V and qemu make 1 MiB logs).
