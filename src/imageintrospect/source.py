@@ -107,10 +107,15 @@ class Source:
         many there were.  A caller that reuses one buffer for many tables saves a bytes
         object and a copy per read (a seekable file reads straight into it)."""
         length = self._clipped_length(offset, len(buffer))
-        if offset < len(self._head):  # rare and small: served from memory by read_at
-            data = self.read_at(offset, length)
-            buffer[: len(data)] = data
-            return len(data)
+        head = self._head
+        if offset < len(head):
+            # the part the detector read is copied from memory, the rest read into place (a
+            # table right after the header: a VHD's BAT, a VDI's block map)
+            kept = min(length, len(head) - offset)
+            buffer[:kept] = head[offset : offset + kept]
+            if kept == length:
+                return length
+            return kept + self.read_into(offset + kept, buffer[kept:length])
         done = self._read_into(offset, buffer[:length]) if length else 0
         self.bytes_read += done
         if done < length:
