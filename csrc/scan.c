@@ -554,8 +554,10 @@ int ii_vmdk_gt(const uint8_t *table, size_t nbytes, uint64_t first_index, uint64
     for (uint64_t i = 0; i < n; i++) {
         const uint64_t sector = get_le32(table + i * 4);
         int reason;
-        if (sector == 0) {
-            out->unallocated++;
+        if (sector == 0) { /* a sparse disk's tables are mostly runs of zeros */
+            const uint64_t run = same_run(table, i, n, 4);
+            out->unallocated += run;
+            i += run - 1;
             continue;
         }
         if (sector == 1 && zeroed_grain_ok) {

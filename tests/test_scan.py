@@ -1286,8 +1286,8 @@ RUN_BREAKS = [0, 1, 2, 254, 255, 256, 257, 510, 511, 512, 513, 1022, 1023, 1024,
 @needs_c
 @pytest.mark.parametrize("at", RUN_BREAKS)
 def test_c_equals_python_long_runs(at: int) -> None:
-    """Runs far longer than the random tables': the C scanners compare them a block at a
-    time, and must stop exactly where the Python twin does."""
+    """Runs far longer than the random tables' (the C scanners skip a run of a table's
+    "unused" value a block at a time) must stop exactly where the Python twin's do."""
     count = 3000
     vhd = [0xFFFFFFFF] * count
     vhd[at] = 8  # a block right after the BAT's 4 KiB
@@ -1298,6 +1298,9 @@ def test_c_equals_python_long_runs(at: int) -> None:
     vhdx = [0] * count
     vhdx[at] = vhdx_entry(6, 2)  # fully present at 2 MiB (or a bitmap entry: bad)
     both("vhdx_bat", le64(*vhdx), 0, MIB, 512, 8 * MIB, False, claimed=bytearray(1))
+    gt = [0] * count
+    gt[at] = 128  # a grain at 64 KiB
+    both("vmdk_gt", le32(*gt), 0, 8, 128, 64 * KIB + 4096, False, False, claimed=None)
     for table in (vhd, vdi, [0xFFFFFFFF] * count):
         assert _c is not None
         result = _c.vhd_bat(be32(*table), 0, 4096, 4096, 64 * KIB, None)
