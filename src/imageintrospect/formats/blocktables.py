@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,19 +51,23 @@ Check = Callable[[memoryview, int, bool], Verdict]
 _FIRST_BAD_FIELDS = ("bad_index", "bad_value", "bad_reason")
 
 
-def merge(first: V | None, second: V) -> V:
-    """Two results of consecutive windows as one: counters add up, the first bad entry stays."""
-    if first is None:
-        return second
-    keep_bad = first if first.bad_index != NOT_SEEN else second
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(second):
-        name = field.name
-        if name in _FIRST_BAD_FIELDS:
-            values[name] = getattr(keep_bad, name)
-        else:
-            values[name] = getattr(first, name) + getattr(second, name)
-    return type(second)(**values)
+@functools.cache
+def _counter_fields(kind: type[Verdict]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(kind) if f.name not in _FIRST_BAD_FIELDS)
+
+
+def merge(results: Sequence[V]) -> V:
+    """Results of consecutive windows as one (at least one): counters add up, the first bad
+    entry stays.  Merged once at the end of a walk, not window by window: building a result
+    costs more than the scanner call over a window of unused entries."""
+    last = results[-1]
+    if len(results) == 1:
+        return last
+    bad = next((r for r in results if r.bad_index != NOT_SEEN), last)
+    values: dict[str, Any] = {name: getattr(bad, name) for name in _FIRST_BAD_FIELDS}
+    for name in _counter_fields(type(last)):
+        values[name] = sum(getattr(r, name) for r in results)
+    return type(last)(**values)
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class _Tally:
         self._entry_size = entry_size
         self._rules = rules
         self._next_index = 0
-        self._segments: list[Verdict | None] = [None] * (len(rules.boundaries) + 1)
+        self._segments: list[list[Verdict]] = [[] for _ in range(len(rules.boundaries) + 1)]
         self._first_bad: dict[Hashable, BadEntry] = {}
 
     def add(self, entries: memoryview) -> None:
@@ -130,7 +134,7 @@ class _Tally:
                 end = min(count, boundaries[segment] - start)
             piece = entries[position * self._entry_size : end * self._entry_size]
             result = self._rules.check(piece, index, True)
-            self._segments[segment] = merge(self._segments[segment], result)
+            self._segments[segment].append(result)
             self._rescan(piece, index, result)
             position = end
         self._next_index = start + count
@@ -156,12 +160,11 @@ class _Tally:
             result = self._rules.check(rest, result.bad_index + 1, False)
 
     def walk(self) -> Walk:
-        total: Verdict | None = None
-        for segment in self._segments:
-            if segment is not None:
-                total = merge(total, segment)
+        segments = tuple(merge(results) if results else None for results in self._segments)
+        merged = [segment for segment in segments if segment is not None]
+        total = merge(merged) if merged else None
         first_bad = tuple(sorted(self._first_bad.values(), key=lambda bad: bad.index))
-        return Walk(self._next_index, tuple(self._segments), total, first_bad)
+        return Walk(self._next_index, segments, total, first_bad)
 
 
 class TableWalk:
