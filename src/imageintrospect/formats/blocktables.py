@@ -51,9 +51,15 @@ Check = Callable[[memoryview, int, bool], Verdict]
 _FIRST_BAD_FIELDS = ("bad_index", "bad_value", "bad_reason")
 
 
-@functools.cache
+_COUNTERS: dict[type[Verdict], tuple[str, ...]] = {}
+
+
 def _counter_fields(kind: type[Verdict]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(kind) if f.name not in _FIRST_BAD_FIELDS)
+    names = _COUNTERS.get(kind)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(kind) if f.name not in _FIRST_BAD_FIELDS)
+        _COUNTERS[kind] = names
+    return names
 
 
 def merge(results: Sequence[V]) -> V:
