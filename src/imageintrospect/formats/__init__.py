@@ -9,7 +9,7 @@ A format module is imported only when it is needed: an entry names its module an
 ``may_claim``, a check of a few magic bytes that is true whenever the module's own ``probe``
 could claim the bytes (it may be true more often; never less).  Detection runs the module's
 ``probe`` only where ``may_claim`` is true, so introspecting a qcow2 imports the qcow2
-module and no other (with its construct schemas, scanners and dataclasses).  Adding a format:
+module and no other (with its layouts, scanners and dataclasses).  Adding a format:
 an entry here (in probe order), its module with ``FORMAT``, and a field on ``Metadata``.
 """
 

@@ -237,12 +237,12 @@ def _store_extension(ctx: Context, exts: Extensions, kind: int, data: bytes) -> 
             names[(kind, bit)] = cstring(name)
         exts.feature_names = names
     elif kind == EXT_BITMAPS:
-        if len(data) != BITMAPS_EXTENSION.sizeof():
+        if len(data) != BITMAPS_EXTENSION.size:
             ctx.findings.add(BAD_BITMAPS, f"bitmaps extension of {len(data)} bytes, not 24")
         else:
             exts.bitmaps = parse_struct(BITMAPS_EXTENSION, data, "bitmaps extension")
     elif kind == EXT_ENCRYPTION:
-        if len(data) != ENCRYPTION_POINTER.sizeof():
+        if len(data) != ENCRYPTION_POINTER.size:
             ctx.findings.add(BAD_EXTENSION, f"encryption pointer of {len(data)} bytes, not 16")
         else:
             exts.encryption = parse_struct(ENCRYPTION_POINTER, data, "encryption pointer")
