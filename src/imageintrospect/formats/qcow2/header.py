@@ -258,10 +258,10 @@ def _ext_string(ctx: Context, data: bytes, what: str) -> str:
 
 def read_luks_header(ctx: Context, exts: Extensions, crypt_method: int) -> LuksSection | None:
     """The LUKS header the encryption extension points at (qemu prints it in ``info``)."""
-    from .. import luks  # only encrypted images need the LUKS module
-
     if crypt_method != 2 or exts.encryption is None:
         return None
+    from .. import luks  # only LUKS-encrypted images need the LUKS module
+
     pointer = exts.encryption
     if pointer.length < luks.HEADER_V1_SIZE:
         ctx.findings.add(BAD_EXTENSION, f"LUKS header area of {pointer.length} bytes")
