@@ -6,10 +6,10 @@ time, a :class:`Layout` (a ``struct`` format string, the field names, the size, 
 constants to check) into the generated module ``imageintrospect._layouts``, so parsing a
 header imports ``struct`` and that module, never construct (whose import alone costs several
 times the interpreter's start).  ``tests/test_layouts.py`` fails when the generated module
-no longer matches the schemas, and checks every layout against construct's own parse on real
-and random bytes, errors included: every failure is an :class:`InvalidImage` naming the
-structure, as construct's error would have been (``cannot parse (StreamError)`` when the
-bytes are cut short, ``(ConstError)`` when a magic differs).
+no longer matches the schemas; ``tests/fuzz/test_layouts_two_way.py`` checks every layout
+against construct's own parse on real and random bytes, errors included: every failure is an
+:class:`InvalidImage` naming the structure, as construct's error would have been (``cannot
+parse (StreamError)`` when the bytes are cut short, ``(ConstError)`` when a magic differs).
 """
 
 from __future__ import annotations
