@@ -36,6 +36,7 @@ from tests.support import (
     patch,
     qemu_img,
     qemu_info,
+    read_at,
 )
 
 pytestmark = needs_qemu
@@ -74,12 +75,6 @@ HEADER_OFFSETS = {
 
 def footer_of(data: bytes) -> dict[str, Any]:
     return dict(zip(FOOTER_KEYS, struct.unpack_from(FOOTER_FMT, data), strict=True))
-
-
-def read_at(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
 
 
 def vhd_checksum(block: bytes | bytearray, at: int) -> int:

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import struct
-import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -32,13 +31,13 @@ from tests.support import (
     CountingFile,
     OnlyRead,
     assert_same_as_qemu,
-    assert_view_refuses,
     forward_only,
     introspect_hostile,
     needs_qemu,
     patch,
     qemu_img,
     qemu_info,
+    qemu_refuses,
 )
 
 MakeImage = Callable[..., Path]
@@ -74,16 +73,6 @@ HEADER_FIELDS = (
 
 
 # --- helpers: qemu's view and ours ---------------------------------------------------------
-
-
-def qemu_refuses(path: Path) -> bool:
-    assert QEMU_IMG is not None
-    proc = subprocess.run(
-        [QEMU_IMG, "info", "-U", "--output=json", str(path)], capture_output=True, check=False
-    )
-    if proc.returncode != 0:
-        assert_view_refuses(path)
-    return proc.returncode != 0
 
 
 def section_of(md: Metadata) -> VhdxSection:
