@@ -270,7 +270,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120)
 @given(data=st.data())
 def test_any_block_map_bytes(pristine: bytes, data: st.DataObject) -> None:
     image = bytearray(pristine)

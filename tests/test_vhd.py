@@ -681,9 +681,7 @@ REGIONS = st.one_of(st.integers(0, 1535), st.integers(-1536, -1))
 BIG_FIELDS = [16, 40, 48, -512 + 16, -512 + 40, -512 + 48, 512 + 16, 512 + 592]
 
 
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_metadata_never_escapes(seed_images: list[bytes], data: st.DataObject) -> None:
     blob = bytearray(data.draw(st.sampled_from(seed_images)))

@@ -221,7 +221,7 @@ def test_crc32c_known_vectors(data: bytes, expected: int) -> None:
     assert crc32c_bytewise(data) == expected
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.binary(max_size=300), st.integers(0, 70_000), st.integers(0, 0xFFFFFFFF))
 def test_crc32c_zero_run_shortcut_matches_bytewise(body: bytes, zeros: int, seed: int) -> None:
     data = body + bytes(zeros)
@@ -893,9 +893,7 @@ def _fix_checksums(blob: bytearray) -> None:
 
 
 @needs_qemu
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_structures_never_escape(seed_images: list[bytes], data: st.DataObject) -> None:
     seed = data.draw(st.sampled_from(seed_images))
