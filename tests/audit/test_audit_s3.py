@@ -108,3 +108,34 @@ def test_cli_exit_status_and_html(
     for stream in (out.read_text(), text, html):
         assert S3_SECRET not in stream
     json.loads(out.read_text().splitlines()[0])
+
+
+def test_listing_is_read_a_page_at_a_time(s3_counts: CountingS3) -> None:
+    """A prefix of more objects than one listing page: the first target arrives after one
+    listing request, the rest page by page, in key order, folder markers left out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imageintrospect.audit.reading import Options
+    from imageintrospect.audit.sources import expand
+
+    client = s3_counts.client()
+    client.create_bucket(Bucket="many")
+    keys = [f"objects/{i:05d}" for i in range(2500)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket="many", Key=key, Body=b"x"), keys))
+    client.put_object(Bucket="many", Key="objects/folder/", Body=b"")
+    s3_counts.counter.reset()
+
+    def listings() -> int:
+        requests = s3_counts.counter.requests
+        return sum(n for path, n in requests.items() if path in ("/many", "/many/"))
+
+    targets = expand(["s3://many/objects/"], Options(storage_options=s3_options(s3_counts)))
+    first = next(targets)
+    assert first.url == "s3://many/objects/00000" and first.size == 1
+    pages_for_first = listings()
+    rest = list(targets)
+    assert [t.url for t in [first, *rest]] == [f"s3://many/{key}" for key in keys]
+    # fsspec's info() of the prefix lists once; the listing proper pages 1,000 keys at a time
+    assert listings() - pages_for_first == 2
+    assert pages_for_first <= 2
