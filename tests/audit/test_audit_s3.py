@@ -37,6 +37,9 @@ def test_header_only_agrees_with_introspect_and_reads_at_most_1_mib(
         # what the client counted is what the server sent, and never more than 1 MiB
         assert record["bytes_read"] == fetched, name
         assert fetched <= MiB, name
+        # one ranged GET per 64 KiB block, nothing else: the listing's size and ETag spare
+        # the HEAD a file would send to learn them
+        assert s3_counts.counter.requests[f"/{BUCKET}/fleet/{name}"] == -(-fetched // 65536)
         assert record["etag"] and record["mtime"], name
         agrees(record, images.expected(name, deep=False))
     unsafe = [n for n in images.names if not images.expected(n, deep=False)["safe"]]
@@ -139,3 +142,20 @@ def test_listing_is_read_a_page_at_a_time(s3_counts: CountingS3) -> None:
     # fsspec's info() of the prefix lists once; the listing proper pages 1,000 keys at a time
     assert listings() - pages_for_first == 2
     assert pages_for_first <= 2
+
+
+def test_an_object_replaced_after_listing_is_a_source_failure(s3_counts: CountingS3) -> None:
+    """Reads are conditional on the listed ETag: a new version is not judged as the old one."""
+    from imageintrospect.audit.reading import Options, audit_one
+    from imageintrospect.audit.sources import expand
+
+    client = s3_counts.client()
+    client.create_bucket(Bucket="replaced")
+    client.put_object(Bucket="replaced", Key="disk", Body=b"\0" * 70000)
+    options = Options(storage_options=s3_options(s3_counts), retries=1, backoff=0.0)
+    (target,) = expand(["s3://replaced/"], options)
+    assert audit_one(target, options)["format"] == "raw"
+    client.put_object(Bucket="replaced", Key="disk", Body=b"QFI\xfb" + b"\0" * 70000)
+    record = audit_one(target, options)
+    assert record["format"] is None and record["attempts"] == 2
+    assert record["error"].startswith("source failed: FileExpired")
