@@ -167,13 +167,31 @@ class Collector:
     # The owner is called once the stream reaches ``alarm`` (it then sets the next one).
     alarm: int = UNKNOWN_SIZE
     on_alarm: Callable[[], None] = lambda: None
+    # The calm (see feed): chunks starting at or after _calm_from and ending before
+    # _calm_until need no bookkeeping but the position, the latest chunk and the taps.
+    # Empty until the first feed has gone the long way.
+    _calm_from: int = UNKNOWN_SIZE
+    _calm_until: int = 0
 
     def feed(self, chunk: bytes) -> None:
-        # The upload hot path, a few operations per chunk once the head is complete: it is
-        # the StreamInspector's feed too, to spare every chunk one more call.
+        # The upload hot path: in the calm (the head complete, the last chunk large enough
+        # to be the whole tail, nothing awaited before this chunk's end) a chunk costs two
+        # comparisons and the taps; anything else goes the long way.
         start = self.position
         size = len(chunk)
         end = start + size
+        if end < self._calm_until and start >= self._calm_from and size >= TAIL_KEEP:
+            self.position = end
+            self._latest = chunk
+            for tap, after in self._taps:
+                status = tap(start, chunk, size)
+                if status:
+                    after(start, chunk, status)
+            return
+        self._feed_busy(chunk, start, size, end)
+        self._settle()
+
+    def _feed_busy(self, chunk: bytes, start: int, size: int, end: int) -> None:
         if size > PIECE and self.alarm < end:
             self._feed_pieces(chunk)
             return
@@ -194,6 +212,14 @@ class Collector:
             self._feed_scans(start, end, chunk)
         if end >= self.alarm:
             self.on_alarm()
+
+    def _settle(self) -> None:
+        """Where the calm lies after the long way: from the end of the head (nowhere while
+        earlier small chunks make up the tail) to the alarm or the first byte a scan
+        waits for.  The alarm is set by the owner from inside ``on_alarm``, and the scans
+        change only in ``_sort_scans`` or inside a feed, so this follows every change."""
+        self._calm_from = UNKNOWN_SIZE if self._older else self.head_keep
+        self._calm_until = min(self.alarm, self._wanted + 1)
 
     def _feed_pieces(self, chunk: bytes) -> None:
         """A large chunk in which the alarm goes off (a range the parser waits for arrives,
@@ -235,6 +261,7 @@ class Collector:
         self._taps += [(consumer.tap, consumer.after) for consumer in taps]
         self._active = [scan for scan in active if scan.consumer not in taps]
         self._wanted = min((scan.fed for scan in self._active), default=UNKNOWN_SIZE)
+        self._settle()
 
     def _takes_the_rest(self, scan: _Scan) -> bool:
         if not hasattr(scan.consumer, "tap"):
