@@ -4,6 +4,7 @@ answer; memory stays bounded; InspectingReader passes bytes through unchanged.""
 from __future__ import annotations
 
 import io
+import random
 import shutil
 import subprocess
 import tarfile
@@ -15,9 +16,10 @@ from typing import Any
 import pytest
 
 from imageintrospect import FormatMismatch, InspectingReader, Metadata, introspect, stream
-from imageintrospect.stream import HEAD_KEEP, TAIL_KEEP
+from imageintrospect.stream import HEAD_KEEP, TAIL_KEEP, TAP_RUN_CHUNK
 from tests.support import OnlyRead, needs_qemu, qemu_img, qemu_io
 from tests.support import streamed as streamed_answer
+from tests.support import vmware_stream as vs
 
 pytestmark = needs_qemu
 
@@ -163,6 +165,25 @@ def test_the_tail_is_the_last_bytes_whatever_the_chunk_sizes(head_keep: int) -> 
         assert collector.tail == data[collector.tail_start : start]
         assert start - collector.tail_start >= min(TAIL_KEEP, start)
         assert collector.head == data[: min(head_keep, start)]
+
+
+@pytest.mark.parametrize("chunk", [65536, 100_000, TAP_RUN_CHUNK + 1])
+def test_runs_of_chunks_meet_grain_table_markers(tmp_path: Path, chunk: int) -> None:
+    """A VMware-layout stream (a GT marker after every 512 grains) read in chunks that the
+    marker walk takes in runs (the first two sizes) or one by one: runs that stop at a GT or
+    GD marker, whose payload is collected, give the seekable answer."""
+    rng = random.Random(3)
+    grains = {i: rng.randbytes(3000) + bytes(500) for i in range(0, 4096, 2)}
+    layout = vs.build_stream(4096 * 128, grains)
+    path = tmp_path / "vmware.vmdk"
+    path.write_bytes(layout.data)
+    assert len(layout.data) > 7 * MiB and len(layout.gt_offsets) == 8
+    reader = InspectingReader(chunks(layout.data, chunk))
+    assert b"".join(reader) == layout.data
+    streamed = reader.metadata()
+    assert streamed.to_dict() == introspect(path).to_dict()
+    assert streamed.vmdk is not None and streamed.vmdk.markers is not None
+    assert streamed.vmdk.markers.gt_markers == 8 and streamed.vmdk.markers.complete
 
 
 def test_one_byte_reads(images: dict[str, Path]) -> None:
