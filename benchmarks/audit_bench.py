@@ -84,13 +84,17 @@ def download_all(address: str, options: dict[str, Any], urls: list[str]) -> int:
         return sum(client.gather(futures))
 
 
-def timed(s3: CountingS3, run: Callable[[], Any]) -> tuple[float, int]:
+def timed(s3: CountingS3, run: Callable[[], Any]) -> tuple[float, int, int]:
+    """Wall seconds of ``run``, and the bytes and requests the server counted for images
+    (the listing's requests, on the bucket itself, are not among them)."""
     s3.counter.reset()
     started = time.perf_counter()
     run()
     elapsed = time.perf_counter() - started
-    served = sum(n for path, n in s3.counter.served.items() if path.startswith(f"/{BUCKET}/fleet/"))
-    return elapsed, served
+    images = f"/{BUCKET}/fleet/"
+    served = sum(n for path, n in s3.counter.served.items() if path.startswith(images))
+    requests = sum(n for path, n in s3.counter.requests.items() if path.startswith(images))
+    return elapsed, served, requests
 
 
 def main() -> None:
@@ -137,17 +141,24 @@ def main() -> None:
                 rows.append(("download", workers, *fetch))
                 print(row(rows[-1], count), flush=True)
     s3.stop()
-    print("\n| run | Dask workers | images/s | bytes read per image | vs download (bytes) |")
-    print("|---|--:|--:|--:|--:|")
-    downloads = {w: served for mode, w, _, served in rows if mode == "download"}
+    print(
+        "\n| run | Dask workers | images/s | bytes read per image | requests per image "
+        "| vs download (bytes) |"
+    )
+    print("|---|--:|--:|--:|--:|--:|")
+    downloads = {w: served for mode, w, _, served, _ in rows if mode == "download"}
     for result in rows:
         print(f"{row(result, count)} {result[3] / downloads[result[1]]:.3f} |")
 
 
-def row(result: tuple[str, int, float, int], count: int) -> str:
-    """``| run | workers | images/s | bytes per image |`` (the ratio column is added last)."""
-    mode, workers, elapsed, served = result
-    return f"| {mode} | {workers} | {count / elapsed:,.1f} | {served / count:,.0f} |"
+def row(result: tuple[str, int, float, int, int], count: int) -> str:
+    """``| run | workers | images/s | bytes per image | requests per image |`` (the ratio
+    column is added last)."""
+    mode, workers, elapsed, served, requests = result
+    return (
+        f"| {mode} | {workers} | {count / elapsed:,.1f} | {served / count:,.0f} "
+        f"| {requests / count:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ def test_header_only_agrees_with_introspect_and_reads_at_most_1_mib(
         # what the client counted is what the server sent, and never more than 1 MiB
         assert record["bytes_read"] == fetched, name
         assert fetched <= MiB, name
+        # one ranged GET per 64 KiB block, nothing else: the listing's size and ETag spare
+        # the HEAD a file would send to learn them
+        assert s3_counts.counter.requests[f"/{BUCKET}/fleet/{name}"] == -(-fetched // 65536)
         assert record["etag"] and record["mtime"], name
         agrees(record, images.expected(name, deep=False))
     unsafe = [n for n in images.names if not images.expected(n, deep=False)["safe"]]
@@ -108,3 +111,51 @@ def test_cli_exit_status_and_html(
     for stream in (out.read_text(), text, html):
         assert S3_SECRET not in stream
     json.loads(out.read_text().splitlines()[0])
+
+
+def test_listing_is_read_a_page_at_a_time(s3_counts: CountingS3) -> None:
+    """A prefix of more objects than one listing page: the first target arrives after one
+    listing request, the rest page by page, in key order, folder markers left out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imageintrospect.audit.reading import Options
+    from imageintrospect.audit.sources import expand
+
+    client = s3_counts.client()
+    client.create_bucket(Bucket="many")
+    keys = [f"objects/{i:05d}" for i in range(2500)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket="many", Key=key, Body=b"x"), keys))
+    client.put_object(Bucket="many", Key="objects/folder/", Body=b"")
+    s3_counts.counter.reset()
+
+    def listings() -> int:
+        requests = s3_counts.counter.requests
+        return sum(n for path, n in requests.items() if path in ("/many", "/many/"))
+
+    targets = expand(["s3://many/objects/"], Options(storage_options=s3_options(s3_counts)))
+    first = next(targets)
+    assert first.url == "s3://many/objects/00000" and first.size == 1
+    pages_for_first = listings()
+    rest = list(targets)
+    assert [t.url for t in [first, *rest]] == [f"s3://many/{key}" for key in keys]
+    # fsspec's info() of the prefix lists once; the listing proper pages 1,000 keys at a time
+    assert listings() - pages_for_first == 2
+    assert pages_for_first <= 2
+
+
+def test_an_object_replaced_after_listing_is_a_source_failure(s3_counts: CountingS3) -> None:
+    """Reads are conditional on the listed ETag: a new version is not judged as the old one."""
+    from imageintrospect.audit.reading import Options, audit_one
+    from imageintrospect.audit.sources import expand
+
+    client = s3_counts.client()
+    client.create_bucket(Bucket="replaced")
+    client.put_object(Bucket="replaced", Key="disk", Body=b"\0" * 70000)
+    options = Options(storage_options=s3_options(s3_counts), retries=1, backoff=0.0)
+    (target,) = expand(["s3://replaced/"], options)
+    assert audit_one(target, options)["format"] == "raw"
+    client.put_object(Bucket="replaced", Key="disk", Body=b"QFI\xfb" + b"\0" * 70000)
+    record = audit_one(target, options)
+    assert record["format"] is None and record["attempts"] == 2
+    assert record["error"].startswith("source failed: FileExpired")

@@ -10,6 +10,7 @@ listed.  Credentials stay inside openstacksdk's session; nothing here prints the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -67,9 +68,19 @@ class GlanceFileSystem(AbstractFileSystem):  # type: ignore[misc]
             raise FileNotFoundError(f"image {path} holds no data (status {image.status})")
         return image_info(image)
 
-    def _images(self) -> list[dict[str, Any]]:
+    def iter_files(self, path: str) -> Iterator[dict[str, Any]]:
+        """The images under ``path`` one by one, as the listing pages arrive (the audit's
+        lazy listing; ``find`` would hold them all)."""
+        path = self._strip_protocol(path)
+        if path:
+            yield self.info(path)
+            return
         # the proxy pages through /v2/images by itself (marker/limit)
-        return [image_info(image) for image in self.connection.image.images(status="active")]
+        for image in self.connection.image.images(status="active"):
+            yield image_info(image)
+
+    def _images(self) -> list[dict[str, Any]]:
+        return list(self.iter_files(""))
 
     def _open(
         self,

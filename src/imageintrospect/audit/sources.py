@@ -1,8 +1,9 @@
 """Turn what the operator named (paths, directories, URLs, prefixes, lists) into targets.
 
 Listing is lazy: a bucket of millions of objects is walked page by page while the first
-batches are already being audited.  A name that cannot be listed still yields a target, so the
-failure is retried and recorded like any other unreadable image, never silently dropped.
+batches are already being audited, and no more than a page of it is held in memory.  A name
+that cannot be listed still yields a target, so the failure is retried and recorded like any
+other unreadable image, never silently dropped.
 """
 
 from __future__ import annotations
@@ -77,14 +78,56 @@ def remote_targets(url: str, options: Options) -> Iterator[Target]:
         yield remote_target(url, info)
         return
     try:
-        listing: dict[str, dict[str, Any]] = fs.find(path, detail=True)
+        for info in listing(fs, path):
+            yield remote_target(fs.unstrip_protocol(info["name"]), info)
     except Exception as exc:
+        # what was listed so far is being audited; the rest of this name is one error record
         yield Target(url, problem=f"listing failed: {describe(exc)}")
-        return
-    for name in sorted(listing):
-        info = listing[name]
-        if info.get("type") == "file":
-            yield remote_target(fs.unstrip_protocol(name), info)
+
+
+def listing(fs: Any, path: str) -> Iterator[dict[str, Any]]:
+    """The files under ``path``, a page at a time, never the whole listing in memory.
+
+    An S3 prefix is listed flat (no delimiter) in the store's own order, which is key order;
+    a filesystem that lists itself lazily (``glance://``) says so with ``iter_files``; any
+    other is walked one directory at a time, each directory's files in name order.
+    """
+    if hasattr(fs, "iter_files"):
+        yield from fs.iter_files(path)
+    elif type(fs).__name__ == "S3FileSystem" and hasattr(fs, "_iterdir"):
+        yield from _s3_pages(fs, path)
+    else:
+        for _root, _dirs, files in fs.walk(path, detail=True):
+            for name in sorted(files):
+                if files[name].get("type") == "file":
+                    yield files[name]
+
+
+#: Objects taken from an S3 listing per hop onto s3fs' event loop (a listing page is 1,000).
+S3_PAGE = 1000
+
+
+def _s3_pages(fs: Any, path: str) -> Iterator[dict[str, Any]]:
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(path)
+    prefix = f"{key.rstrip('/')}/" if key else ""
+    pages = fs._iterdir(bucket, delimiter="", prefix=prefix)
+
+    async def next_page() -> list[dict[str, Any]]:
+        page: list[dict[str, Any]] = []
+        try:
+            while len(page) < S3_PAGE:
+                page.append(await pages.__anext__())
+        except StopAsyncIteration:
+            pass
+        return page
+
+    while page := sync(fs.loop, next_page):
+        for info in page:
+            # a zero-byte key ending in "/" is a console-made folder marker, not an image
+            if info.get("type") == "file" and not str(info["name"]).endswith("/"):
+                yield info
 
 
 def remote_target(url: str, info: dict[str, Any]) -> Target:
