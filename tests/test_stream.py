@@ -151,14 +151,20 @@ def test_chunks_of_mixed_sizes_give_the_seekable_answer(images: dict[str, Path],
     assert "stream-unchecked" not in streamed.codes(), streamed.findings
 
 
-@pytest.mark.parametrize("head_keep", [0, 100_000])
-def test_the_tail_is_the_last_bytes_whatever_the_chunk_sizes(head_keep: int) -> None:
+MIXED_SIZES = [65536, 3000, 70000, 1, 131072, 65535, 512, 65536, 65536, 200, 65536]
+
+
+@pytest.mark.parametrize("sizes", [MIXED_SIZES, [65536], [100_000, 100_000, 5000]])
+@pytest.mark.parametrize("head_keep", [0, 100_000, 300_000])
+def test_the_tail_is_the_last_bytes_whatever_the_chunk_sizes(
+    head_keep: int, sizes: list[int]
+) -> None:
     data = bytes(range(256)) * 4096
     collector = stream.Collector(head_keep=head_keep)
-    sizes = [65536, 3000, 70000, 1, 131072, 65535, 512, 65536, 65536, 200, 65536]
-    start = 0
+    start, fed = 0, 0
     while start < len(data):
-        size = sizes[start % len(sizes)]
+        size = sizes[fed % len(sizes)]
+        fed += 1
         collector.feed(data[start : start + size])
         start = min(start + size, len(data))
         assert collector.position == start

@@ -185,22 +185,21 @@ class Collector:
     # The owner is called once the stream reaches ``alarm`` (it then sets the next one).
     alarm: int = UNKNOWN_SIZE
     on_alarm: Callable[[], None] = lambda: None
-    # The calm (see feed): chunks of _calm_size bytes starting at or after _calm_from and
-    # ending before _calm_until need no bookkeeping but the position, the latest chunk and
-    # the taps' run.  Empty until the first feed has gone the long way.
-    _calm_from: int = UNKNOWN_SIZE
+    # The calm (see feed): chunks of _calm_size bytes (-1: no calm) ending before
+    # _calm_until need no bookkeeping but the position, the latest chunk and the taps' run.
+    # None until the first feed has gone the long way.
     _calm_until: int = 0
     _calm_size: int = -1
 
     def feed(self, chunk: bytes) -> None:
         # The upload hot path: in the calm (the head complete, a chunk of the size of the
         # last one, which was large enough to be the whole tail, nothing awaited before
-        # this chunk's end) a chunk costs three comparisons and joins the taps' run;
-        # anything else goes the long way.
+        # this chunk's end) a chunk costs two comparisons and joins the taps' run; anything
+        # else goes the long way.
         start = self.position
         size = len(chunk)
         end = start + size
-        if end < self._calm_until and start >= self._calm_from and size == self._calm_size:
+        if end < self._calm_until and size == self._calm_size:
             self.position = end
             self._latest = chunk
             if self._taps:
@@ -260,17 +259,19 @@ class Collector:
             self.on_alarm()
 
     def _settle(self) -> None:
-        """Where the calm lies after the long way: from the end of the head (nowhere while
-        earlier small chunks make up the tail) to the alarm or the first byte a scan
-        waits for, for chunks of the latest one's size (none if it is too small to be the
-        tail, or too large for a run while there are taps).  The alarm is set by the owner
-        from inside ``on_alarm``, and the scans and taps change only in ``_sort_scans`` or
-        inside a feed, so this follows every change."""
-        self._calm_from = UNKNOWN_SIZE if self._older else self.head_keep
+        """Where the calm lies after the long way: up to the alarm or the first byte a scan
+        waits for, for chunks of the latest one's size; none while the head is incomplete,
+        while earlier small chunks make up the tail, or for a chunk too small to be the
+        tail or too large for a run while there are taps.  (The position only grows in the
+        calm, and the tail stays the latest chunk.)  The alarm is set by the owner from
+        inside ``on_alarm``, and the scans and taps change only in ``_sort_scans`` or inside
+        a feed, so this follows every change."""
         self._calm_until = min(self.alarm, self._wanted + 1)
         size = len(self._latest)
         runs = size <= TAP_RUN_CHUNK or not self._taps  # a run holds only smaller chunks
-        self._calm_size = size if size >= TAIL_KEEP and runs else -1
+        # (a chunk of TAIL_KEEP or more that went the long way emptied the older ones)
+        calm = size >= TAIL_KEEP and runs and self.position >= self.head_keep
+        self._calm_size = size if calm else -1
 
     def _feed_pieces(self, chunk: bytes) -> None:
         """A large chunk in which the alarm goes off (a range the parser waits for arrives,
