@@ -279,7 +279,7 @@ def _chunks(data: bytes, sizes: list[int]) -> Iterator[bytes]:
 
 
 @needs_qemu
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(sizes=st.lists(st.integers(min_value=0, max_value=70_000), max_size=12))
 def test_reader_passes_chunks_through_unchanged(qcow2_bytes: bytes, sizes: list[int]) -> None:
     reader = InspectingReader(_chunks(qcow2_bytes, sizes))
@@ -288,7 +288,7 @@ def test_reader_passes_chunks_through_unchanged(qcow2_bytes: bytes, sizes: list[
 
 
 @needs_qemu
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(sizes=st.lists(st.integers(min_value=1, max_value=100_000), min_size=1, max_size=20))
 def test_reader_read_n_returns_the_bytes_in_order(qcow2_bytes: bytes, sizes: list[int]) -> None:
     reader = InspectingReader(io.BytesIO(qcow2_bytes))

@@ -2,7 +2,8 @@
 
 The images (tests/support/hostile_images.py) put absurd counts in small files: qemu's maximum of
 65,536 snapshots, an L1 table whose every entry names one L2 table, a refcount table that
-points at itself, 10,000 tar members, pax and GNU headers claiming 8 GiB or 60 KiB names, a
+points at itself, 10,000 tar members, 256 members of 64 KiB named by the OVF with the
+manifest last, pax and GNU headers claiming 8 GiB or 60 KiB names, a
 streamOptimized VMDK of 32,768 grain markers, a LUKS2 JSON area nested as deep as it goes.
 Each is read seekable, header-only and as a forward-only stream, and the checks are:
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import os
@@ -224,6 +226,64 @@ def test_stream_rehearsals_parse_the_ovf_once(
     read(images("ova-members"), "streamed")
     assert rehearsals[0] > 8  # the walk did take many rehearsals
     assert parses[0] <= 3
+
+
+def test_a_spread_out_archive_streams_at_the_cost_of_a_file(
+    images: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """256 members of 64 KiB, every one named by the OVF, the manifest last: a tar header
+    arrives every 64 KiB and each starts a rehearsal.  The rehearsals keep what they learnt
+    (the OVF's disk references, the manifest's lines, which members they started hashing),
+    so the stream looks at the OVF's names (every XML name split is counted) about as often
+    as a seekable read does, not once per rehearsal, and hashes every member's bytes once,
+    as the seekable read does."""
+    path = images("ova-spread-members")
+    names = counting(monkeypatch, ova.ovf, "_split")
+    rehearsals = counting(monkeypatch, ova, "_members")
+    hashed = [0]
+    feed = ova.manifest._Hasher.feed
+
+    def counted_feed(self: Any, offset: int, data: bytes) -> None:
+        hashed[0] += len(data)
+        feed(self, offset, data)
+
+    monkeypatch.setattr(ova.manifest._Hasher, "feed", counted_feed)
+    seekable = introspect(path)
+    assert seekable.ova is not None and len(seekable.ova.files) == 256
+    assert seekable.ova.manifest.verified
+    once, hashed_once = names[0], hashed[0]
+    assert hashed_once == 256 * 64 * 1024
+    names[0] = hashed[0] = rehearsals[0] = 0
+    streamed = read(path, "streamed")
+    assert streamed.to_dict() == seekable.to_dict()
+    assert rehearsals[0] >= 256  # one per member: the case is what it claims to be
+    assert names[0] <= 2 * once
+    assert hashed[0] == hashed_once
+
+
+@pytest.mark.parametrize("deep", [True, False])
+def test_a_manifest_between_large_members_is_kept_from_the_stream(
+    tmp_path: Path, deep: bool
+) -> None:
+    """The rehearsals read a manifest that lies past the stream's head and before its tail,
+    deep or header-only, as the final parse will: the streamed answer is the seekable one."""
+    tar_header, padded = hostile_images.tar_header, hostile_images._padded
+    data = bytes(MiB)
+    manifest = b"SHA256(a.bin)= %s\n" % hashlib.sha256(data).hexdigest().encode()
+    path = tmp_path / "middle.ova"
+    path.write_bytes(
+        tar_header(b"vm.ovf", len(hostile_images.OVF)) + padded(hostile_images.OVF)
+        + tar_header(b"a.bin", len(data)) + data
+        + tar_header(b"vm.mf", len(manifest)) + padded(manifest)
+        + tar_header(b"b.bin", len(data)) + data + bytes(1024)
+    )  # fmt: skip
+    seekable = introspect(path, deep=deep)
+    assert seekable.ova is not None and seekable.ova.manifest.algorithm == "SHA256"
+    stream = hostile_images.FileStream(path)
+    try:
+        assert introspect(stream, deep=deep).to_dict() == seekable.to_dict()
+    finally:
+        stream.close()
 
 
 def test_header_only_walk_stops_at_its_cap(

@@ -549,7 +549,7 @@ REGIONS: list[tuple[int, int]] = [
 ]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_images_never_escape(seed_images: list[bytes], data: st.DataObject) -> None:
     image = bytearray(data.draw(st.sampled_from(seed_images)))

@@ -525,9 +525,7 @@ def seed_headers(qemu_images: dict[str, Path]) -> Seeds:
     return Seeds(seeds)
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_headers_never_escape(seed_headers: Seeds, data: st.DataObject) -> None:
     blob = mutate_bytes(data, data.draw(st.sampled_from(seed_headers)), st.integers(6, 6000))

@@ -466,9 +466,7 @@ def seed_ova(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return vmware_ova(directory, disk.read_bytes()).read_bytes()
 
 
-@settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_ova_never_escapes(seed_ova: bytes, data: st.DataObject) -> None:
     blob = bytearray(seed_ova)

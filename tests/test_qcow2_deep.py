@@ -266,9 +266,7 @@ def table_seed(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, int, in
     return path.read_bytes(), l1, l2
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_tables_never_escape(
     table_seed: tuple[bytes, int, int], data: st.DataObject

@@ -677,7 +677,7 @@ def seed_images(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     return list(_seeds(tmp_path_factory.mktemp("seeds")))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_tables_never_escape(seed_images: list[bytes], data: st.DataObject) -> None:
     image = bytearray(data.draw(st.sampled_from(seed_images)))

@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from tests.support import QEMU_IMG, qemu_img
+from tests.support.hostile_images import tar_header
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -313,31 +314,12 @@ def luks2_many_lists(tmp_path: Path) -> Path:
     return sparse_file(tmp_path / "lists.luks", 2 * hdr_size + MiB, {0: bytes(whole)})
 
 
-def tar_header(name: str, size: int, typeflag: bytes = b"0") -> bytes:
-    """A ustar header; sizes past 11 octal digits in GNU base-256."""
-    header = bytearray(512)
-    header[0 : len(name)] = name.encode()
-    header[100:108] = b"0000644\0"
-    header[108:116] = b"0000000\0"
-    header[116:124] = b"0000000\0"
-    if size < 8**11:
-        header[124:136] = b"%011o\0" % size
-    else:
-        header[124:136] = b"\x80" + size.to_bytes(11, "big")
-    header[136:148] = b"00000000000\0"
-    header[156:157] = typeflag
-    header[257:265] = b"ustar\x0000"
-    header[148:156] = b" " * 8
-    header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header)
-
-
 def ova_with(tmp_path: Path, name: str, members: list[tuple[str, int, bytes]]) -> Path:
     """An archive of (name, claimed size, bytes actually written) members, sparse."""
     patches: dict[int, bytes] = {}
     at = 0
     for member, size, body in members:
-        patches[at] = tar_header(member, size)
+        patches[at] = tar_header(member.encode(), size)
         patches[at + 512] = body
         at += 512 + -(-size // 512) * 512
     return sparse_file(tmp_path / name, at + 1024, patches)
@@ -346,7 +328,7 @@ def ova_with(tmp_path: Path, name: str, members: list[tuple[str, int, bytes]]) -
 def ova_claims_1g_ovf(tmp_path: Path) -> Path:
     """An OVF member whose header claims 1 GiB, in a 4 KiB file."""
     path = tmp_path / "claim.ova"
-    path.write_bytes(tar_header("big.ovf", GiB) + b"<Envelope/>".ljust(3584, b"\0"))
+    path.write_bytes(tar_header(b"big.ovf", GiB) + b"<Envelope/>".ljust(3584, b"\0"))
     return path
 
 
@@ -365,9 +347,9 @@ def ova_8g_member(tmp_path: Path) -> Path:
     )
     manifest = b"SHA256(disk.vmdk)= " + b"0" * 64 + b"\n"
     path = tmp_path / "eight.ova"
-    data = tar_header("a.ovf", len(ovf)) + ovf.ljust(-(-len(ovf) // 512) * 512, b"\0")
-    data += tar_header("a.mf", len(manifest)) + manifest.ljust(512, b"\0")
-    data += tar_header("disk.vmdk", 8 * GiB) + b"KDMV".ljust(1024, b"\0")
+    data = tar_header(b"a.ovf", len(ovf)) + ovf.ljust(-(-len(ovf) // 512) * 512, b"\0")
+    data += tar_header(b"a.mf", len(manifest)) + manifest.ljust(512, b"\0")
+    data += tar_header(b"disk.vmdk", 8 * GiB) + b"KDMV".ljust(1024, b"\0")
     path.write_bytes(data)
     return path
 

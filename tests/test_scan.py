@@ -1185,7 +1185,7 @@ def test_vdi_blockmap_matches_qemu_img_map(
 # C == Python on random and mutated tables
 
 needs_c = pytest.mark.skipif(_c is None, reason=C_MISSING)
-DIFF = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DIFF = settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 
 
 def both(name: str, table: bytes, *args: Any, claimed: bytearray | None) -> None:

@@ -364,9 +364,7 @@ def seed_images(tmp_path_factory: pytest.TempPathFactory) -> Seeds:
     return Seeds(seeds)
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_headers_never_escape(seed_images: Seeds, data: st.DataObject) -> None:
     blob = mutate_bytes(data, data.draw(st.sampled_from(seed_images)), st.integers(0x44, 0x1FF))

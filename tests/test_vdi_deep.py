@@ -8,10 +8,8 @@ edited here with ``struct``, not through the module under test.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,14 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imageintrospect import Metadata, introspect
+from imageintrospect import introspect
 from tests.support import (
-    QEMU_IMG,
     CountingFile,
     assert_stream_agrees,
     assert_stream_describes_alike,
+    finding,
     needs_qemu,
     patch,
+    qemu_corruptions,
     qemu_img,
     qemu_io,
     qemu_map_data,
@@ -42,19 +41,6 @@ DEEP_CODES = {"vdi-block-index-out-of-range", "vdi-block-past-eof", "vdi-block-u
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def qemu_corruptions(path: Path) -> int:
-    """``corruptions`` from ``qemu-img check`` (it exits 2 when there are any)."""
-    assert QEMU_IMG is not None
-    proc = subprocess.run(
-        [QEMU_IMG, "check", "-f", "vdi", "--output=json", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    count: int = json.loads(proc.stdout).get("corruptions", 0)
-    return count
 
 
 def header(path: Path) -> dict[str, int]:
@@ -88,12 +74,6 @@ def set_blocks_allocated(path: Path, count: int) -> None:
 
 def used(path: Path) -> list[int]:
     return [i for i, entry in enumerate(block_map(path)) if entry < ZERO]
-
-
-def finding(md: Metadata, code: str) -> str:
-    messages = [f.message for f in md.findings if f.code == code]
-    assert messages, f"no {code} in {md.codes()}"
-    return messages[0]
 
 
 @pytest.fixture
@@ -190,14 +170,14 @@ def test_index_at_blocks_allocated(with_data: Path) -> None:
     assert not md.safe
     message = finding(md, "vdi-block-index-out-of-range")
     assert f"block map entry 30 = {count:#010x}" in message
-    assert qemu_corruptions(with_data) > 0
+    assert qemu_corruptions(with_data, "vdi") > 0
 
 
 def test_index_beyond_the_disk(with_data: Path) -> None:
     set_entry(with_data, 2, 0x00FFFFFF)
     md = introspect(with_data)
     assert "vdi-block-index-out-of-range" in md.codes()
-    assert qemu_corruptions(with_data) > 0
+    assert qemu_corruptions(with_data, "vdi") > 0
 
 
 def test_index_used_twice(with_data: Path) -> None:
@@ -206,7 +186,7 @@ def test_index_used_twice(with_data: Path) -> None:
     md = introspect(with_data)
     assert not md.safe
     assert f"block map entry {second} " in finding(md, "vdi-block-used-twice")
-    assert qemu_corruptions(with_data) > 0
+    assert qemu_corruptions(with_data, "vdi") > 0
 
 
 def test_data_block_past_the_end_of_the_file(with_data: Path) -> None:
@@ -216,7 +196,7 @@ def test_data_block_past_the_end_of_the_file(with_data: Path) -> None:
     assert {"vdi-block-past-eof", "truncated"} <= md.codes()
     last = max(block_map(with_data)[i] for i in used(with_data))
     assert f"names data block {last} " in finding(md, "vdi-block-past-eof")
-    assert qemu_corruptions(with_data) == 0
+    assert qemu_corruptions(with_data, "vdi") == 0
 
 
 def test_zero_block_and_a_recount(with_data: Path) -> None:
@@ -232,7 +212,7 @@ def test_zero_block_and_a_recount(with_data: Path) -> None:
         with_data, "vdi"
     )
     assert "vdi-blocks-allocated-mismatch" in md.codes()
-    assert qemu_corruptions(with_data) > 0
+    assert qemu_corruptions(with_data, "vdi") > 0
 
 
 def test_header_allocates_more_than_the_map_uses(with_data: Path) -> None:
@@ -290,7 +270,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120)
 @given(data=st.data())
 def test_any_block_map_bytes(pristine: bytes, data: st.DataObject) -> None:
     image = bytearray(pristine)

@@ -36,6 +36,7 @@ from tests.support import (
     patch,
     qemu_img,
     qemu_info,
+    read_at,
 )
 
 pytestmark = needs_qemu
@@ -74,12 +75,6 @@ HEADER_OFFSETS = {
 
 def footer_of(data: bytes) -> dict[str, Any]:
     return dict(zip(FOOTER_KEYS, struct.unpack_from(FOOTER_FMT, data), strict=True))
-
-
-def read_at(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
 
 
 def vhd_checksum(block: bytes | bytearray, at: int) -> int:
@@ -686,9 +681,7 @@ REGIONS = st.one_of(st.integers(0, 1535), st.integers(-1536, -1))
 BIG_FIELDS = [16, 40, 48, -512 + 16, -512 + 40, -512 + 48, 512 + 16, 512 + 592]
 
 
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_metadata_never_escapes(seed_images: list[bytes], data: st.DataObject) -> None:
     blob = bytearray(data.draw(st.sampled_from(seed_images)))

@@ -18,18 +18,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imageintrospect import Metadata, introspect
+from imageintrospect import introspect
 from imageintrospect.formats.blocktables import STREAM_HOLD_LIMIT
 from tests.support import (
     QEMU_IMG,
     CountingFile,
     assert_stream_agrees,
     assert_stream_describes_alike,
+    finding,
     needs_qemu,
     patch,
     qemu_img,
     qemu_io,
     qemu_map_data,
+    read_at,
 )
 from tests.support import OnlyRead as Stream
 
@@ -43,12 +45,6 @@ DEEP_CODES = {"vhd-bat-out-of-range", "vhd-bat-in-metadata", "vhd-bat-claimed-tw
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def read_at(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
 
 
 def qemu_opens(path: Path) -> bool:
@@ -78,12 +74,6 @@ def set_entry(path: Path, index: int, sector: int) -> None:
 
 def allocated_indexes(path: Path) -> list[int]:
     return [i for i, sector in enumerate(bat_entries(path)) if sector != UNALLOCATED]
-
-
-def finding(md: Metadata, code: str) -> str:
-    messages = [f.message for f in md.findings if f.code == code]
-    assert messages, f"no {code} in {md.codes()}"
-    return messages[0]
 
 
 @pytest.fixture
@@ -368,7 +358,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120)
 @given(data=st.data())
 def test_any_bat_bytes(pristine: bytes, data: st.DataObject) -> None:
     image = bytearray(pristine)

@@ -623,7 +623,7 @@ def seed(
     return _SEEDS[name]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     name=st.sampled_from(["monolithicSparse", "streamOptimized", "vmware"]),
     edits=st.lists(

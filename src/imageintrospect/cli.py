@@ -15,18 +15,16 @@ import json
 import os
 import stat
 import sys
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, TextIO
 
-from . import __version__, detect, human, scan
+from . import __version__, detect
 from .core import introspect
 from .errors import ImageIntrospectError
 from .formats.base import QemuRefuses
 from .metadata import Metadata
-from .qemu_json import qemu_info_json
 
 EXIT_SAFE = 0
 EXIT_UNSAFE = 1
@@ -85,7 +83,8 @@ class Tracked(io.FileIO):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script passes it to exit)."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(words[0] if words else None).parse_args(words)
     where = describe_path(getattr(args, "path", None) or "")
     try:
         with warnings.catch_warnings():
@@ -124,13 +123,38 @@ class ShowVersion(argparse.Action):
     own version action wraps it at the terminal's width)."""
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from . import scan
+
         print(f"{parser.prog} {__version__} (backend: {scan.describe_backend()})")
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+class Formatter(argparse.HelpFormatter):
+    """argparse's help layout, the terminal's width found as ``shutil.get_terminal_size``
+    finds it, without importing shutil (argparse makes a formatter for every argument
+    added, so its own would import shutil on every run, help or not)."""
+
+    def __init__(self, prog: str, indent: int = 2, position: int = 24, width: int | None = None):
+        super().__init__(prog, indent, position, terminal_columns() - 2 if width is None else width)
+
+
+def terminal_columns() -> int:
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # no stdout (None), not a terminal
+        return 80
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``command`` names the one about to run when known: ``info``
+    and ``check`` leave the audit's arguments out (its module is not imported for them)."""
     parser = argparse.ArgumentParser(
         prog="imageintrospect",
+        formatter_class=Formatter,
         description="Tell what a disk image really is, from its own bytes. "
         "Files named inside the image (backing files, extents) are reported, never opened.",
     )
@@ -140,15 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_info(commands)
     add_check(commands)
-    # the audit's own arguments and run live in its package (the ``audit`` extra)
-    from .audit.cli import add_parser as add_audit_parser
+    if command not in ("info", "check"):
+        # the audit's own arguments and run live in its package (the ``audit`` extra)
+        from .audit.cli import add_parser as add_audit_parser
 
-    add_audit_parser(commands)
+        add_audit_parser(commands)
     return parser
 
 
 def add_info(commands: Any) -> None:
-    info = commands.add_parser("info", help="describe an image")
+    info = commands.add_parser("info", help="describe an image", formatter_class=Formatter)
     info.add_argument(
         "--output",
         choices=OUTPUTS,
@@ -175,7 +200,9 @@ def add_info(commands: Any) -> None:
 
 def add_check(commands: Any) -> None:
     check = commands.add_parser(
-        "check", help="exit 0 if the image is safe, 1 if unsafe, 2 if unreadable"
+        "check",
+        help="exit 0 if the image is safe, 1 if unsafe, 2 if unreadable",
+        formatter_class=Formatter,
     )
     check.add_argument(
         "--expected-format",
@@ -203,6 +230,8 @@ def run_info(args: argparse.Namespace) -> int:
     elif args.output == "glance":
         write(json.dumps(md.glance_properties(), indent=2))
     elif args.output == "qemu-json":
+        from .qemu_json import qemu_info_json
+
         try:
             text = qemu_info_json(md, args.path, actual_size(args.path))
         except QemuRefuses as exc:  # fail as qemu-img info would, with its status
@@ -210,6 +239,8 @@ def run_info(args: argparse.Namespace) -> int:
             return exc.status
         write(text)
     else:
+        from . import human, scan
+
         lines = human.write_info(
             md, describe_path(args.path), verbose=args.verbose, backend=scan.describe_backend()
         )
@@ -230,6 +261,8 @@ def run_check(args: argparse.Namespace) -> int:
         answer = {"image": name, "format": md.format, "safe": md.safe}
         write(json.dumps({**answer, "findings": [f.to_dict() for f in md.findings]}, indent=2))
     else:
+        from . import human
+
         write("\n".join(human.check_lines(md, name)))
     return EXIT_SAFE if md.safe else EXIT_UNSAFE
 
@@ -301,6 +334,8 @@ def deep_scan_progress(source: ForwardOnly | Tracked | None, stream: TextIO) -> 
     if source is None or stream is None or not stream.isatty():
         yield
         return
+    import threading  # a progress bar only on a terminal
+
     done = threading.Event()
 
     def show() -> None:

@@ -6,7 +6,7 @@ import functools
 import os
 from typing import IO, TYPE_CHECKING, Any
 
-from . import detect, formats, scan
+from . import detect, formats
 from .errors import FormatMismatch, ImageIntrospectError, InternalParserError, InvalidImage
 from .findings import Findings
 from .formats import SECTION_NAMES
@@ -42,6 +42,8 @@ def introspect(
     """
     with open_source(source) as src:
         if deep:  # once the source is known good: a caller's mistake is no deep walk
+            from . import scan  # the scanners load when a deep walk may need them
+
             scan.warn_if_slow(stacklevel=2)
         if isinstance(src, Source):
             return introspect_source(src, deep=deep, expected_format=expected_format)

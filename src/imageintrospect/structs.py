@@ -1,11 +1,15 @@
-"""One place that turns bytes into construct values.
+"""One place that turns bytes into field values, without importing construct.
 
-Like pyelftools' ``struct_parse``, every construct error becomes an :class:`InvalidImage`
-naming the structure that failed, so no construct exception reaches a caller.  Schemas are
-used interpreted (never ``.compile()``d): the input is hostile and the interpreter is the
-better-reviewed path.  Headers are parsed that way; the entries of a table, repeated tens of
-times, go through :class:`EntryTable`, a plain ``struct`` layout derived from the schema, and a
-header that holds such a table goes through :class:`TableHeader`.
+Every on-disk structure is a construct schema (``imageintrospect.formats.schemas``): that is
+the one documented layout.  ``scripts/gen_layouts.py`` derives from each schema, ahead of
+time, a :class:`Layout` (a ``struct`` format string, the field names, the size, the magic
+constants to check) into the generated module ``imageintrospect._layouts``, so parsing a
+header imports ``struct`` and that module, never construct (whose import alone costs several
+times the interpreter's start).  ``tests/test_layouts.py`` fails when the generated module
+no longer matches the schemas; ``tests/fuzz/test_layouts_two_way.py`` checks every layout
+against construct's own parse on real and random bytes, errors included: every failure is an
+:class:`InvalidImage` naming the structure, as construct's error would have been (``cannot
+parse (StreamError)`` when the bytes are cut short, ``(ConstError)`` when a magic differs).
 """
 
 from __future__ import annotations
@@ -15,47 +19,170 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-import construct
-
 from .errors import InvalidImage
 
+#: A field made of several values: (its index among the names, how many (None: one nested
+#: structure, not a tuple), the Layout of each entry (None: plain integers)).
+Group = tuple[int, "int | None", "Layout | None"]
 
-def parse_struct(schema: construct.Construct, data: bytes, what: str) -> Any:
-    """Parse ``data`` with ``schema``; raise :class:`InvalidImage` naming ``what`` on failure."""
-    try:
-        return schema.parse(data)
-    except construct.ConstructError as exc:
-        raise InvalidImage(f"{what}: cannot parse ({type(exc).__name__})") from exc
+
+class Layout:
+    """A fixed-size structure as ``struct`` reads it, derived from its construct schema.
+
+    Made only by the generated module; its ``struct.Struct`` and its named-tuple type are
+    built on first use (a run parses a handful of the ~60 layouts).
+    """
+
+    __slots__ = (
+        "_make",
+        "_struct",
+        "consts",
+        "fmt",
+        "groups",
+        "names",
+        "size",
+        "source",
+        "swapped",
+        "type_name",
+    )
+
+    def __init__(
+        self,
+        source: str,
+        type_name: str,
+        fmt: str,
+        size: int,
+        names: tuple[str, ...],
+        consts: tuple[tuple[int, int, bytes], ...] = (),
+        groups: tuple[Group, ...] = (),
+        swapped: tuple[tuple[int, str], ...] = (),
+    ) -> None:
+        self.source = source  # "module:NAME" of the construct schema it was derived from
+        self.type_name = type_name
+        self.fmt = fmt
+        self.size = size
+        self.names = names  # the fields in order (padding has none)
+        self.consts = consts  # (index among the unpacked values, offset, expected bytes)
+        self.groups = groups
+        # (index among the unpacked values, byte order): integers in the other byte order
+        # than the format string's, unpacked as bytes (ISO 9660 stores numbers both ways)
+        self.swapped = swapped
+        self._struct: struct.Struct | None = None
+        self._make: Callable[[Iterable[Any]], Any] | None = None
+
+    @property
+    def compiled(self) -> struct.Struct:
+        if self._struct is None:
+            self._struct = struct.Struct(self.fmt)
+        return self._struct
+
+    @property
+    def make(self) -> Callable[[Iterable[Any]], Any]:
+        """Values in field order → the named tuple (its fields read like construct's)."""
+        if self._make is None:
+            record: Any = namedtuple(self.type_name, self.names)  # type: ignore[misc]
+            self._make = record._make
+        return self._make
+
+    @property
+    def schema(self) -> Any:
+        """The construct schema this layout was derived from (imports construct: tests and
+        the generator only)."""
+        import importlib
+
+        module, name = self.source.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def parse(self, data: bytes, what: str) -> Any:
+        """The structure at the start of ``data`` (which may run on), as a named tuple; an
+        :class:`InvalidImage` naming ``what`` when the bytes are short or a magic differs."""
+        if len(data) < self.size:
+            raise InvalidImage(f"{what}: cannot parse ({self._failure(data)})")
+        values = self.compiled.unpack_from(data)
+        for index, _, expected in self.consts:
+            if values[index] != expected:
+                raise InvalidImage(f"{what}: cannot parse (ConstError)")
+        if self.swapped:
+            values = self._swap(values)
+        if self.groups:
+            return self.make(self._grouped(values))
+        return self.make(values)
+
+    def _swap(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        out = list(values)
+        for index, order in self.swapped:
+            out[index] = int.from_bytes(out[index], order)  # type: ignore[arg-type]  # str order
+        return tuple(out)
+
+    def _failure(self, data: bytes) -> str:
+        # construct reads the fields in order: a magic that differs is found before the end.
+        for _, offset, expected in self.consts:
+            if len(data) < offset + len(expected):
+                return "StreamError"
+            if data[offset : offset + len(expected)] != expected:
+                return "ConstError"
+        return "StreamError"
+
+    def _grouped(self, values: tuple[Any, ...]) -> list[Any]:
+        groups = {index: (count, entry) for index, count, entry in self.groups}
+        out: list[Any] = []
+        at = 0
+        for index in range(len(self.names)):
+            if index not in groups:
+                out.append(values[at])
+                at += 1
+                continue
+            count, entry = groups[index]
+            if count is None:  # one nested structure
+                assert entry is not None
+                width = len(entry.names)
+                out.append(entry.make(values[at : at + width]))
+                at += width
+                continue
+            if entry is None:
+                out.append(tuple(values[at : at + count]))
+                at += count
+                continue
+            width = len(entry.names)
+            make = entry.make
+            out.append(
+                tuple(make(values[at + k * width : at + (k + 1) * width]) for k in range(count))
+            )
+            at += count * width
+        return out
+
+
+def parse_struct(layout: Layout, data: bytes, what: str) -> Any:
+    """Parse ``data`` with ``layout``; raise :class:`InvalidImage` naming ``what`` on failure."""
+    return layout.parse(data, what)
 
 
 R = TypeVar("R")
 
 
 class Record(Generic[R]):
-    """A header schema whose parse is handed on as a typed record: a ``NamedTuple`` naming
-    the fields the parser uses, with their types, so the header does not travel as ``Any``.
+    """A header whose parse is handed on as a typed record: a ``NamedTuple`` naming the
+    fields the parser uses, with their types, so the header does not travel as ``Any``.
 
-    The record's fields must be fields of the schema (checked when the module is imported);
-    the schema stays the documented layout.
+    The record's fields must be fields of the layout (checked when the module is imported).
     """
 
-    def __init__(self, schema: construct.Struct, record: type[R], what: str) -> None:
+    def __init__(self, layout: Layout, record: type[R], what: str) -> None:
         named: Any = record  # a NamedTuple class; typing has no bound for "any NamedTuple"
         fields: tuple[str, ...] = getattr(named, "_fields", ())
-        names = {sub.name for sub in schema.subcons}
-        missing = [name for name in fields if name not in names]
+        missing = [name for name in fields if name not in layout.names]
         if not fields or missing:
             raise TypeError(f"{record.__name__}: {missing or 'no fields'} not in the schema")
-        self.schema = schema
+        self.layout = layout
         self.what = what
-        self.size: int = schema.sizeof()
+        self.size: int = layout.size
         self._fields = fields
         self._make: Callable[[Iterable[Any]], R] = named._make
 
     def parse(self, data: bytes) -> R:
         """``data`` parsed as :func:`parse_struct` does, as the record."""
-        parsed = parse_struct(self.schema, data, self.what)
-        return self._make(parsed[name] for name in self._fields)
+        parsed = self.layout.parse(data, self.what)
+        return self._make(getattr(parsed, name) for name in self._fields)
 
 
 def cstring(raw: bytes, encoding: str = "utf-8") -> str:
@@ -64,82 +191,55 @@ def cstring(raw: bytes, encoding: str = "utf-8") -> str:
 
 
 class EntryTable:
-    """Fast decoding of a table's fixed-size entries, derived from their construct schema.
+    """A table's fixed-size entries, decoded in one ``struct`` call for the whole table
+    (construct would cost a few µs per field, and a table repeats its entry tens of times on
+    every image).  The entry's layout must be flat: integers and byte strings."""
 
-    The construct ``Struct`` stays the documented layout (and what tests and fuzz seeds take
-    field offsets from); this precompiles the same layout into one :class:`struct.Struct`,
-    because interpreted construct costs a few µs per field and a table repeats its entry
-    tens of times on every image.  Only schemas made of fixed-size integers and byte strings
-    (one byte order) can be derived; anything else is refused when the module is imported.
-    ``tests/fuzz/test_entry_tables.py`` checks that both decodings agree on real and random bytes.
-    """
-
-    def __init__(self, schema: construct.Struct, name: str, what: str) -> None:
-        fields = [(sub.name, sub.subcon) for sub in schema.subcons]
-        orders = {f.fmtstr[0] for _, f in fields if isinstance(f, construct.FormatField)}
-        if len(orders) > 1:
-            raise TypeError(f"{name}: fields of more than one byte order")
-        codes = "".join(_struct_code(name, field) for _, field in fields)
-        self.schema = schema
+    def __init__(self, layout: Layout, what: str) -> None:
+        if layout.consts or layout.groups:
+            raise TypeError(f"{layout.source}: a table entry must be a flat layout")
+        self.entry = layout
         self.what = what  # names the entry in errors, as parse_struct's ``what`` does
-        self.layout = struct.Struct((orders.pop() if orders else ">") + codes)
-        self.size = self.layout.size
-        # Entries are named tuples: read like the construct Container (``entry.first_lba``).
-        field_names = [str(field_name) for field_name, _ in fields]
-        entry_type: Any = namedtuple(name, field_names)  # type: ignore[misc]  # name is dynamic
-        self._make: Callable[[Iterable[Any]], Any] = entry_type._make
+        self.size = layout.size
+
+    @property
+    def layout(self) -> struct.Struct:
+        return self.entry.compiled
+
+    @property
+    def schema(self) -> Any:
+        return self.entry.schema
 
     def decode(self, data: bytes, offset: int = 0) -> Any:
         """The entry at ``offset`` of ``data``; :class:`InvalidImage` when it is cut short,
         as :func:`parse_struct` would raise."""
         if len(data) - offset < self.size:
             raise InvalidImage(f"{self.what}: cannot parse (StreamError)")
-        return self._make(self.layout.unpack_from(data, offset))
+        return self.entry.make(self.entry.compiled.unpack_from(data, offset))
 
     def decode_all(self, data: bytes) -> list[Any]:
         """Every whole entry in ``data``, back to back (a trailing part entry is ignored)."""
         whole = len(data) - len(data) % self.size
-        return [self._make(v) for v in self.layout.iter_unpack(data[:whole])]
-
-
-def _struct_code(table: str, field: construct.Construct) -> str:
-    if isinstance(field, construct.FormatField):
-        return str(field.fmtstr[1:])
-    if isinstance(field, construct.Bytes) and isinstance(field.length, int):
-        return f"{field.length}s"
-    raise TypeError(f"{table}: {field!r} has no fixed struct layout")
+        make = self.entry.make
+        return [make(v) for v in self.entry.compiled.iter_unpack(data[:whole])]
 
 
 class TableHeader:
-    """A header schema that holds a table of fixed-size entries (a ``construct.Array`` of a
-    flat Struct): construct parses the fields before the table, :class:`EntryTable` the
-    table, and fields after the table (reserved padding) are not decoded.
+    """A header that holds a table of fixed-size entries: parsed whole, the table a tuple of
+    named tuples under its field name, and :attr:`table` its entries' :class:`EntryTable`."""
 
-    The result reads like the schema's own Container, the table as a tuple of named tuples
-    under its field name.  ``tests/fuzz/test_entry_tables.py`` checks it against the whole
-    schema on real and random bytes.
-    """
-
-    def __init__(
-        self, schema: construct.Struct, table: str, entry_name: str, what: str, entry_what: str
-    ) -> None:
-        names = [sub.name for sub in schema.subcons]
-        at = names.index(table)
-        array = schema.subcons[at].subcon
-        if not isinstance(array, construct.Array) or not isinstance(array.count, int):
-            raise TypeError(f"{what}: field {table!r} is not a fixed-size Array")
-        self.fields = construct.Struct(*schema.subcons[:at])
-        self.table_field = table
-        self.table_at = self.fields.sizeof()
-        self.table = EntryTable(array.subcon, entry_name, entry_what)
-        self.table_end = self.table_at + array.count * self.table.size
-        self.size = schema.sizeof()
+    def __init__(self, layout: Layout, table: str, what: str, entry_what: str) -> None:
+        index = layout.names.index(table)
+        entry = next((e for i, n, e in layout.groups if i == index and n is not None), None)
+        if entry is None:
+            raise TypeError(f"{what}: field {table!r} is not a table of entries")
+        self.layout = layout
+        self.table = EntryTable(entry, entry_what)
+        self.size = layout.size
         self.what = what
 
     def parse(self, raw: bytes) -> Any:
         """The header in ``raw`` (which may run on); :class:`InvalidImage` when it is short."""
         if len(raw) < self.size:
             raise InvalidImage(f"{self.what}: {len(raw)} of {self.size} bytes")
-        header = parse_struct(self.fields, raw[: self.table_at], self.what)
-        header[self.table_field] = tuple(self.table.decode_all(raw[self.table_at : self.table_end]))
-        return header
+        return self.layout.parse(raw, self.what)

@@ -258,7 +258,7 @@ def vmware_stream_seed() -> Seed:
 
 
 def cowd_seed() -> Seed:
-    header = vmdk.COWD_HEADER.build(
+    header = vmdk.COWD_HEADER.schema.build(
         {
             "version": 1,
             "flags": 3,
@@ -283,7 +283,7 @@ def cowd_seed() -> Seed:
 
 
 def sesparse_seed() -> Seed:
-    values = dict.fromkeys((sub.name for sub in vmdk.SESPARSE_HEADER.subcons), 0)
+    values = dict.fromkeys(vmdk.SESPARSE_HEADER.names, 0)
     values.update(
         magic=0xCAFEBABE,
         version=vmdk.SESPARSE_VERSION,
@@ -300,7 +300,7 @@ def sesparse_seed() -> Seed:
         grains_offset=128,
         grains_size=64,
     )
-    data = vmdk.SESPARSE_HEADER.build(values).ljust(64 * KIB, b"\0")
+    data = vmdk.SESPARSE_HEADER.schema.build(values).ljust(64 * KIB, b"\0")
     fields = fields_of(vmdk.SESPARSE_HEADER, 0)
     return Seed("vmdk-sesparse", data, tuple(fields), None, ((0, 512),), (512,))
 

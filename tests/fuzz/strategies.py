@@ -23,6 +23,8 @@ from typing import Any
 import construct as c
 from hypothesis import strategies as st
 
+from imageintrospect.structs import Layout
+
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -54,9 +56,12 @@ def _int_order(con: c.Construct) -> str | None:
     return None
 
 
-def fields_of(schema: c.Construct, base: int, prefix: str = "") -> list[Field]:
-    """Every fixed-size field of a construct ``Struct`` at ``base`` (nested structs and arrays
-    unrolled), in layout order; stops at the first variable-size member."""
+def fields_of(schema: c.Construct | Layout, base: int, prefix: str = "") -> list[Field]:
+    """Every fixed-size field of a construct ``Struct`` (or of the schema a generated layout
+    comes from) at ``base`` (nested structs and arrays unrolled), in layout order; stops at
+    the first variable-size member."""
+    if isinstance(schema, Layout):
+        schema = schema.schema
     out: list[Field] = []
     offset = base
     for sub in schema.subcons:

@@ -14,6 +14,7 @@ derive the disk type and adapter type of the original VMDK.
 from __future__ import annotations
 
 import concurrent.futures
+import configparser
 import io
 import json
 import os
@@ -35,6 +36,7 @@ import glance.async_.flows.api_image_import  # registers [image_import_opts]
 import glance.async_.flows.plugins.image_conversion  # registers [image_conversion]
 import glance.tests
 from glance.api import common as api_common
+from glance.common import property_utils
 from nova import objects as nova_objects
 from nova.virt.vmwareapi import constants as vmware_constants
 from nova.virt.vmwareapi import images as vmware_images
@@ -52,6 +54,38 @@ pytestmark = pytest.mark.integration
 MEMBER = {"X-Roles": "reader,member"}
 BY_NAME = {staged.name: staged for staged in IMAGES}
 SHOWN = ("status", "disk_format", "container_format", "size", "virtual_size")
+
+
+#: Roles-based protections: only ``creators`` may create or change ``vmware_*``; every role
+#: may read them, and every other property is open.
+PROTECT_VMWARE_ROLES = """
+[^vmware_.*]
+create = {creators}
+read = @
+update = {creators}
+delete = {creators}
+
+[.*]
+create = @
+read = @
+update = @
+delete = @
+"""
+
+#: The same in the policies format, with Glance's own ``context_is_admin`` rule (the admin role).
+PROTECT_VMWARE_POLICIES = """
+[^vmware_.*]
+create = context_is_admin
+read = default
+update = context_is_admin
+delete = context_is_admin
+
+[.*]
+create = default
+read = default
+update = default
+delete = default
+"""
 
 
 class _InlineExecutor(concurrent.futures.Executor):
@@ -175,6 +209,56 @@ class GlanceImport(functional.SynchronousAPIBase):  # type: ignore[misc]
         assert (image["container_format"], image["disk_format"]) == ("ova", "vmdk")
         assert self.stored(image) == self.staged_bytes
         assert image["vmware_ostype"] == "otherLinux64Guest"
+
+    def protect(self, rule_format: str, rules: str) -> None:
+        """Restart the API with a property protection file of ``rules``."""
+        path = Path(self.test_dir) / f"protections-{rule_format}.conf"
+        path.write_text(rules)
+        # Glance parses the file into one module-wide parser that keeps what it read before:
+        # give this test a fresh one.
+        self.addCleanup(setattr, property_utils, "CONFIG", property_utils.CONFIG)
+        property_utils.CONFIG = configparser.ConfigParser()
+        self.config(property_protection_file=str(path), property_protection_rule_format=rule_format)
+        self.start_server(enable_cache=False)
+        api_common._CACHED_THREAD_POOL["tasks_pool"] = _InlinePool()
+
+    def assert_refused_by_protections(self, image: dict[str, Any], task: dict[str, Any]) -> None:
+        assert task["status"] == "failure"
+        assert "property protections forbid the importing user to set" in task["message"]
+        named = task["message"].split("to set ", 1)[1].split(":", 1)[0].split(", ")
+        assert sorted(named) == ["vmware_adaptertype", "vmware_disktype"]
+        # Nothing of the plugin's was saved (not even virtual_size), as for any refusal.
+        assert (image["status"], image["virtual_size"]) == ("queued", None)
+        assert image.get("os_glance_failed_import") == "store1"
+        assert not any(k.startswith("vmware_") for k in image)
+        assert not self.staging_holds(image)
+
+    def test_protected_vmware_properties_refuse_a_member_roles(self) -> None:
+        """The plugin sets properties as the importing member (Glance elevates only
+        copy-image, which runs no plugin): an admin-only ``vmware_*`` refuses the import."""
+        self.protect("roles", PROTECT_VMWARE_ROLES.format(creators="admin"))
+        image, task = self.import_staged(BY_NAME["qemu-stream-lsilogic"])
+        self.assert_refused_by_protections(image, task)
+
+    def test_protected_vmware_properties_refuse_a_member_policies(self) -> None:
+        self.protect("policies", PROTECT_VMWARE_POLICIES)
+        image, task = self.import_staged(BY_NAME["qemu-stream-lsilogic"])
+        self.assert_refused_by_protections(image, task)
+
+    def test_protected_vmware_properties_set_for_an_allowed_role(self) -> None:
+        self.protect("roles", PROTECT_VMWARE_ROLES.format(creators="admin,member"))
+        image, task = self.import_staged(BY_NAME["qemu-stream-lsilogic"])
+        assert task["status"] == "success", task["message"]
+        assert image["vmware_disktype"] == "streamOptimized"
+        assert image["vmware_adaptertype"] == "lsiLogic"
+
+    def test_protected_vmware_properties_left_out(self) -> None:
+        self.protect("roles", PROTECT_VMWARE_ROLES.format(creators="admin"))
+        self.config(properties=["hw_vif_model"], group=options.GROUP)
+        image, task = self.import_staged(BY_NAME["qemu-stream-lsilogic"])
+        assert task["status"] == "success", task["message"]
+        assert (image["status"], image["virtual_size"]) == ("active", 8 * MiB)
+        assert not any(k.startswith("vmware_") for k in image)
 
     def test_the_plugin_is_what_glance_loads(self) -> None:
         # Glance only logs a plugin that fails to load and then imports without it.

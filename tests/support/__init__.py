@@ -10,13 +10,14 @@ Fixtures stay in ``tests/conftest.py``; nothing here is a fixture.
 """
 
 from .files import CountingBytes, CountingFile
-from .images import edit, mutate_bytes, patch
+from .images import edit, finding, mutate_bytes, patch, read_at
 from .qemu import (
     QEMU_IMG,
     assert_same_as_qemu,
     assert_view_refuses,
     needs_qemu,
     ours_as_qemu,
+    qemu_corruptions,
     qemu_img,
     qemu_info,
     qemu_io,
@@ -45,17 +46,20 @@ __all__ = [
     "assert_view_refuses",
     "describe",
     "edit",
+    "finding",
     "forward_only",
     "introspect_hostile",
     "mutate_bytes",
     "needs_qemu",
     "ours_as_qemu",
     "patch",
+    "qemu_corruptions",
     "qemu_img",
     "qemu_info",
     "qemu_io",
     "qemu_map_data",
     "qemu_refuses",
+    "read_at",
     "run",
     "streamed",
 ]

@@ -176,6 +176,30 @@ def ova_many_members(directory: Path, full: bool) -> Path:
     return path
 
 
+def ova_spread_members(directory: Path, full: bool) -> Path:
+    """An OVA of 2,048 members of 64 KiB (256 for the tests), all named by the OVF, and the
+    manifest of their digests last: 128 MiB in which a tar header arrives every 64 KiB, and
+    a stream does not know which members the manifest names until the end."""
+    count = 2048 if full else 256
+    names = [b"m%06d" % i for i in range(count)]
+    ovf = (
+        b'<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" '
+        b'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References>'
+        + b"".join(b'<File ovf:id="f%d" ovf:href="%s"/>' % (i, n) for i, n in enumerate(names))
+        + b"</References><DiskSection/></Envelope>"
+    )
+    digest = hashlib.sha256(bytes(64 * KiB)).hexdigest().encode()
+    manifest = b"".join(b"SHA256(%s)= %s\n" % (n, digest) for n in names)
+    path = directory / "spread.ova"
+    with path.open("wb") as f:
+        f.write(tar_header(b"vm.ovf", len(ovf)) + _padded(ovf))
+        for name in names:
+            f.write(tar_header(name, 64 * KiB))
+            f.seek(64 * KiB, os.SEEK_CUR)  # zeros, left sparse
+        f.write(tar_header(b"vm.mf", len(manifest)) + _padded(manifest) + bytes(2 * BLOCK))
+    return path
+
+
 def ova_pax_huge(directory: Path, full: bool) -> Path:
     """A pax header whose ``size`` claims 8 GiB for a member whose header claims 0."""
     path = directory / "pax-8g.ova"
@@ -330,6 +354,7 @@ CASES: dict[str, Builder] = {
     "qcow2-shared-l2": qcow2_shared_l2,
     "qcow2-refcount-loop": qcow2_refcount_loop,
     "ova-members": ova_many_members,
+    "ova-spread-members": ova_spread_members,
     "ova-pax-8g": ova_pax_huge,
     "ova-gnu-names": ova_gnu_huge,
     "ova-disk-named-often": ova_disk_named_often,

@@ -8,12 +8,20 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from imageintrospect import Metadata
+
 
 def patch(path: Path, offset: int, data: bytes) -> None:
     """Overwrite bytes in place: how the hostile variants are made."""
     with open(path, "r+b") as f:
         f.seek(offset)
         f.write(data)
+
+
+def read_at(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
 
 
 def edit(path: Path, offset: int, fmt: str, *values: Any) -> Path:
@@ -31,3 +39,10 @@ def mutate_bytes(data: Any, seed: bytes, offsets: st.SearchStrategy[int]) -> byt
     if data.draw(st.booleans()):
         blob = blob[: data.draw(st.integers(0, len(blob)))]
     return blob
+
+
+def finding(md: Metadata, code: str) -> str:
+    """The message of ``md``'s first finding ``code`` (which must be there)."""
+    messages = [f.message for f in md.findings if f.code == code]
+    assert messages, f"no {code} in {md.codes()}"
+    return messages[0]

@@ -55,6 +55,15 @@ def qemu_map_data(path: Path, fmt: str) -> int:
     return sum(e["length"] for e in extents if e["data"] and e["present"] and "offset" in e)
 
 
+def qemu_corruptions(path: Path, fmt: str) -> int:
+    """``corruptions`` from ``qemu-img check`` (it exits 2 when there are any)."""
+    assert QEMU_IMG is not None
+    args = [QEMU_IMG, "check", "-f", fmt, "--output=json", str(path)]
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    count: int = json.loads(proc.stdout).get("corruptions", 0)
+    return count
+
+
 def qemu_refuses(path: Path, fmt: str | None = None) -> bool:
     """True if ``qemu-img info`` (as ``fmt``, or probing) cannot open ``path``; then our
     qemu-img view must refuse it too (``--output qemu-json`` fails where qemu-img does)."""

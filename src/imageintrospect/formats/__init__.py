@@ -9,7 +9,7 @@ A format module is imported only when it is needed: an entry names its module an
 ``may_claim``, a check of a few magic bytes that is true whenever the module's own ``probe``
 could claim the bytes (it may be true more often; never less).  Detection runs the module's
 ``probe`` only where ``may_claim`` is true, so introspecting a qcow2 imports the qcow2
-module and no other (with its construct schemas, scanners and dataclasses).  Adding a format:
+module and no other (with its layouts, scanners and dataclasses).  Adding a format:
 an entry here (in probe order), its module with ``FORMAT``, and a field on ``Metadata``.
 """
 
@@ -85,9 +85,13 @@ def _vmdk(probe: Probe) -> bool:
     if b"version=" in head[:2048]:  # qemu's test for a descriptor wants such a line
         return True
     # Ours wants text up to the first NUL, without control bytes: its first 512 bytes must
-    # be such text (a few µs; every binary image fails here).
+    # be such text (a few µs; most binary images fail here) ...
     text = head[:512].split(b"\0", 1)[0]
-    return bool(text) and len(text.translate(None, _CONTROL_BYTES)) == len(text)
+    if not text or len(text.translate(None, _CONTROL_BYTES)) != len(text):
+        return False
+    # ... and only NUL padding after that NUL (a qcow2's magic passes the first test).
+    nul = head.find(b"\0")
+    return nul < 0 or head.count(b"\0", nul) == len(head) - nul
 
 
 #: Probe order: formats with a magic at offset 0 first, then those found elsewhere (an ISO's

@@ -1,6 +1,7 @@
 """What every format module provides, and the context it is handed.
 
-A format module reads top to bottom as: construct schemas, ``probe`` (does this format claim
+A format module reads top to bottom as: layouts (``structs.Layout``, generated from the
+construct schemas in ``formats/schemas``), ``probe`` (does this format claim
 the bytes?), ``parse`` (header → section + findings), and ``qemu_info(md, filename)`` (what
 ``qemu-img info`` would print).  Detection (``detect.py``) is the only place that chooses
 among them.

@@ -17,8 +17,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-import construct as c
-
+from .. import _layouts
 from .. import findings as F
 from ..source import StreamGap
 from ..structs import parse_struct
@@ -73,101 +72,26 @@ UDF_TAG_TERMINATING = 8
 
 # --- schemas -------------------------------------------------------------------------------
 
-DESCRIPTOR_HEADER = c.Struct("type" / c.Int8ul, "identifier" / c.Bytes(5), "version" / c.Int8ul)
+# The layouts, derived from the construct schemas in formats/schemas/iso.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+DESCRIPTOR_HEADER = _layouts.ISO_DESCRIPTOR_HEADER
+VOLUME_DESCRIPTOR = _layouts.ISO_VOLUME_DESCRIPTOR
+BOOT_RECORD = _layouts.ISO_BOOT_RECORD
+VALIDATION_ENTRY = _layouts.ISO_VALIDATION_ENTRY
+BOOT_ENTRY = _layouts.ISO_BOOT_ENTRY
+SECTION_HEADER = _layouts.ISO_SECTION_HEADER
+UDF_TAG = _layouts.ISO_UDF_TAG
+UDF_ANCHOR = _layouts.ISO_UDF_ANCHOR
 
-# Primary and supplementary descriptors share one layout; "both-endian" numbers are stored
-# twice (little-endian, then big-endian) and should agree.
-VOLUME_DESCRIPTOR = c.Struct(
-    "type" / c.Int8ul,
-    "identifier" / c.Bytes(5),
-    "version" / c.Int8ul,
-    "flags" / c.Int8ul,
-    "system_id" / c.Bytes(32),
-    "volume_id" / c.Bytes(32),
-    c.Padding(8),
-    "volume_space_size_le" / c.Int32ul,
-    "volume_space_size_be" / c.Int32ub,
-    "escape_sequences" / c.Bytes(32),
-    "volume_set_size_le" / c.Int16ul,
-    "volume_set_size_be" / c.Int16ub,
-    "volume_sequence_number_le" / c.Int16ul,
-    "volume_sequence_number_be" / c.Int16ub,
-    "logical_block_size_le" / c.Int16ul,
-    "logical_block_size_be" / c.Int16ub,
-    "path_table_size_le" / c.Int32ul,
-    "path_table_size_be" / c.Int32ub,
-    "l_path_table" / c.Int32ul,
-    "optional_l_path_table" / c.Int32ul,
-    "m_path_table" / c.Int32ub,
-    "optional_m_path_table" / c.Int32ub,
-    "root_directory_record" / c.Bytes(34),
-    "volume_set_id" / c.Bytes(128),
-    "publisher_id" / c.Bytes(128),
-    "data_preparer_id" / c.Bytes(128),
-    "application_id" / c.Bytes(128),
-    "copyright_file_id" / c.Bytes(37),
-    "abstract_file_id" / c.Bytes(37),
-    "bibliographic_file_id" / c.Bytes(37),
-    "creation_date" / c.Bytes(17),
-    "modification_date" / c.Bytes(17),
-    "expiration_date" / c.Bytes(17),
-    "effective_date" / c.Bytes(17),
-    "file_structure_version" / c.Int8ul,
-)
-
-BOOT_RECORD = c.Struct(
-    "type" / c.Int8ul,
-    "identifier" / c.Bytes(5),
-    "version" / c.Int8ul,
-    "boot_system_id" / c.Bytes(32),
-    "boot_id" / c.Bytes(32),
-    "catalog_sector" / c.Int32ul,
-)
-
-VALIDATION_ENTRY = c.Struct(
-    "header_id" / c.Int8ul,
-    "platform" / c.Int8ul,
-    c.Padding(2),
-    "id_string" / c.Bytes(24),
-    "checksum" / c.Int16ul,
-    "key" / c.Bytes(2),
-)
-BOOT_ENTRY = c.Struct(
-    "indicator" / c.Int8ul,
-    "media" / c.Int8ul,
-    "load_segment" / c.Int16ul,
-    "system_type" / c.Int8ul,
-    c.Padding(1),
-    "sector_count" / c.Int16ul,
-    "load_rba" / c.Int32ul,
-)
-# sizeof() walks a schema: once here, not on every image.
-BOOT_RECORD_SIZE = BOOT_RECORD.sizeof()
-BOOT_ENTRY_SIZE = BOOT_ENTRY.sizeof()
-SECTION_HEADER = c.Struct("indicator" / c.Int8ul, "platform" / c.Int8ul, "entries" / c.Int16ul)
+BOOT_RECORD_SIZE = BOOT_RECORD.size
+BOOT_ENTRY_SIZE = BOOT_ENTRY.size
 ENTRY_BOOTABLE = 0x88
 ENTRY_NOT_BOOTABLE = 0x00
 SECTION_MORE = 0x90
 SECTION_LAST = 0x91
 ENTRY_EXTENSION = 0x44
 
-UDF_TAG = c.Struct(
-    "tag_id" / c.Int16ul,
-    "version" / c.Int16ul,
-    "checksum" / c.Int8ul,
-    c.Padding(1),
-    "serial" / c.Int16ul,
-    "crc" / c.Int16ul,
-    "crc_length" / c.Int16ul,
-    "location" / c.Int32ul,
-)
-UDF_TAG_SIZE = UDF_TAG.sizeof()
-UDF_ANCHOR = c.Struct(
-    "main_length" / c.Int32ul,
-    "main_location" / c.Int32ul,
-    "reserve_length" / c.Int32ul,
-    "reserve_location" / c.Int32ul,
-)
+UDF_TAG_SIZE = UDF_TAG.size
 UDF_VOLUME_ID = (24, 32)  # primary volume descriptor: offset, length of the dstring
 UDF_LOGICAL_VOLUME_ID = (84, 128)
 UDF_LOGICAL_BLOCK_SIZE = 212

@@ -17,8 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import construct as c
-
+from .. import _layouts
 from .. import findings as F
 from ..errors import InvalidImage
 from ..findings import Findings
@@ -32,49 +31,15 @@ SECTOR_SIZE = 512
 
 # --- schemas -------------------------------------------------------------------------------
 
-KEY_SLOT_V1 = c.Struct(
-    "state" / c.Int32ub,
-    "iterations" / c.Int32ub,
-    "salt" / c.Bytes(32),
-    "key_material_offset" / c.Int32ub,  # in sectors
-    "stripes" / c.Int32ub,
-)
-HEADER_V1 = c.Struct(
-    "magic" / c.Const(MAGIC),
-    "version" / c.Int16ub,
-    "cipher_name" / c.Bytes(32),
-    "cipher_mode" / c.Bytes(32),
-    "hash_spec" / c.Bytes(32),
-    "payload_offset" / c.Int32ub,  # in sectors
-    "key_bytes" / c.Int32ub,
-    "mk_digest" / c.Bytes(20),
-    "mk_digest_salt" / c.Bytes(32),
-    "mk_digest_iterations" / c.Int32ub,
-    "uuid" / c.Bytes(40),
-    "key_slots" / c.Array(8, KEY_SLOT_V1),
-)
-HEADER_V1_SIZE = HEADER_V1.sizeof()
-# The eight key slots are a table at the header's end: construct parses the fields before
-# them, struct the slots (structs.TableHeader).
-HEADER_V1_PARSER = TableHeader(
-    HEADER_V1, "key_slots", "KeySlotV1", "LUKS1 header", "LUKS1 key slot"
-)
+# The layouts, derived from the construct schemas in formats/schemas/luks.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+KEY_SLOT_V1 = _layouts.LUKS_KEY_SLOT_V1
+HEADER_V1 = _layouts.LUKS_HEADER_V1
+HEADER_V2 = _layouts.LUKS_HEADER_V2
+HEADER_V1_SIZE = HEADER_V1.size
+# The eight key slots are a table at the header's end (structs.TableHeader).
+HEADER_V1_PARSER = TableHeader(HEADER_V1, "key_slots", "LUKS1 header", "LUKS1 key slot")
 KEY_SLOT_TABLE = HEADER_V1_PARSER.table
-
-HEADER_V2 = c.Struct(
-    "magic" / c.Const(MAGIC),
-    "version" / c.Int16ub,
-    "header_size" / c.Int64ub,  # binary header + JSON area
-    "seqid" / c.Int64ub,
-    "label" / c.Bytes(48),
-    "checksum_alg" / c.Bytes(32),
-    "salt" / c.Bytes(64),
-    "uuid" / c.Bytes(40),
-    "subsystem" / c.Bytes(48),
-    "header_offset" / c.Int64ub,
-    "padding" / c.Bytes(184),
-    "checksum" / c.Bytes(64),
-)
 
 
 class HeaderV2(NamedTuple):

@@ -19,8 +19,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import construct as c
-
+from .. import _layouts
 from .. import findings as F
 from ..source import StreamGap
 from ..structs import EntryTable, parse_struct
@@ -42,63 +41,24 @@ GPT_PARTITIONS_LISTED = 128
 
 # --- schemas -------------------------------------------------------------------------------
 
-MBR_ENTRY = c.Struct(
-    "status" / c.Int8ul,
-    "chs_first" / c.Bytes(3),
-    "type" / c.Int8ul,
-    "chs_last" / c.Bytes(3),
-    "first_lba" / c.Int32ul,
-    "sectors" / c.Int32ul,
-)
-MBR_TABLE = c.Array(4, MBR_ENTRY)
+# The layouts, derived from the construct schemas in formats/schemas/partitions.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+MBR_ENTRY = _layouts.PARTITIONS_MBR_ENTRY
+GPT_HEADER = _layouts.PARTITIONS_GPT_HEADER
+GPT_ENTRY = _layouts.PARTITIONS_GPT_ENTRY
+FAT_BPB = _layouts.PARTITIONS_FAT_BPB
 # Table entries repeat: decoded by struct, derived from the schemas (see structs.EntryTable).
-MBR_ENTRY_TABLE = EntryTable(MBR_ENTRY, "MbrEntry", "MBR partition entries")
+MBR_ENTRY_TABLE = EntryTable(MBR_ENTRY, "MBR partition entries")
 
-GPT_HEADER = c.Struct(
-    "signature" / c.Bytes(8),
-    "revision" / c.Int32ul,
-    "header_size" / c.Int32ul,
-    "header_crc32" / c.Int32ul,
-    "reserved" / c.Int32ul,
-    "current_lba" / c.Int64ul,
-    "backup_lba" / c.Int64ul,
-    "first_usable_lba" / c.Int64ul,
-    "last_usable_lba" / c.Int64ul,
-    "disk_guid" / c.Bytes(16),
-    "entries_lba" / c.Int64ul,
-    "entry_count" / c.Int32ul,
-    "entry_size" / c.Int32ul,
-    "entries_crc32" / c.Int32ul,
-)
 GPT_HEADER_CRC_OFFSET = 16
 
-GPT_ENTRY = c.Struct(
-    "type_guid" / c.Bytes(16),
-    "unique_guid" / c.Bytes(16),
-    "first_lba" / c.Int64ul,
-    "last_lba" / c.Int64ul,
-    "attributes" / c.Int64ul,
-    "name" / c.Bytes(72),
-)
-GPT_ENTRY_TABLE = EntryTable(GPT_ENTRY, "GptEntry", "GPT partition entry")
+GPT_ENTRY_TABLE = EntryTable(GPT_ENTRY, "GPT partition entry")
 #: The smallest header and entry the UEFI specification allows: the fields above.
-GPT_HEADER_MIN_SIZE = GPT_HEADER.sizeof()
+GPT_HEADER_MIN_SIZE = GPT_HEADER.size
 GPT_ENTRY_MIN_SIZE = GPT_ENTRY_TABLE.size
 NO_GUID = bytes(16)
 
-# The BIOS parameter block fields shared by every FAT variant (and, in part, NTFS).
-FAT_BPB = c.Struct(
-    "jump" / c.Bytes(3),
-    "oem_name" / c.Bytes(8),
-    "bytes_per_sector" / c.Int16ul,
-    "sectors_per_cluster" / c.Int8ul,
-    "reserved_sectors" / c.Int16ul,
-    "fat_count" / c.Int8ul,
-    "root_entries" / c.Int16ul,
-    "total_sectors_16" / c.Int16ul,
-    "media" / c.Int8ul,
-)
-FAT_BPB_SIZE = FAT_BPB.sizeof()  # sizeof() walks the schema: once, not per image
+FAT_BPB_SIZE = FAT_BPB.size
 FAT12_16_TYPE_OFFSET = 54
 FAT32_TYPE_OFFSET = 82
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import construct as c
-
+from .. import _layouts
 from .. import findings as F
 from ..errors import InvalidImage
 from ..structs import Record
@@ -24,19 +23,9 @@ MAGIC = b"QED\0"
 
 # --- schemas -------------------------------------------------------------------------------
 
-HEADER = c.Struct(
-    "magic" / c.Const(MAGIC),
-    "cluster_size" / c.Int32ul,
-    "table_size" / c.Int32ul,  # L1 and L2 tables, in clusters
-    "header_size" / c.Int32ul,  # in clusters
-    "features" / c.Int64ul,
-    "compat_features" / c.Int64ul,
-    "autoclear_features" / c.Int64ul,
-    "l1_table_offset" / c.Int64ul,
-    "image_size" / c.Int64ul,
-    "backing_filename_offset" / c.Int32ul,
-    "backing_filename_size" / c.Int32ul,
-)
+# The layouts, derived from the construct schemas in formats/schemas/qed.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+HEADER = _layouts.QED_HEADER
 
 
 class Header(NamedTuple):

@@ -18,10 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import construct as c
-
+from .. import _layouts, scan
 from .. import findings as F
-from .. import scan
 from ..errors import InvalidImage
 from ..structs import cstring, parse_struct
 from . import blocktables
@@ -35,45 +33,17 @@ VERSION_1_1 = 0x00010001
 
 # --- schemas -------------------------------------------------------------------------------
 
-PREHEADER = c.Struct(
-    "banner" / c.Bytes(64),
-    "signature" / c.Int32ul,
-    "version" / c.Int32ul,
-)
-PREHEADER_SIZE = PREHEADER.sizeof()
+# The layouts, derived from the construct schemas in formats/schemas/vdi.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+PREHEADER = _layouts.VDI_PREHEADER
+GEOMETRY = _layouts.VDI_GEOMETRY
+HEADER_V1 = _layouts.VDI_HEADER_V1
+PREHEADER_SIZE = PREHEADER.size
 
-GEOMETRY = c.Struct(
-    "cylinders" / c.Int32ul,
-    "heads" / c.Int32ul,
-    "sectors" / c.Int32ul,
-    "sector_size" / c.Int32ul,
-)
 
-# Version 1.x header, from 0x48.  The LCHS geometry at its end exists only when header_size
-# says so (VirtualBox's "1.1 plus" header, 0x190 bytes); qemu writes the 0x180-byte header.
-HEADER_V1 = c.Struct(
-    "header_size" / c.Int32ul,  # 0x48
-    "image_type" / c.Int32ul,  # 0x4C
-    "image_flags" / c.Int32ul,  # 0x50
-    "comment" / c.Bytes(256),  # 0x54
-    "block_map_offset" / c.Int32ul,  # 0x154
-    "data_offset" / c.Int32ul,  # 0x158
-    "legacy_geometry" / GEOMETRY,  # 0x15C
-    "unused" / c.Int32ul,  # 0x16C
-    "disk_size" / c.Int64ul,  # 0x170
-    "block_size" / c.Int32ul,  # 0x178
-    "block_extra" / c.Int32ul,  # 0x17C
-    "blocks" / c.Int32ul,  # 0x180
-    "blocks_allocated" / c.Int32ul,  # 0x184
-    "uuid" / c.Bytes(16),  # 0x188: this image's creation UUID
-    "modify_uuid" / c.Bytes(16),  # 0x198: changes on every modification
-    "parent_uuid" / c.Bytes(16),  # 0x1A8: "linkage", the parent's creation UUID
-    "parent_modify_uuid" / c.Bytes(16),  # 0x1B8: the parent's modification UUID
-    "lchs_geometry" / GEOMETRY,  # 0x1C8
-)
 HEADER_READ = 0x200  # one sector: what qemu reads and rewrites
 MIN_HEADER_SIZE = 0x180  # sizeof(VDIHEADER1); VirtualBox refuses less
-LCHS_HEADER_SIZE = HEADER_V1.sizeof()  # VDIHEADER1PLUS, with the LCHS geometry
+LCHS_HEADER_SIZE = HEADER_V1.size  # VDIHEADER1PLUS, with the LCHS geometry
 
 IMAGE_TYPES = {1: "dynamic", 2: "fixed", 3: "undo", 4: "differencing"}
 SECTOR_SIZE = 512

@@ -21,10 +21,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import construct as c
-
+from .. import _layouts, scan
 from .. import findings as F
-from .. import scan
 from ..source import StreamGap
 from ..structs import TableHeader, parse_struct
 from . import blocktables
@@ -38,59 +36,21 @@ DYNAMIC_MAGIC = b"cxsparse"
 
 # --- schemas -------------------------------------------------------------------------------
 
-FOOTER = c.Struct(
-    "cookie" / c.Bytes(8),
-    "features" / c.Int32ub,
-    "version" / c.Int32ub,
-    "data_offset" / c.Int64ub,
-    "timestamp" / c.Int32ub,
-    "creator_app" / c.Bytes(4),
-    "creator_version" / c.Int32ub,
-    "creator_host_os" / c.Bytes(4),
-    "original_size" / c.Int64ub,
-    "current_size" / c.Int64ub,
-    "cylinders" / c.Int16ub,
-    "heads" / c.Int8ub,
-    "sectors" / c.Int8ub,
-    "disk_type" / c.Int32ub,
-    "checksum" / c.Int32ub,
-    "uuid" / c.Bytes(16),
-    "saved_state" / c.Int8ub,
-    "reserved" / c.Bytes(427),
-)
-FOOTER_SIZE = FOOTER.sizeof()
+# The layouts, derived from the construct schemas in formats/schemas/vhd.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+FOOTER = _layouts.VHD_FOOTER
+PARENT_LOCATOR = _layouts.VHD_PARENT_LOCATOR
+DYNAMIC_HEADER = _layouts.VHD_DYNAMIC_HEADER
+FOOTER_SIZE = FOOTER.size
 LEGACY_FOOTER_SIZE = 511  # some very old producers left out the last reserved byte
 FOOTER_CHECKSUM_AT = 64
 
-PARENT_LOCATOR = c.Struct(
-    "code" / c.Bytes(4),
-    "data_space" / c.Int32ub,
-    "data_length" / c.Int32ub,
-    "reserved" / c.Int32ub,
-    "data_offset" / c.Int64ub,
-)
 LOCATOR_COUNT = 8
 
-DYNAMIC_HEADER = c.Struct(
-    "cookie" / c.Bytes(8),
-    "data_offset" / c.Int64ub,
-    "table_offset" / c.Int64ub,
-    "header_version" / c.Int32ub,
-    "max_table_entries" / c.Int32ub,
-    "block_size" / c.Int32ub,
-    "checksum" / c.Int32ub,
-    "parent_uuid" / c.Bytes(16),
-    "parent_timestamp" / c.Int32ub,
-    "reserved1" / c.Int32ub,
-    "parent_name" / c.Bytes(512),
-    "locators" / c.Array(LOCATOR_COUNT, PARENT_LOCATOR),
-    "reserved2" / c.Bytes(256),
-)
-DYNAMIC_HEADER_SIZE = DYNAMIC_HEADER.sizeof()
-# The parent locators are a table inside the header: construct parses the fields before
-# them, struct the locators (structs.TableHeader).
+DYNAMIC_HEADER_SIZE = DYNAMIC_HEADER.size
+# The parent locators are a table inside the header (structs.TableHeader).
 DYNAMIC_HEADER_PARSER = TableHeader(
-    DYNAMIC_HEADER, "locators", "ParentLocator", "VHD dynamic header", "VHD parent locator"
+    DYNAMIC_HEADER, "locators", "VHD dynamic header", "VHD parent locator"
 )
 LOCATOR_TABLE = DYNAMIC_HEADER_PARSER.table
 DYNAMIC_CHECKSUM_AT = 36
@@ -400,7 +360,7 @@ def _read_footer(
     ctx: Context, location: str, offset: int, length: int, other: _Footer | None = None
 ) -> _Footer | None:
     """The footer at ``offset``; ``other``'s fields are reused when the bytes are the same
-    (the copy at offset 0 normally is: one construct parse, not two)."""
+    (the copy at offset 0 normally is: one parse, not two)."""
     # A stream's head and tail windows always hold both ends; be explicit anyway.
     raw = ctx.read_optional(offset, length, f"VHD footer at {offset} not kept from the stream")
     if raw is None:
@@ -507,12 +467,9 @@ def _qemu_refusal(
 def _differing_fields(head: _Footer, tail: _Footer) -> list[str]:
     if head.raw == tail.raw:
         return []
-    names = [
-        name
-        for name in FOOTER.subcons
-        if name.name and getattr(head.fields, name.name) != getattr(tail.fields, name.name)
+    return [
+        name for name in FOOTER.names if getattr(head.fields, name) != getattr(tail.fields, name)
     ]
-    return [str(n.name) for n in names]
 
 
 def _read_dynamic(ctx: Context, footer: _Footer, tail: _Footer | None) -> _Dynamic | None:

@@ -61,7 +61,7 @@ class _Introspect(task.Task):  # type: ignore[misc]
                 except (OSError, ValueError) as exc:
                     raise self._refused(f"the OVA's disk cannot be extracted: {exc}") from exc
             action.set_image_attribute(**verdict.attributes)
-            action.set_image_extra_properties(verdict.properties)
+            self._set_properties(action, verdict.properties)
         self._log_accepted(verdict)
         return file_path
 
@@ -78,6 +78,23 @@ class _Introspect(task.Task):  # type: ignore[misc]
             user_properties=action.image_extra_properties,
             settings=current,
         )
+
+    def _set_properties(self, action: Any, properties: dict[str, str]) -> None:
+        """Set ``properties`` as the importing user.  Glance's property protections raise
+        ``ReservedProperty`` for one the user's roles may not create or update; left alone it
+        fails the task with only "Internal Error", so refuse with the names instead."""
+        forbidden = []
+        for key, value in properties.items():
+            try:
+                action.set_image_extra_properties({key: value})
+            except glance_exception.ReservedProperty:
+                forbidden.append(key)
+        if forbidden:
+            raise self._refused(
+                f"Glance's property protections forbid the importing user to set "
+                f"{', '.join(forbidden)}: allow the importing roles to create and update them, "
+                f"or leave them out of [{options.GROUP}] properties"
+            )
 
     def _refused(self, reason: str) -> ImportRefused:
         # The task message is what the user sees; the log is where the operator looks.

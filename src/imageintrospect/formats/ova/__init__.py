@@ -16,7 +16,7 @@ from typing import Any
 from .. import raw
 from ..base import Context, FormatSpec, Parsed
 from .codes import CERTIFICATE, NO_DISK
-from .disks import _disks
+from .disks import _disks, disk_refs, rehearse_disks
 from .layout import (
     HEADER_ONLY_MEMBERS,
     MAX_MEMBERS,
@@ -26,7 +26,7 @@ from .layout import (
     TAR_HEADER,
     TAR_HEADERS,
 )
-from .manifest import _files, _manifest
+from .manifest import _files, _manifest, rehearse_manifest
 from .ovf import XML_PIECE, Pieces, _descriptor, read_ovf
 from .probe import probe
 from .section import (
@@ -46,7 +46,7 @@ from .systems import (
     judge_adapters,
     judge_members,
 )
-from .tar import _listed, _members
+from .tar import RawMember, Walk, _listed, _members
 
 # --- parse ---------------------------------------------------------------------------------
 
@@ -55,16 +55,9 @@ def parse(ctx: Context) -> Parsed:
     walk = _members(ctx)
     members, by_name = walk.members, walk.by_name
     ovf_member = _descriptor(ctx, walk)
-    envelope, ovf_version = (None, None)
-    if ovf_member is not None:
-        # a rehearsal parses the OVF once it has arrived, not once per member after it
-        parsed = ctx.source.memo(("ova-ovf", ovf_member.offset))
-        if "ovf" not in parsed:
-            envelope, ovf_version = read_ovf(ctx, ovf_member)
-            if not ctx.source.pending(ovf_member.offset, ovf_member.size):
-                parsed["ovf"] = envelope, ovf_version
-        else:
-            envelope, ovf_version = parsed["ovf"]
+    if ctx.source.speculative:
+        return _rehearse(ctx, walk, ovf_member)
+    envelope, ovf_version = read_ovf(ctx, ovf_member) if ovf_member else (None, None)
     files = _files(ctx, envelope, by_name)
     manifest = _manifest(ctx, walk)
     cert = walk.certificate.name if walk.certificate is not None else None
@@ -76,8 +69,7 @@ def parse(ctx: Context) -> Parsed:
     systems = _virtual_systems(envelope)
     disks = attach_controllers(disks, systems)
     judge_adapters(ctx, disks)
-    if not ctx.source.speculative:
-        judge_members(ctx, members, files, ovf_member, manifest.file, cert)
+    judge_members(ctx, members, files, ovf_member, manifest.file, cert)
     section = OvaSection(
         ovf_file=ovf_member.name if ovf_member else None,
         ovf_version=ovf_version,
@@ -90,6 +82,28 @@ def parse(ctx: Context) -> Parsed:
         cim_pasd=glance_cim_pasd(envelope),
     )
     return Parsed(virtual_size=_virtual_size(disks), section=section)
+
+
+def _rehearse(ctx: Context, walk: Walk, ovf_member: RawMember | None) -> Parsed:
+    """A stream's rehearsal (docs/streaming.md) does only what decides which bytes the
+    stream keeps or scans: the tar walk (done by the caller), the OVF, the manifest's
+    digests and the disks' own parses.  Its findings and answer are thrown away, so the
+    OVF's files, systems and judgements are left to the final parse; and what a run learns
+    (the parsed OVF, the disks it names, the manifest) is kept for the next (Source.memo).
+    A tar header may arrive every 64 KiB and every one starts a run: a run costs what
+    arrived since the last one, not the whole archive again."""
+    refs: tuple[str, ...] = ()
+    if ovf_member is not None:
+        memo = ctx.source.memo(("ova-ovf", ovf_member.offset))
+        if "refs" in memo:
+            refs = memo["refs"]
+        else:
+            refs = disk_refs(read_ovf(ctx, ovf_member)[0])
+            if not ctx.source.pending(ovf_member.offset, ovf_member.size):
+                memo["refs"] = refs  # parsed once it has all arrived, not once per run
+    rehearse_manifest(ctx, walk)
+    rehearse_disks(ctx, refs, walk.by_name)
+    return Parsed(None, None)
 
 
 def qemu_info(md: Any, filename: str | None = None) -> dict[str, Any]:

@@ -75,6 +75,33 @@ def _disks(
     return tuple(disks)
 
 
+def disk_refs(envelope: Element | None) -> tuple[str, ...]:
+    """The members the OVF's disks name, each once, as :func:`_disks` finds them (the
+    ``File`` a ``Disk``'s ``fileRef`` names, later ids winning; no name that escapes): what
+    a stream's rehearsal introspects without building the whole section."""
+    hrefs: dict[str, str] = {}
+    for references in children(envelope, "References"):
+        for node in children(references, "File")[:MAX_OVF_ITEMS]:
+            href = attr(node, "href") or ""
+            hrefs[attr(node, "id") or href] = href
+    refs: dict[str, None] = {}
+    for section in children(envelope, "DiskSection"):
+        for node in children(section, "Disk")[:MAX_OVF_ITEMS]:
+            named = hrefs.get(attr(node, "fileRef") or "")
+            if named and not escapes(named):
+                refs[named] = None
+    return tuple(refs)
+
+
+def rehearse_disks(ctx: Context, refs: tuple[str, ...], by_name: dict[str, RawMember]) -> None:
+    """A rehearsal introspects the disk members found so far (``refs`` from
+    :func:`disk_refs`), so that their own parses ask for what they need before it passes."""
+    for href in refs:
+        member = by_name.get(href)
+        if member is not None:
+            _introspect_member(ctx, member, href)
+
+
 def _judge_disk_format(
     ctx: Context, disk_id: str | None, href: str | None, uri: str | None, image: Metadata
 ) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-import construct as c
-
+from ... import _layouts
 from ...structs import EntryTable
 
 NAME = "ova"
@@ -13,30 +12,13 @@ BLOCK = 512
 
 # --- tar schema ----------------------------------------------------------------------------
 
-# The ustar header: 512 bytes of fixed text fields.
-TAR_HEADER = c.Struct(
-    "name" / c.Bytes(100),
-    "mode" / c.Bytes(8),
-    "uid" / c.Bytes(8),
-    "gid" / c.Bytes(8),
-    "size" / c.Bytes(12),
-    "mtime" / c.Bytes(12),
-    "checksum" / c.Bytes(8),
-    "typeflag" / c.Bytes(1),
-    "linkname" / c.Bytes(100),
-    "magic" / c.Bytes(6),
-    "version" / c.Bytes(2),
-    "uname" / c.Bytes(32),
-    "gname" / c.Bytes(32),
-    "devmajor" / c.Bytes(8),
-    "devminor" / c.Bytes(8),
-    "prefix" / c.Bytes(155),
-    "padding" / c.Bytes(12),
-)
+# The layouts, derived from the construct schemas in formats/schemas/ova.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+TAR_HEADER = _layouts.OVA_TAR_HEADER
 # The walk decodes one header per member, on every run of a streamed parse: through the
 # struct layout derived from the schema (~1 µs a header; construct takes ~70 µs, and an OVA
 # may hold thousands of members).
-TAR_HEADERS = EntryTable(TAR_HEADER, "TarHeader", "tar header")
+TAR_HEADERS = EntryTable(TAR_HEADER, "tar header")
 REGULAR_TYPES = (b"0", b"\0", b"7")
 PAX_TYPES = (b"x", b"g")
 GNU_LONG_TYPES = (b"L", b"K")

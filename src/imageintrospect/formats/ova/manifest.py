@@ -63,9 +63,7 @@ def _files(
 def _manifest(ctx: Context, walk: Walk) -> Manifest:
     members, by_name, mf = walk.members, walk.by_name, walk.manifest
     if mf is None:
-        if ctx.source.is_stream and ctx.deep:
-            _hash_ahead(ctx.source, members)
-        return Manifest(None, None, None, ())
+        return Manifest(None, None, None, ())  # a stream's rehearsals hashed ahead all the same
     if not ctx.deep and mf.size > HEADER_ONLY_MANIFEST_BYTES:
         ctx.findings.add(
             HEADER_ONLY_LIMIT, f"{mf.name!r} ({mf.size} bytes) is not read header-only"
@@ -100,6 +98,35 @@ def _manifest(ctx: Context, walk: Walk) -> Manifest:
         if listable and member.name not in digests and not member.name.endswith(".cert"):
             ctx.findings.add(MANIFEST_UNLISTED, f"{member.name!r} is not in the manifest")
     return Manifest(mf.name, algorithm, verified and not mismatches, tuple(mismatches))
+
+
+def rehearse_manifest(ctx: Context, walk: Walk) -> None:
+    """What a stream's rehearsal needs of the manifest: the digests of the members it may
+    name started before their bytes go by, each member looked at once over all the runs.
+    Until the manifest is seen that is every member (:func:`_hash_ahead`); once it has
+    arrived, the members it lists (parsed once, kept in Source.memo)."""
+    src, mf = ctx.source, walk.manifest
+    if mf is None:
+        if ctx.deep:
+            _hash_ahead(src, walk.members)
+        return
+    if mf.size > (MAX_MANIFEST_BYTES if ctx.deep else HEADER_ONLY_MANIFEST_BYTES):
+        return  # the final parse does not read it either
+    memo = src.memo(("ova-manifest", mf.offset))
+    digests: dict[str, tuple[str, str]] | None = memo.get("digests")
+    if digests is None:
+        data = src.read_at(mf.offset, mf.size)
+        if src.pending(mf.offset, mf.size):
+            return  # read again once it has all arrived
+        digests = memo["digests"] = _manifest_lines(ctx, data)[0]
+    if not ctx.deep:
+        return  # header-only: read, digests not computed
+    done = memo.get("members", 0)
+    memo["members"] = len(walk.members)
+    for member in walk.members[done:]:
+        listed = digests.get(member.name)
+        if listed is not None:
+            _digest(src, member, listed[0])
 
 
 def _hash_ahead(src: Source, members: list[RawMember]) -> None:

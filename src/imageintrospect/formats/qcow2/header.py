@@ -237,12 +237,12 @@ def _store_extension(ctx: Context, exts: Extensions, kind: int, data: bytes) -> 
             names[(kind, bit)] = cstring(name)
         exts.feature_names = names
     elif kind == EXT_BITMAPS:
-        if len(data) != BITMAPS_EXTENSION.sizeof():
+        if len(data) != BITMAPS_EXTENSION.size:
             ctx.findings.add(BAD_BITMAPS, f"bitmaps extension of {len(data)} bytes, not 24")
         else:
             exts.bitmaps = parse_struct(BITMAPS_EXTENSION, data, "bitmaps extension")
     elif kind == EXT_ENCRYPTION:
-        if len(data) != ENCRYPTION_POINTER.sizeof():
+        if len(data) != ENCRYPTION_POINTER.size:
             ctx.findings.add(BAD_EXTENSION, f"encryption pointer of {len(data)} bytes, not 16")
         else:
             exts.encryption = parse_struct(ENCRYPTION_POINTER, data, "encryption pointer")
@@ -258,10 +258,10 @@ def _ext_string(ctx: Context, data: bytes, what: str) -> str:
 
 def read_luks_header(ctx: Context, exts: Extensions, crypt_method: int) -> LuksSection | None:
     """The LUKS header the encryption extension points at (qemu prints it in ``info``)."""
-    from .. import luks  # only encrypted images need the LUKS module
-
     if crypt_method != 2 or exts.encryption is None:
         return None
+    from .. import luks  # only LUKS-encrypted images need the LUKS module
+
     pointer = exts.encryption
     if pointer.length < luks.HEADER_V1_SIZE:
         ctx.findings.add(BAD_EXTENSION, f"LUKS header area of {pointer.length} bytes")

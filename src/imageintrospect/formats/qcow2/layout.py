@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import construct as c
-
+from ... import _layouts
 from ...structs import EntryTable, Record
 
 NAME = "qcow2"
@@ -13,21 +12,17 @@ MAGIC = b"QFI\xfb"
 
 # --- schemas -------------------------------------------------------------------------------
 
-HEADER_V2 = c.Struct(
-    "magic" / c.Const(MAGIC),
-    "version" / c.Int32ub,
-    "backing_file_offset" / c.Int64ub,
-    "backing_file_size" / c.Int32ub,
-    "cluster_bits" / c.Int32ub,
-    "size" / c.Int64ub,
-    "crypt_method" / c.Int32ub,
-    "l1_size" / c.Int32ub,
-    "l1_table_offset" / c.Int64ub,
-    "refcount_table_offset" / c.Int64ub,
-    "refcount_table_clusters" / c.Int32ub,
-    "nb_snapshots" / c.Int32ub,
-    "snapshots_offset" / c.Int64ub,
-)
+# The layouts, derived from the construct schemas in formats/schemas/qcow2.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+HEADER_V2 = _layouts.QCOW2_HEADER_V2
+HEADER_V3_TAIL = _layouts.QCOW2_HEADER_V3_TAIL
+EXTENSION_HEADER = _layouts.QCOW2_EXTENSION_HEADER
+FEATURE_NAME = _layouts.QCOW2_FEATURE_NAME
+BITMAPS_EXTENSION = _layouts.QCOW2_BITMAPS_EXTENSION
+ENCRYPTION_POINTER = _layouts.QCOW2_ENCRYPTION_POINTER
+SNAPSHOT_ENTRY = _layouts.QCOW2_SNAPSHOT_ENTRY
+SNAPSHOT_EXTRA = _layouts.QCOW2_SNAPSHOT_EXTRA
+BITMAP_DIRECTORY_ENTRY = _layouts.QCOW2_BITMAP_DIRECTORY_ENTRY
 
 
 class Header(NamedTuple):
@@ -50,63 +45,17 @@ class Header(NamedTuple):
 HEADER_RECORD = Record(HEADER_V2, Header, "qcow2 header")
 V2_HEADER_LENGTH = HEADER_RECORD.size
 
-HEADER_V3_TAIL = c.Struct(
-    "incompatible_features" / c.Int64ub,
-    "compatible_features" / c.Int64ub,
-    "autoclear_features" / c.Int64ub,
-    "refcount_order" / c.Int32ub,
-    "header_length" / c.Int32ub,
-)
-V3_MIN_HEADER_LENGTH = V2_HEADER_LENGTH + HEADER_V3_TAIL.sizeof()
+V3_MIN_HEADER_LENGTH = V2_HEADER_LENGTH + HEADER_V3_TAIL.size
 
-# Type and length of each header extension: a two-field TLV.
-EXTENSION_HEADER = c.Struct("type" / c.Int32ub, "length" / c.Int32ub)
-EXTENSION_HEADERS = EntryTable(EXTENSION_HEADER, "ExtensionHeader", "qcow2 extension")
-# The feature-name table is a table, not a header: its 48-byte entries are unpacked by the
-# struct layout derived from the schema (one C call for the whole table, where construct
-# would take ~10 µs per entry on every image).
-FEATURE_NAME = c.Struct("type" / c.Int8ub, "bit" / c.Int8ub, "name" / c.Bytes(46))
-FEATURE_NAMES = EntryTable(FEATURE_NAME, "FeatureName", "qcow2 feature name")
-BITMAPS_EXTENSION = c.Struct(
-    "nb_bitmaps" / c.Int32ub,
-    "reserved" / c.Int32ub,
-    "directory_size" / c.Int64ub,
-    "directory_offset" / c.Int64ub,
-)
-ENCRYPTION_POINTER = c.Struct("offset" / c.Int64ub, "length" / c.Int64ub)
+EXTENSION_HEADERS = EntryTable(EXTENSION_HEADER, "qcow2 extension")
+FEATURE_NAMES = EntryTable(FEATURE_NAME, "qcow2 feature name")
 
-SNAPSHOT_ENTRY = c.Struct(
-    "l1_table_offset" / c.Int64ub,
-    "l1_size" / c.Int32ub,
-    "id_len" / c.Int16ub,
-    "name_len" / c.Int16ub,
-    "date_sec" / c.Int32ub,
-    "date_nsec" / c.Int32ub,
-    "vm_clock_nsec" / c.Int64ub,
-    "vm_state_size" / c.Int32ub,
-    "extra_size" / c.Int32ub,
-)
 # Snapshot entries repeat: decoded by struct, derived from the schema above.
-SNAPSHOT_TABLE = EntryTable(SNAPSHOT_ENTRY, "SnapshotEntry", "qcow2 snapshot entry")
+SNAPSHOT_TABLE = EntryTable(SNAPSHOT_ENTRY, "qcow2 snapshot entry")
 SNAPSHOT_ENTRY_SIZE = SNAPSHOT_TABLE.size
-# The optional extra data of a snapshot entry, as far as each field reaches.
-SNAPSHOT_EXTRA = c.Struct(
-    "vm_state_size_large" / c.Int64ub, "disk_size" / c.Int64ub, "icount" / c.Int64ub
-)
-SNAPSHOT_EXTRAS = EntryTable(SNAPSHOT_EXTRA, "SnapshotExtra", "qcow2 snapshot extra")
+SNAPSHOT_EXTRAS = EntryTable(SNAPSHOT_EXTRA, "qcow2 snapshot extra")
 
-BITMAP_DIRECTORY_ENTRY = c.Struct(
-    "table_offset" / c.Int64ub,
-    "table_size" / c.Int32ub,
-    "flags" / c.Int32ub,
-    "type" / c.Int8ub,
-    "granularity_bits" / c.Int8ub,
-    "name_size" / c.Int16ub,
-    "extra_data_size" / c.Int32ub,
-)
-BITMAP_DIRECTORY_TABLE = EntryTable(
-    BITMAP_DIRECTORY_ENTRY, "BitmapDirectoryEntry", "qcow2 bitmap entry"
-)
+BITMAP_DIRECTORY_TABLE = EntryTable(BITMAP_DIRECTORY_ENTRY, "qcow2 bitmap entry")
 BITMAP_DIRECTORY_ENTRY_SIZE = BITMAP_DIRECTORY_TABLE.size
 
 EXT_END = 0x00000000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +107,8 @@ def _snapshot(entry: Any, extra: bytes, ident: str, name: str) -> Snapshot:
 
 
 def _iso_date(seconds: int) -> str:
+    import datetime as dt  # only images with snapshots: most runs never load it
+
     return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).isoformat()
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-import construct as c
-
+from ... import _layouts
 from ...structs import EntryTable
 
 NAME = "vhdx"
@@ -90,68 +89,30 @@ METADATA_IS_REQUIRED = 1 << 2
 
 # --- schemas -------------------------------------------------------------------------------
 
-HEADER = c.Struct(
-    "signature" / c.Bytes(4),
-    "checksum" / c.Int32ul,
-    "sequence_number" / c.Int64ul,
-    "file_write_guid" / c.Bytes(16),
-    "data_write_guid" / c.Bytes(16),
-    "log_guid" / c.Bytes(16),
-    "log_version" / c.Int16ul,
-    "version" / c.Int16ul,
-    "log_length" / c.Int32ul,
-    "log_offset" / c.Int64ul,
-)
-HEADER_FIELDS_SIZE = HEADER.sizeof()
+# The layouts, derived from the construct schemas in formats/schemas/vhdx.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+HEADER = _layouts.VHDX_HEADER
+REGION_TABLE_HEADER = _layouts.VHDX_REGION_TABLE_HEADER
+REGION_ENTRY = _layouts.VHDX_REGION_ENTRY
+METADATA_TABLE_HEADER = _layouts.VHDX_METADATA_TABLE_HEADER
+METADATA_ENTRY = _layouts.VHDX_METADATA_ENTRY
+FILE_PARAMETERS_ITEM = _layouts.VHDX_FILE_PARAMETERS_ITEM
+PARENT_LOCATOR_HEADER = _layouts.VHDX_PARENT_LOCATOR_HEADER
+PARENT_LOCATOR_ENTRY = _layouts.VHDX_PARENT_LOCATOR_ENTRY
+HEADER_FIELDS_SIZE = HEADER.size
 
-REGION_TABLE_HEADER = c.Struct(
-    "signature" / c.Bytes(4),
-    "checksum" / c.Int32ul,
-    "entry_count" / c.Int32ul,
-    "reserved" / c.Int32ul,
-)
-REGION_TABLE_HEADER_SIZE = REGION_TABLE_HEADER.sizeof()
-REGION_ENTRY = c.Struct(
-    "guid" / c.Bytes(16),
-    "file_offset" / c.Int64ul,
-    "length" / c.Int32ul,
-    "flags" / c.Int32ul,
-)
-REGION_ENTRY_SIZE = REGION_ENTRY.sizeof()
+REGION_TABLE_HEADER_SIZE = REGION_TABLE_HEADER.size
+REGION_ENTRY_SIZE = REGION_ENTRY.size
 
-METADATA_TABLE_HEADER = c.Struct(
-    "signature" / c.Bytes(8),
-    "reserved" / c.Int16ul,
-    "entry_count" / c.Int16ul,
-    "reserved2" / c.Bytes(20),
-)
-METADATA_TABLE_HEADER_SIZE = METADATA_TABLE_HEADER.sizeof()
-METADATA_ENTRY = c.Struct(
-    "item_id" / c.Bytes(16),
-    "offset" / c.Int32ul,
-    "length" / c.Int32ul,
-    "flags" / c.Int32ul,
-    "reserved" / c.Int32ul,
-)
-METADATA_ENTRY_SIZE = METADATA_ENTRY.sizeof()
+METADATA_TABLE_HEADER_SIZE = METADATA_TABLE_HEADER.size
+METADATA_ENTRY_SIZE = METADATA_ENTRY.size
 # A table's entries decoded by struct (construct costs about 10 µs an entry).
-REGION_TABLE = EntryTable(REGION_ENTRY, "RegionEntry", "VHDX region table entry")
-METADATA_TABLE = EntryTable(METADATA_ENTRY, "MetadataEntry", "VHDX metadata table entry")
+REGION_TABLE = EntryTable(REGION_ENTRY, "VHDX region table entry")
+METADATA_TABLE = EntryTable(METADATA_ENTRY, "VHDX metadata table entry")
 
-FILE_PARAMETERS_ITEM = c.Struct("block_size" / c.Int32ul, "flags" / c.Int32ul)
-PARENT_LOCATOR_HEADER = c.Struct(
-    "locator_type" / c.Bytes(16),
-    "reserved" / c.Int16ul,
-    "key_value_count" / c.Int16ul,
-)
-PARENT_LOCATOR_HEADER_SIZE = PARENT_LOCATOR_HEADER.sizeof()
-PARENT_LOCATOR_ENTRY = c.Struct(
-    "key_offset" / c.Int32ul,
-    "value_offset" / c.Int32ul,
-    "key_length" / c.Int16ul,
-    "value_length" / c.Int16ul,
-)
-PARENT_LOCATOR_ENTRY_SIZE = PARENT_LOCATOR_ENTRY.sizeof()
+PARENT_LOCATOR_HEADER_SIZE = PARENT_LOCATOR_HEADER.size
+PARENT_LOCATOR_ENTRY_SIZE = PARENT_LOCATOR_ENTRY.size
+PARENT_LOCATOR_ENTRIES = EntryTable(PARENT_LOCATOR_ENTRY, "vhdx parent locator entry")
 
 # Bytes each known item must hold (the parent locator is variable).
 ITEM_SIZES = {

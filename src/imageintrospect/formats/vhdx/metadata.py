@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import construct as c
-
 from ... import findings as F
 from ...source import StreamGap
 from ...structs import parse_struct
@@ -31,7 +29,7 @@ from .layout import (
     METADATA_WINDOW,
     PAGE_83_DATA,
     PARENT_LOCATOR,
-    PARENT_LOCATOR_ENTRY,
+    PARENT_LOCATOR_ENTRIES,
     PARENT_LOCATOR_ENTRY_SIZE,
     PARENT_LOCATOR_HEADER,
     PARENT_LOCATOR_HEADER_SIZE,
@@ -198,11 +196,7 @@ def _parse_parent_locator(
         )
         count = room
     end = PARENT_LOCATOR_HEADER_SIZE + count * PARENT_LOCATOR_ENTRY_SIZE
-    entries = parse_struct(
-        c.Array(count, PARENT_LOCATOR_ENTRY),
-        data[PARENT_LOCATOR_HEADER_SIZE:end],
-        "vhdx parent locator entries",
-    )
+    entries = PARENT_LOCATOR_ENTRIES.decode_all(data[PARENT_LOCATOR_HEADER_SIZE:end])
     pairs: dict[str, str] = {}
     for index, entry in enumerate(entries):
         key = _locator_string(data, entry.key_offset, entry.key_length)

@@ -1,9 +1,8 @@
-"""VMDK on-disk layout: magic numbers, flags, limits, and the construct schemas."""
+"""VMDK on-disk layout: magic numbers, flags, limits, and the layouts of its structures."""
 
 from __future__ import annotations
 
-import construct as c
-
+from ... import _layouts
 from ...structs import EntryTable
 
 NAME = "vmdk"
@@ -152,80 +151,17 @@ ASCII_COMPATIBLE = {
 
 # --- schemas -------------------------------------------------------------------------------
 
-SPARSE_HEADER = c.Struct(
-    "magic" / c.Const(SPARSE_MAGIC),
-    "version" / c.Int32ul,
-    "flags" / c.Int32ul,
-    "capacity" / c.Int64ul,
-    "grain_size" / c.Int64ul,
-    "descriptor_offset" / c.Int64ul,
-    "descriptor_size" / c.Int64ul,
-    "num_gtes_per_gt" / c.Int32ul,
-    "rgd_offset" / c.Int64ul,
-    "gd_offset" / c.Int64ul,
-    "overhead" / c.Int64ul,
-    "unclean_shutdown" / c.Int8ul,
-    "check_bytes" / c.Bytes(4),
-    "compress_algorithm" / c.Int16ul,
-)
+# The layouts, derived from the construct schemas in formats/schemas/vmdk.py by
+# scripts/gen_layouts.py (edit the schema, then run it): no construct on this path.
+SPARSE_HEADER = _layouts.VMDK_SPARSE_HEADER
+METADATA_MARKER = _layouts.VMDK_METADATA_MARKER
+GRAIN_MARKER = _layouts.VMDK_GRAIN_MARKER
+COWD_HEADER = _layouts.VMDK_COWD_HEADER
+COWD_ROOT_GEOMETRY = _layouts.VMDK_COWD_ROOT_GEOMETRY
+SESPARSE_HEADER = _layouts.VMDK_SESPARSE_HEADER
 SPARSE_HEADER_SIZE = SECTOR
 
-#: A metadata marker sector: sectors that follow, size (0 for metadata), type.
-METADATA_MARKER = c.Struct(
-    "value" / c.Int64ul,
-    "size" / c.Int32ul,
-    "type" / c.Int32ul,
-)
-METADATA_MARKER_SIZE = METADATA_MARKER.sizeof()
-#: A grain marker: the guest sector of the grain and its compressed length, then the data.
-GRAIN_MARKER = c.Struct("lba" / c.Int64ul, "size" / c.Int32ul)
-
-COWD_HEADER = c.Struct(
-    "magic" / c.Const(COWD_MAGIC),
-    "version" / c.Int32ul,
-    "flags" / c.Int32ul,
-    "num_sectors" / c.Int32ul,
-    "grain_size" / c.Int32ul,
-    "gd_offset" / c.Int32ul,
-    "num_gd_entries" / c.Int32ul,
-    "free_sector" / c.Int32ul,
-    # A union: a root disk keeps its geometry here, a child its parent's file name.
-    "parent_or_geometry" / c.Bytes(1024),
-    "parent_generation" / c.Int32ul,
-    "generation" / c.Int32ul,
-    "name" / c.Bytes(60),
-    "description" / c.Bytes(512),
-    "saved_generation" / c.Int32ul,
-    "reserved" / c.Bytes(8),
-    "unclean_shutdown" / c.Int32ul,
-)
-COWD_ROOT_GEOMETRY = c.Struct("cylinders" / c.Int32ul, "heads" / c.Int32ul, "sectors" / c.Int32ul)
-
-SESPARSE_HEADER = c.Struct(
-    "magic" / c.Int64ul,
-    "version" / c.Int64ul,
-    "capacity" / c.Int64ul,
-    "grain_size" / c.Int64ul,
-    "grain_table_size" / c.Int64ul,
-    "flags" / c.Int64ul,
-    "reserved" / c.Array(4, c.Int64ul),
-    "volatile_header_offset" / c.Int64ul,
-    "volatile_header_size" / c.Int64ul,
-    "journal_header_offset" / c.Int64ul,
-    "journal_header_size" / c.Int64ul,
-    "journal_offset" / c.Int64ul,
-    "journal_size" / c.Int64ul,
-    "grain_dir_offset" / c.Int64ul,
-    "grain_dir_size" / c.Int64ul,
-    "grain_tables_offset" / c.Int64ul,
-    "grain_tables_size" / c.Int64ul,
-    "free_bitmap_offset" / c.Int64ul,
-    "free_bitmap_size" / c.Int64ul,
-    "backmap_offset" / c.Int64ul,
-    "backmap_size" / c.Int64ul,
-    "grains_offset" / c.Int64ul,
-    "grains_size" / c.Int64ul,
-)
+METADATA_MARKER_SIZE = METADATA_MARKER.size
 
 
 #: At most this many grain tables are walked (2 TiB of disk at 4 KiB grains, 32 TiB at 64 KiB).
@@ -241,5 +177,5 @@ MAX_PREFETCH_RUNS = 256
 #: A grain directory met in a GD marker is kept up to this size (MAX_GRAIN_TABLES entries).
 MAX_GD_PAYLOAD = 4 * MAX_GRAIN_TABLES
 #: The fields of METADATA_MARKER as a struct layout, for the marker walk's hot loop.
-MARKERS = EntryTable(METADATA_MARKER, "Marker", "stream marker")
+MARKERS = EntryTable(METADATA_MARKER, "stream marker")
 MARKER_FIELDS = MARKERS.layout
