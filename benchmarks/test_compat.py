@@ -11,7 +11,9 @@ to the end, then ``format`` and its ``safety_check()``):
 
 Neither wrapper is installed over the other (this module imports both). Asserted: the drop-in
 hands out the file's bytes and decides the image's format. The closing lines give the time
-of each wrapper over the plain read, and the drop-in's time over oslo's.
+of each wrapper over the plain read, and the drop-in's time over oslo's; and the plain read
+over the drop-in's in alternating rounds, by the wall clock and by CPU time (as the stream
+benchmark's "paired" columns).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from deep_images import STREAM_CASE_NAMES, cached_image
 from deep_report import median_s
 from imageintrospect.compat import format_inspector as compat_fi
 from probes import oslo_verdict
-from test_deep import timed
+from test_deep import paired_clocks, timed
 
 CHUNK = 64 * 1024
 SIDES = ("plain", "compat", "oslo")
@@ -39,6 +41,8 @@ logging.getLogger(oslo_fi.__name__).setLevel(logging.ERROR)
 logging.getLogger(compat_fi.__name__).setLevel(logging.ERROR)
 
 _MEDIANS: dict[str, dict[str, float]] = {}
+#: plain / compat over alternating rounds, by the wall clock and by CPU time
+_PAIRED: dict[str, tuple[float, float]] = {}
 
 
 def _chunks(f: Any) -> Iterator[bytes]:
@@ -108,6 +112,11 @@ def ratio_lines(request: pytest.FixtureRequest) -> Iterator[None]:
                 f"({compat_s / plain_s:.2f}x plain), oslo {oslo_s:.3f} s "
                 f"({oslo_s / plain_s:.2f}x plain); compat/oslo = {compat_s / oslo_s:.2f}"
             )
+        for image, (wall, cpu) in _PAIRED.items():
+            reporter.write_line(
+                f"  {image}: paired plain/compat (alternating rounds) {wall:.2f} by the "
+                f"wall clock, {cpu:.2f} by CPU time"
+            )
 
 
 @pytest.mark.parametrize(
@@ -122,6 +131,7 @@ def test_compat_stream(benchmark: Any, image: str, side: str) -> None:
         assert crc_through_compat(path) == crc_of_file(path), "the drop-in changed the bytes"
         verdict = timed(benchmark, side, lambda: wrapped(compat_fi, path))
         assert verdict.split()[0] in ("qcow2", "vmdk"), verdict
+        _PAIRED[image] = paired_clocks(lambda: plain(path), lambda: wrapped(compat_fi, path))
     else:
         timed(benchmark, side, lambda: wrapped(oslo_fi, path))
     median = median_s(benchmark)

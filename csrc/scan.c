@@ -796,6 +796,26 @@ int ii_vmdk_stream_resume(ii_stream_walk *w, uint64_t offset, const uint8_t *dat
     return offset + from < w->table_end ? 2 : 0;
 }
 
+int ii_vmdk_stream_run(ii_stream_walk *w, uint64_t offset, size_t n, size_t count,
+                       const uint8_t *d0,
+                       const uint8_t *d1, const uint8_t *d2, const uint8_t *d3,
+                       const uint8_t *d4, const uint8_t *d5, const uint8_t *d6,
+                       const uint8_t *d7)
+{
+    const uint8_t *const run[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
+    if (count > 8 || offset > OFFSET_LIMIT || n > OFFSET_LIMIT / 8 ||
+        offset > OFFSET_LIMIT - 8 * (uint64_t)n)
+        return -1;
+    for (int k = 0; k < (int)count; k++) {
+        const int status = ii_vmdk_stream_resume(w, offset + (uint64_t)k * n, run[k], n, 0);
+        if (status < 0)
+            return status;
+        if (status > 0)
+            return 4 * k + status;
+    }
+    return 0;
+}
+
 uint64_t ii_vmdk_stream_skip(ii_stream_walk *w, uint64_t limit)
 {
     const ii_stream_state *s = &w->s;

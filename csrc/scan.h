@@ -162,6 +162,17 @@ int ii_vmdk_stream_feed(ii_stream_walk *w, uint64_t offset, const uint8_t *data,
 int ii_vmdk_stream_resume(ii_stream_walk *w, uint64_t offset, const uint8_t *data, size_t n,
                           size_t from);
 
+/* The upload's steady state, one call for a run of chunks: the first count of d0..d7
+   (count <= 8; the others are not read) are chunks of n bytes each, one after another from
+   offset on. Returns 0 once all are walked, -1 on bad parameters, or 4 * k + s when chunk k returned s (1 or 2) as
+   ii_vmdk_stream_feed would: the caller goes on with chunk k as after that call, and the
+   chunks after it are left unwalked. */
+int ii_vmdk_stream_run(ii_stream_walk *w, uint64_t offset, size_t n, size_t count,
+                       const uint8_t *d0,
+                       const uint8_t *d1, const uint8_t *d2, const uint8_t *d3,
+                       const uint8_t *d4, const uint8_t *d5, const uint8_t *d6,
+                       const uint8_t *d7);
+
 /* On a seekable file: jump over the bytes the walk would skip unread (grain data, a payload
    the caller does not collect) up to the next marker, or to limit if that comes first.
    Returns where the walk then expects its next chunk; unchanged when it cannot jump (the

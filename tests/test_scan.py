@@ -527,6 +527,62 @@ def test_stream_walker_in_chunks_equals_one_pass(impl: ModuleType) -> None:
         assert set(began_inside) <= set(inside) and inside == sorted(inside)
 
 
+def walk_in_runs(
+    module: ModuleType, data: bytes, size: int, count: int
+) -> tuple[scan.StreamResult, bytes, list[int], bool, list[int]]:
+    """:func:`walk_in_chunks` at ``size`` bytes a chunk, but ``count`` chunks per ``run``
+    call (the last chunk, if short, fed alone), going on as the stream collector does."""
+    walker = module.StreamWalker(0, CAPACITY, GRAIN)
+    payloads: list[int] = []
+    inside: list[int] = []
+
+    def handled(offset: int, chunk: bytes, status: int) -> None:
+        while status == 1:
+            payloads.append(walker.position)
+            status = walker.resume(offset, chunk, len(chunk), walker.position - offset)
+        if status == 2:
+            inside.append(offset)
+
+    whole = len(data) // size * size
+    for start in range(0, whole, size * count):
+        run = [data[at : at + size] for at in range(start, min(start + size * count, whole), size)]
+        code = walker.run(start, size, len(run), *run, *[b""] * (scan.STREAM_RUN - len(run)))
+        assert code >= 0
+        if code:
+            k, status = divmod(code, 4)
+            handled(start + k * size, run[k], status)
+            for j in range(k + 1, len(run)):
+                offset = start + j * size
+                handled(offset, run[j], walker.feed(offset, run[j], size))
+    if whole < len(data):
+        handled(whole, data[whole:], walker.feed(whole, data[whole:], len(data) - whole))
+    state = walker.finish(len(data))
+    return state, bytes(walker.header), payloads, walker.lost, inside
+
+
+@pytest.mark.parametrize("count", [1, 3, 8])
+@pytest.mark.parametrize("size", [1, 17, 512, 700, 4096])
+def test_stream_walker_in_runs_equals_chunk_by_chunk(
+    impl: ModuleType, size: int, count: int
+) -> None:
+    data = vmware_stream() + bytes(2048)
+    cuts = list(range(size, len(data), size))
+    assert walk_in_runs(impl, data, size, count) == walk_in_chunks(impl, data, cuts)
+    bad = grain_marker(0, b"a") + meta_marker(7) + bytes(1024)  # the walk stops inside a run
+    cuts = list(range(size, len(bad), size))
+    assert walk_in_runs(impl, bad, size, count) == walk_in_chunks(impl, bad, cuts)
+
+
+def test_stream_walker_run_refuses_bad_parameters(impl: ModuleType) -> None:
+    walker = scan.vmdk_stream_walker(start=0, capacity_sectors=CAPACITY, grain_sectors=GRAIN)
+    chunks = [b"\0" * 512] * scan.STREAM_RUN
+    assert walker.run(0, 512, scan.STREAM_RUN + 1, *chunks) == -1
+    assert walker.run(1 << 63, 512, 1, *chunks) == -1
+    assert walker.run(0, 1 << 61, 1, *chunks) == -1
+    assert walker.position == 0 and not walker.lost
+    assert walker.run(0, 512, 2, *chunks) == 0 and walker.position == 1024
+
+
 def test_stream_walker_keeps_the_header_it_stopped_on(impl: ModuleType) -> None:
     bad = meta_marker(7)
     for size in (1, 5, 512):

@@ -4,6 +4,7 @@ answer; memory stays bounded; InspectingReader passes bytes through unchanged.""
 from __future__ import annotations
 
 import io
+import random
 import shutil
 import subprocess
 import tarfile
@@ -15,9 +16,10 @@ from typing import Any
 import pytest
 
 from imageintrospect import FormatMismatch, InspectingReader, Metadata, introspect, stream
-from imageintrospect.stream import HEAD_KEEP, TAIL_KEEP
+from imageintrospect.stream import HEAD_KEEP, TAIL_KEEP, TAP_RUN_CHUNK
 from tests.support import OnlyRead, needs_qemu, qemu_img, qemu_io
 from tests.support import streamed as streamed_answer
+from tests.support import vmware_stream as vs
 
 pytestmark = needs_qemu
 
@@ -128,6 +130,68 @@ def test_stream_gives_the_seekable_answer(images: dict[str, Path], kind: str, ch
     assert "stream-unchecked" not in streamed.codes(), streamed.findings
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_chunks_of_mixed_sizes_give_the_seekable_answer(images: dict[str, Path], kind: str) -> None:
+    """Small chunks between large ones: the tail is then made of several chunks, and the
+    collector leaves and re-enters its calm (where a chunk needs no bookkeeping)."""
+    if kind not in images:
+        pytest.skip(f"{kind}: its tool is missing")
+    path = images[kind]
+    data = path.read_bytes()
+    sizes = [65536, 3000, 70000, 1, 131072, 65535, 512, 65536, 65536]
+    pieces, start = [], 0
+    while start < len(data):
+        size = sizes[len(pieces) % len(sizes)]
+        pieces.append(data[start : start + size])
+        start += size
+    reader = InspectingReader(pieces)
+    assert b"".join(reader) == data
+    streamed = reader.metadata()
+    assert comparable(streamed) == comparable(introspect(path))
+    assert "stream-unchecked" not in streamed.codes(), streamed.findings
+
+
+MIXED_SIZES = [65536, 3000, 70000, 1, 131072, 65535, 512, 65536, 65536, 200, 65536]
+
+
+@pytest.mark.parametrize("sizes", [MIXED_SIZES, [65536], [100_000, 100_000, 5000]])
+@pytest.mark.parametrize("head_keep", [0, 100_000, 300_000])
+def test_the_tail_is_the_last_bytes_whatever_the_chunk_sizes(
+    head_keep: int, sizes: list[int]
+) -> None:
+    data = bytes(range(256)) * 4096
+    collector = stream.Collector(head_keep=head_keep)
+    start, fed = 0, 0
+    while start < len(data):
+        size = sizes[fed % len(sizes)]
+        fed += 1
+        collector.feed(data[start : start + size])
+        start = min(start + size, len(data))
+        assert collector.position == start
+        assert collector.tail == data[collector.tail_start : start]
+        assert start - collector.tail_start >= min(TAIL_KEEP, start)
+        assert collector.head == data[: min(head_keep, start)]
+
+
+@pytest.mark.parametrize("chunk", [65536, 100_000, TAP_RUN_CHUNK + 1])
+def test_runs_of_chunks_meet_grain_table_markers(tmp_path: Path, chunk: int) -> None:
+    """A VMware-layout stream (a GT marker after every 512 grains) read in chunks that the
+    marker walk takes in runs (the first two sizes) or one by one: runs that stop at a GT or
+    GD marker, whose payload is collected, give the seekable answer."""
+    rng = random.Random(3)
+    grains = {i: rng.randbytes(3000) + bytes(500) for i in range(0, 4096, 2)}
+    layout = vs.build_stream(4096 * 128, grains)
+    path = tmp_path / "vmware.vmdk"
+    path.write_bytes(layout.data)
+    assert len(layout.data) > 7 * MiB and len(layout.gt_offsets) == 8
+    reader = InspectingReader(chunks(layout.data, chunk))
+    assert b"".join(reader) == layout.data
+    streamed = reader.metadata()
+    assert streamed.to_dict() == introspect(path).to_dict()
+    assert streamed.vmdk is not None and streamed.vmdk.markers is not None
+    assert streamed.vmdk.markers.gt_markers == 8 and streamed.vmdk.markers.complete
+
+
 def test_one_byte_reads(images: dict[str, Path]) -> None:
     path = images["empty.qcow2"]
     assert comparable(introspect(OnlyRead(path.read_bytes(), 1))) == comparable(introspect(path))
@@ -222,13 +286,30 @@ def test_read_at_the_chunk_size_hands_out_the_chunk_itself(
     assert reader.metadata() == introspect(images["stream.vmdk"])
 
 
-@pytest.mark.parametrize("source", ["stream", "odd chunks", "short reads"])
+class Odd:
+    """A stream whose ``read(n)`` hands out bytearrays, or ``extra`` bytes more than asked
+    (a careless source): the reader's direct read must give it back as bytes, n at a time."""
+
+    def __init__(self, data: bytes, extra: int = 0) -> None:
+        self._buf = io.BytesIO(data)
+        self._extra = extra
+
+    def read(self, size: int = -1) -> bytes | bytearray:
+        chunk = self._buf.read(size + self._extra if size >= 0 else size)
+        return chunk if self._extra else bytearray(chunk)
+
+
+@pytest.mark.parametrize(
+    "source", ["stream", "odd chunks", "short reads", "bytearray reads", "long reads"]
+)
 def test_read_sizes_mixed_give_the_bytes_in_order(images: dict[str, Path], source: str) -> None:
     data = images["snap.qcow2"].read_bytes()
     made: Any = {
         "stream": lambda: io.BytesIO(data),
         "odd chunks": lambda: chunks(data, 7_777),
         "short reads": lambda: OnlyRead(data, 3_000),
+        "bytearray reads": lambda: Odd(data),
+        "long reads": lambda: Odd(data, extra=1_000),
     }[source]()
     reader = InspectingReader(made)
     sizes = [1, 4096, 65536, 100_000, 0, MiB, 17, 65535, 65537]
@@ -245,6 +326,7 @@ def test_read_sizes_mixed_give_the_bytes_in_order(images: dict[str, Path], sourc
     short = [i for i, (n, part) in enumerate(zip(asked, parts, strict=True)) if len(part) != n]
     assert short in ([], [len(parts) - 1])
     assert b"".join(parts) == data
+    assert all(type(part) is bytes for part in parts)
     assert reader.read() == b""
     assert reader.metadata() == introspect(images["snap.qcow2"])
 

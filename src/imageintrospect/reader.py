@@ -12,6 +12,7 @@ from .metadata import Metadata
 from .source import check_binary_source
 
 _DEFAULT_READ = 64 * 1024
+_NEVER = 1 << 62
 
 
 class InspectingReader:
@@ -51,6 +52,9 @@ class InspectingReader:
         self._offset = 0
         self._eof = False
         self._metadata: Metadata | None = None
+        # read(n) of at least this much goes straight to the stream (see _fetch); never
+        # for an iterable, nor after the end.
+        self._direct = _DEFAULT_READ if self._read is not None else _NEVER
 
     # -- the stream interface -------------------------------------------------------------
     def readable(self) -> bool:
@@ -64,6 +68,12 @@ class InspectingReader:
         if size is None or size < 0:
             return self._read_all()
         held = len(self._chunk) - self._offset
+        if held == 0 and size >= self._direct:  # the usual case, without a call of ours
+            data = self._read(size)  # type: ignore[misc]  # (_direct: only with a read)
+            if type(data) is bytes and len(data) == size:
+                self._feed(data)
+                return data
+            return self._odd_read(data, size)
         if held >= size:  # from the held chunk: one slice
             start = self._offset
             self._offset = start + size
@@ -77,6 +87,26 @@ class InspectingReader:
                 return chunk[:size]
             self._chunk, self._offset, held = chunk, 0, len(chunk)
         return self._gather(size, held)
+
+    def _odd_read(self, data: Any, size: int) -> bytes:
+        """What the direct read in ``read`` does not take whole: the end, a chunk that is
+        not bytes, more than was asked for (the rest held back) or less (the rest read)."""
+        if not data:
+            self._end()
+            return b""
+        chunk = data if type(data) is bytes else chunk_bytes(data)
+        self._feed(chunk)
+        if len(chunk) == size:
+            return chunk
+        if len(chunk) > size:
+            self._chunk, self._offset = chunk, size
+            return chunk[:size]
+        self._chunk, self._offset = chunk, 0
+        return self._gather(size, len(chunk))
+
+    def _end(self) -> None:
+        self._eof = True
+        self._direct = _NEVER
 
     def _fetch(self, size: int) -> bytes:
         """The next non-empty chunk, fed to the inspector (b"" at the end).  A stream is
@@ -97,7 +127,7 @@ class InspectingReader:
                     data = chunk if type(chunk) is bytes else chunk_bytes(chunk)
                     self._feed(data)
                     return data
-        self._eof = True
+        self._end()
         return b""
 
     def _gather(self, size: int, held: int) -> bytes:
@@ -138,7 +168,7 @@ class InspectingReader:
             data = chunk if type(chunk) is bytes else chunk_bytes(chunk)
             feed(data)
             yield data
-        self._eof = True
+        self._end()
 
     def metadata(self) -> Metadata:
         """The image's :class:`Metadata`; only after the stream has been read to its end."""

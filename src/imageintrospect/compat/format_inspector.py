@@ -414,7 +414,9 @@ class InspectWrapper:
     def read(self, size: int = -1) -> bytes:
         chunk: bytes = self._source.read(size)
         if chunk:
-            self._eat(chunk)
+            self._reading.eat(chunk)
+            if self._hooked:
+                self._feed_hooks(chunk)
             if self._watch:
                 self._check_expected()
         elif size != 0:
@@ -431,13 +433,14 @@ class InspectWrapper:
             # The end: nothing is left to save by aborting; the verdict is ``format``.
             self._reading.finish()
             raise
-        self._eat(chunk)
+        self._reading.eat(chunk)  # (the upload's hot path: no call of ours in between)
+        if self._hooked:
+            self._feed_hooks(chunk)
         if self._watch:
             self._check_expected()
         return chunk
 
-    def _eat(self, chunk: bytes) -> None:
-        self._reading.eat(chunk)
+    def _feed_hooks(self, chunk: bytes) -> None:
         for inspector in list(self._hooked):
             try:
                 inspector.eat_chunk(chunk)

@@ -24,6 +24,7 @@ from ._types import (
     NOT_SEEN,
     OFFSET_LIMIT,
     SIZE32_LIMIT,
+    STREAM_RUN,
     U64_MAX,
     BlockTableResult,
     Buffer,
@@ -518,6 +519,7 @@ def crc32c(data: Buffer, crc: int = 0) -> int:
 __all__ = [
     "BACKEND_ENV",
     "NOT_SEEN",
+    "STREAM_RUN",
     "BlockTableResult",
     "L2Result",
     "PointerTableResult",

@@ -340,6 +340,8 @@ class StreamWalker:
         # hands a bytes object's buffer to C without a copy).
         self.feed = functools.partial(lib.ii_vmdk_stream_feed, self._w)
         self.resume = functools.partial(lib.ii_vmdk_stream_resume, self._w)
+        # run(offset, n, d0, ..., d7) -> code: one call for up to RUN chunks of n bytes.
+        self.run = functools.partial(lib.ii_vmdk_stream_run, self._w)
         # skip(limit) -> position: once per marker on a seekable file, a C partial too.
         self.skip = functools.partial(lib.ii_vmdk_stream_skip, self._w)
 

@@ -20,6 +20,7 @@ from ..crc32c import crc32c as _shared_crc32c
 from ._types import (
     NOT_SEEN,
     OFFSET_LIMIT,
+    STREAM_RUN,
     BlockTableResult,
     Buffer,
     L2Result,
@@ -583,6 +584,22 @@ class StreamWalker:
                 return 1  # a table's payload begins at self.position
         self.position = end
         return 2 if offset + start < self._table_end else 0
+
+    def run(self, offset: int, n: int, count: int, /, *chunks: bytes) -> int:
+        """Walk the first ``count`` of ``chunks``, ``n`` bytes each, one after another from
+        ``offset`` on: 0 once all are walked, -1 on bad parameters, or ``4 * k + s`` when
+        chunk ``k`` returned ``s`` (1 or 2) from :meth:`feed` (the chunks after it are left
+        unwalked)."""
+        limit = OFFSET_LIMIT - STREAM_RUN * n
+        if not 0 <= count <= min(STREAM_RUN, len(chunks)) or not 0 <= offset <= limit:
+            return -1
+        for k, data in enumerate(chunks[:count]):
+            status = self.resume(offset + k * n, data, n, 0)
+            if status < 0:
+                return status
+            if status:
+                return 4 * k + status
+        return 0
 
     def _sector(self, data: bytes, base: int, pos: int, stop: int) -> bool:
         """Take bytes [pos, stop) of the marker's first sector; read the marker once the

@@ -21,6 +21,8 @@ SIZE32_LIMIT = 1 << 32  # grain, block and grain-table sizes
 U64_MAX = (1 << 64) - 1
 
 NOT_SEEN = -1  # bad_index / eos_offset when there is none
+#: Chunks per StreamWalker.run call (the eight data parameters of ii_vmdk_stream_run).
+STREAM_RUN = 8
 
 
 class Reason(enum.IntEnum):
@@ -171,6 +173,13 @@ class StreamWalker(Protocol):
     def feed(self, offset: int, data: bytes, n: int, /) -> int: ...
 
     def resume(self, offset: int, data: bytes, n: int, start: int, /) -> int: ...
+
+    def run(self, offset: int, n: int, count: int, /, *chunks: bytes) -> int:
+        """Walk the first ``count`` of :data:`STREAM_RUN` chunks (all are passed; those after
+        ``count`` are not read) of ``n`` bytes each, one after another from ``offset`` on,
+        in one call: 0 once all are walked, -1 on bad parameters, or ``4 * k + s`` when
+        chunk ``k`` returned ``s`` (1 or 2) as ``feed`` would (go on with that chunk as
+        after ``feed``; the chunks after it are left unwalked)."""
 
     @property
     def header(self) -> bytes | bytearray:

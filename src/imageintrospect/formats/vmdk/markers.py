@@ -126,6 +126,7 @@ class MarkerWalker:
         "start",
         "tables",
         "tap",
+        "tap_run",
     )
 
     def __init__(
@@ -141,6 +142,7 @@ class MarkerWalker:
         # tap(offset, data, size) -> status, straight into the walker: a stream's collector
         # calls it for every chunk, with no Python frame of ours, and ``after`` on a status.
         self.tap = self._walker.feed
+        self.tap_run = self._walker.run  # the same for a run of chunks of one size
         self._resume = self._walker.resume
         gt_bytes, limit, overhead_sectors, zeroed_ok = tables
         self.tables = _MarkerTables(gt_bytes, limit, grain_sectors, overhead_sectors, zeroed_ok)
