@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imageintrospect import Metadata, introspect
+from imageintrospect.formats.blocktables import CLAIM_MAP_LIMIT
 from tests.support import introspect_hostile, needs_qemu, patch, qemu_img, qemu_io
 from tests.support import streamed as streamed_answer
 
@@ -213,6 +214,19 @@ def test_huge_l1_claim_is_cheap(make_image: MakeImage) -> None:
     md = introspect(path)
     assert "truncated" in md.codes()
     assert md.allocated_size is None
+
+
+@pytest.mark.parametrize(("extra", "checked"), [(0, True), (1, False), (7, False)])
+def test_claim_map_limit(make_image: MakeImage, extra: int, checked: bool) -> None:
+    """The shared claim map's limit: a map of exactly CLAIM_MAP_LIMIT bytes is made, one
+    cluster more (a map one byte larger) is not, and overlaps go unchecked (info)."""
+    path = make_image("qcow2", "1M", "-o", "cluster_size=512")
+    clusters = CLAIM_MAP_LIMIT * 8 + extra
+    with open(path, "r+b") as f:
+        f.truncate(clusters * 512)  # sparse: 128 GiB of trailing zeros
+    md = introspect(path)
+    assert md.safe, md.findings
+    assert ("overlap-check-skipped" not in md.codes()) == checked
 
 
 @pytest.mark.parametrize("chunk", [4096, 1 << 20])

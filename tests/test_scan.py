@@ -1334,6 +1334,35 @@ def test_c_equals_python_vhd_vdi(data: st.DataObject) -> None:
     )
 
 
+#: Where one entry breaks a long run of "unused": around the C scanner's 2048-byte memcmp
+#: blocks (entries 510-513 and 1022-1026 of 4 bytes, 254-257 of 8) and at both ends.
+RUN_BREAKS = [0, 1, 2, 254, 255, 256, 257, 510, 511, 512, 513, 1022, 1023, 1024, 1025, 2999]
+
+
+@needs_c
+@pytest.mark.parametrize("at", RUN_BREAKS)
+def test_c_equals_python_long_runs(at: int) -> None:
+    """Runs far longer than the random tables' (the C scanners skip a run of a table's
+    "unused" value a block at a time) must stop exactly where the Python twin's do."""
+    count = 3000
+    vhd = [0xFFFFFFFF] * count
+    vhd[at] = 8  # a block right after the BAT's 4 KiB
+    both("vhd_bat", be32(*vhd), 0, 4096, 4096, 64 * KIB, claimed=None)
+    vdi = [0xFFFFFFFF] * count
+    vdi[at] = 0xFFFFFFFE
+    both("vdi_blockmap", le32(*vdi), 0, 4, 4096, 4096, 64 * KIB, claimed=bytearray(1))
+    vhdx = [0] * count
+    vhdx[at] = vhdx_entry(6, 2)  # fully present at 2 MiB (or a bitmap entry: bad)
+    both("vhdx_bat", le64(*vhdx), 0, MIB, 512, 8 * MIB, False, claimed=bytearray(1))
+    gt = [0] * count
+    gt[at] = 128  # a grain at 64 KiB
+    both("vmdk_gt", le32(*gt), 0, 8, 128, 64 * KIB + 4096, False, False, claimed=None)
+    for table in (vhd, vdi, [0xFFFFFFFF] * count):
+        assert _c is not None
+        result = _c.vhd_bat(be32(*table), 0, 4096, 4096, 64 * KIB, None)
+        assert result.unallocated + result.allocated + result.bad_count == count
+
+
 @needs_c
 @DIFF
 @given(data=st.data())

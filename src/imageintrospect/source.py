@@ -107,11 +107,18 @@ class Source:
         many there were.  A caller that reuses one buffer for many tables saves a bytes
         object and a copy per read (a seekable file reads straight into it)."""
         length = self._clipped_length(offset, len(buffer))
-        if offset < len(self._head):  # rare and small: served from memory by read_at
-            data = self.read_at(offset, length)
-            buffer[: len(data)] = data
-            return len(data)
-        done = self._read_into(offset, buffer[:length]) if length else 0
+        head = self._head
+        if offset < len(head):
+            # the part the detector read is copied from memory, the rest read into place (a
+            # table right after the header: a VHD's BAT, a VDI's block map)
+            kept = min(length, len(head) - offset)
+            buffer[:kept] = head[offset : offset + kept]
+            if kept == length:
+                return length
+            return kept + self.read_into(offset + kept, buffer[kept:length])
+        if length < len(buffer):
+            buffer = buffer[:length]
+        done = self._read_into(offset, buffer) if length else 0
         self.bytes_read += done
         if done < length:
             raise self._shrank(offset + done)
@@ -213,11 +220,17 @@ class SeekableSource(Source):
         fd, readinto = self._fd, self._readinto
         if fd is not None:
             # a plain file: one preadv where seek-and-readinto takes two system calls (the
-            # qcow2 walk reads thousands of L2 tables this way)
-            position = self._base + offset
-            return self._fill(
-                offset, buffer, lambda part, done: os.preadv(fd, [part], position + done)
-            )
+            # qcow2 walk reads thousands of L2 tables this way, so no helper call per read)
+            position, done = self._base + offset, 0
+            try:
+                while done < len(buffer):
+                    part = os.preadv(fd, [buffer[done:] if done else buffer], position + done)
+                    if not part:
+                        break
+                    done += part
+            except OSError as exc:
+                raise InvalidImage(f"read failed at offset {offset}: {exc}") from exc
+            return done
         if readinto is None:
             return super()._read_into(offset, buffer)
         return self._fill(offset, buffer, lambda part, done: readinto(part), seek=True)

@@ -10,7 +10,7 @@ from ... import findings as F
 from ... import scan
 from ...source import MAX_READ, Source, StreamGap
 from ..base import Context
-from ..blocktables import CLAIM_MAP_LIMIT, merge_runs
+from ..blocktables import Claims, merge_runs
 from .codes import (
     BAD_COMPRESSED,
     BAD_SUBCLUSTER,
@@ -75,9 +75,7 @@ def walk_tables(
         return None  # an earlier rehearsal started the L2 walk: nothing more to keep
     bits = hdr.cluster_bits
     cluster = 1 << bits
-    claimed = _claim_map(ctx, src.size, cluster)
-    if claimed is not None:
-        _claim_metadata(claimed, hdr, section, cluster, snapshot_l1s)
+    claimed = _claim_map(ctx, hdr, section, snapshot_l1s)
     try:
         refcounts = _scan_pointer_table(
             ctx, "refcount table", hdr.refcount_table_offset,
@@ -117,36 +115,42 @@ def walk_tables(
     )
 
 
-def _claim_map(ctx: Context, file_size: int, cluster: int) -> bytearray | None:
-    clusters = -(-file_size // cluster)
-    if clusters // 8 > CLAIM_MAP_LIMIT:
+def _claim_map(
+    ctx: Context, hdr: Header, section: Qcow2Section, snapshot_l1s: frozenset[tuple[int, int]]
+) -> bytearray | None:
+    """The cluster claim map with the header's own structures marked, before any table is
+    scanned; None (reported) when the map would exceed the claim-map limit."""
+    cluster = 1 << hdr.cluster_bits
+    claims = Claims(ctx.source.size, cluster, _metadata(hdr, section, cluster, snapshot_l1s))
+    if not claims.enabled:
+        clusters = -(-ctx.source.size // cluster)
         ctx.findings.add(
             OVERLAP_UNCHECKED, f"{clusters} host clusters: double use of clusters not checked"
         )
-        return None
-    return scan.claim_map(file_size, cluster)
+    return claims.map()
 
 
-def _claim_metadata(
-    claimed: bytearray,
-    hdr: Header,
-    section: Qcow2Section,
-    cluster: int,
-    snapshot_l1s: frozenset[tuple[int, int]],
-) -> None:
-    """Mark the clusters the header's own structures occupy, before any table is scanned."""
-    scan.mark_claimed(claimed, 0, cluster, cluster)
-    scan.mark_claimed(claimed, hdr.l1_table_offset, hdr.l1_size * 8, cluster)
-    scan.mark_claimed(
-        claimed, hdr.refcount_table_offset, hdr.refcount_table_clusters * cluster, cluster
-    )
+def _metadata(
+    hdr: Header, section: Qcow2Section, cluster: int, snapshot_l1s: frozenset[tuple[int, int]]
+) -> tuple[tuple[int, int, str], ...]:
+    """(start, end, name) of the clusters the header's own structures occupy."""
+    spans = [
+        (0, cluster, "header"),
+        (hdr.l1_table_offset, hdr.l1_table_offset + hdr.l1_size * 8, "L1 table"),
+        (
+            hdr.refcount_table_offset,
+            hdr.refcount_table_offset + hdr.refcount_table_clusters * cluster,
+            "refcount table",
+        ),
+    ]
     if section.encryption_header is not None:
         header = section.encryption_header
-        scan.mark_claimed(claimed, header["offset"], header["length"], cluster)
+        spans.append((header["offset"], header["offset"] + header["length"], "encryption"))
     if snapshot_l1s:
-        scan.mark_claimed(claimed, hdr.snapshots_offset, cluster, cluster)
-    for l1_offset, l1_size in snapshot_l1s:  # their L2 tables and data may be shared: not marked
-        scan.mark_claimed(claimed, l1_offset, l1_size * 8, cluster)
+        spans.append((hdr.snapshots_offset, hdr.snapshots_offset + cluster, "snapshot table"))
+    # snapshots' L1 tables; their L2 tables and data may be shared: not marked
+    spans += [(offset, offset + size * 8, "snapshot L1 table") for offset, size in snapshot_l1s]
+    return tuple(spans)
 
 
 class _PointerScan(Protocol):
