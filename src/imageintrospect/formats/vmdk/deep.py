@@ -51,7 +51,7 @@ def scan_tables(
         markers = finish_marker_walk(ctx, walk, stream)
         if layout is not None and in_markers:
             tables = tables_from_markers(ctx, layout, walk.tables, markers.complete)
-    elif layout is not None:
+    if layout is not None and not in_markers:
         tables = tables_from_directory(ctx, layout)
     if markers is not None and walk is not None:
         if tables is not None and markers.complete:
