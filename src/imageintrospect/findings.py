@@ -8,14 +8,15 @@ registry, and ``Findings.add`` refuses an undefined code, so docs and behaviour 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+from .frozen import frozen
 
 Severity = Literal["unsafe", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("unsafe", "warning", "info")
 
 
-@dataclass(frozen=True)
+@frozen
 class Finding:
     """One observation about an image: a stable kebab-case ``code``, a ``severity``, a message."""
 
@@ -27,7 +28,7 @@ class Finding:
         return {"code": self.code, "severity": self.severity, "message": self.message}
 
 
-@dataclass(frozen=True)
+@frozen
 class CodeInfo:
     """What a finding code means: its fixed severity, the formats that raise it, a summary."""
 

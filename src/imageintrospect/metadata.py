@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from .findings import Finding
 from .formats import SECTION_NAMES
 from .formats.base import Section
+from .frozen import frozen
 
 if TYPE_CHECKING:
     from .formats.base import Section
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from .formats.vmdk import VmdkSection
 
 
-@dataclass(frozen=True)
+@frozen
 class Metadata:
     """What an image is, as read from its own bytes (every attribute: docs/api.rst).
 

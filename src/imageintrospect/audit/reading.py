@@ -16,11 +16,12 @@ import io
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from ..core import introspect
 from ..errors import ImageIntrospectError
+from ..frozen import frozen
 from ..metadata import Metadata
 from .records import Record, Target, fill_metadata, known_secrets, record_for, redact
 
@@ -32,7 +33,7 @@ MAX_BLOCKS = 64
 MAX_BACKOFF = 30.0
 
 
-@dataclass(frozen=True)
+@frozen
 class Options:
     """How to read: passed as is to every worker, so it holds plain values only."""
 

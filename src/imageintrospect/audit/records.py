@@ -13,9 +13,9 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import IO, Any
 
+from ..frozen import frozen
 from ..metadata import Metadata
 
 Record = dict[str, Any]
@@ -23,7 +23,7 @@ Record = dict[str, Any]
 SAFE, UNSAFE, ERROR = "safe", "unsafe", "error"
 
 
-@dataclass(frozen=True)
+@frozen
 class Target:
     """One image to audit: where it is, and the version stamp ``--resume`` compares."""
 

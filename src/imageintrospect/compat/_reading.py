@@ -16,13 +16,13 @@ callers poll them after every read:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from .. import detect, formats
 from ..core import introspect, stream_inspector
 from ..errors import ImageIntrospectError
 from ..formats.base import Probe
+from ..frozen import frozen
 from ..metadata import Metadata
 
 #: The head a compat reading always holds.  oslo's callers bound an inspector's memory at
@@ -38,7 +38,7 @@ DECIDED_BY_HEAD = {"qcow2": 4, "qed": 4, "luks": 6, "vhdx": 8, "vdi": 0x44}
 SIGNED_AT_START = {**DECIDED_BY_HEAD, "vmdk": 8, "vhd": 8}
 
 
-@dataclass(frozen=True)
+@frozen
 class Violation:
     """One failed safety check: its oslo-style name and why."""
 

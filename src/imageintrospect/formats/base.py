@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import ImageIntrospectError
 from ..findings import STREAM_UNCHECKED, Findings
+from ..frozen import frozen
 from ..source import Source, StreamGap
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def _plain(value: Any) -> Any:
 MAX_LISTED = 1024
 
 
-@dataclass(frozen=True)
+@frozen
 class Section:
     """Base of every format's detail section (``Metadata.qcow2``, ``Metadata.vmdk``, ...)."""
 
@@ -59,7 +60,7 @@ class Section:
         return image
 
 
-@dataclass(frozen=True)
+@frozen
 class Probe:
     """The bytes every probe may look at: the image's start, its end, and its length."""
 
@@ -97,7 +98,7 @@ class Context:
             return None
 
 
-@dataclass(frozen=True)
+@frozen
 class Parsed:
     """What a format module's ``parse`` returns."""
 

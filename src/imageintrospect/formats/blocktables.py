@@ -24,11 +24,11 @@ import dataclasses
 import functools
 import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import findings as F
 from .. import scan
+from ..frozen import frozen
 from ..scan import NOT_SEEN, Reason, Verdict
 from ..source import SCAN_WINDOW, StreamGap
 from .base import Context, Section
@@ -76,7 +76,7 @@ def merge(results: Sequence[V]) -> V:
     return type(last)(**values)
 
 
-@dataclass(frozen=True)
+@frozen
 class BadEntry:
     """The first bad entry of one kind: its absolute index, raw value and reason."""
 
@@ -85,7 +85,7 @@ class BadEntry:
     reason: Reason
 
 
-@dataclass(frozen=True)
+@frozen
 class Walk:
     """What a walk over (part of) a table found.
 
@@ -104,7 +104,7 @@ class Walk:
         return self.total.bad_count if self.total is not None else 0
 
 
-@dataclass(frozen=True)
+@frozen
 class Rules:
     """How a format checks its table.
 
@@ -365,7 +365,7 @@ def bad_entries(count: int, table: str) -> str:
     return f"{count} bad {table} entr{'y' if count == 1 else 'ies'}"
 
 
-@dataclass(frozen=True)
+@frozen
 class TableSummary(Section):
     """What the deep walk counted in a block table (bad entries are in no other counter)."""
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import _layouts
 from .. import findings as F
+from ..frozen import frozen
 from ..source import StreamGap
 from ..structs import parse_struct
 from . import partitions, raw
@@ -131,7 +132,7 @@ BAD_UDF = F.define(
 # --- the section ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class BootEntry(Section):
     platform: str
     bootable: bool
@@ -140,13 +141,13 @@ class BootEntry(Section):
     sector_count: int
 
 
-@dataclass(frozen=True)
+@frozen
 class ElTorito(Section):
     catalog_sector: int
     entries: tuple[BootEntry, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class UdfInfo(Section):
     revision: str
     volume_id: str | None
@@ -154,7 +155,7 @@ class UdfInfo(Section):
     block_size: int | None
 
 
-@dataclass(frozen=True)
+@frozen
 class IsoSection(Section):
     volume_id: str | None
     system_id: str | None

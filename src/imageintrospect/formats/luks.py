@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import _layouts
 from .. import findings as F
 from ..errors import InvalidImage
 from ..findings import Findings
+from ..frozen import frozen
 from ..source import StreamGap
 from ..structs import Record, TableHeader, cstring
 from .base import Context, FormatSpec, Parsed, Probe, Section
@@ -142,7 +142,7 @@ METADATA_NOT_READ = F.define(
 # --- the section ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class LuksKeySlot(Section):
     """One key slot.  Offsets and sizes in bytes; ``state`` is LUKS1's raw state word."""
 
@@ -157,7 +157,7 @@ class LuksKeySlot(Section):
     state: int | None
 
 
-@dataclass(frozen=True)
+@frozen
 class LuksSection(Section):
     """A LUKS header.  ``active_key_slots`` holds the indexes of the active slots."""
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 from .. import _layouts
 from .. import findings as F
+from ..frozen import frozen
 from ..source import StreamGap
 from ..structs import EntryTable, parse_struct
 from .base import Context, Section
@@ -117,7 +117,7 @@ WHOLE_DISK_FILESYSTEM = F.define(
 # --- what a scan finds ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class MbrPartition(Section):
     index: int
     bootable: bool
@@ -126,7 +126,7 @@ class MbrPartition(Section):
     sectors: int
 
 
-@dataclass(frozen=True)
+@frozen
 class GptPartition(Section):
     index: int
     type_guid: str
@@ -137,7 +137,7 @@ class GptPartition(Section):
     name: str
 
 
-@dataclass(frozen=True)
+@frozen
 class GptHeader(Section):
     sector_size: int
     revision: str
@@ -152,7 +152,7 @@ class GptHeader(Section):
     entry_size: int
 
 
-@dataclass(frozen=True)
+@frozen
 class DiskLayout(Section):
     """What the first sectors hold.  ``table`` is the public ``partition_table`` value."""
 
@@ -295,7 +295,7 @@ def _check_mbr(ctx: Context, partitions: tuple[MbrPartition, ...], hybrid_iso: b
 # --- GPT -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class _Header:
     """A GPT header as read, with the verdict on it."""
 

@@ -8,12 +8,12 @@ its size and, above all, the backing file it names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import _layouts
 from .. import findings as F
 from ..errors import InvalidImage
+from ..frozen import frozen
 from ..structs import Record
 from .base import Context, FormatSpec, Parsed, Probe, Section
 from .qcow2 import BACKING_FILE
@@ -85,7 +85,7 @@ NEEDS_CHECK = F.define(
 # --- the section ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class QedSection(Section):
     cluster_size: int
     backing_file: str | None

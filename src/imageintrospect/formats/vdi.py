@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import uuid
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import _layouts, scan
 from .. import findings as F
 from ..errors import InvalidImage
+from ..frozen import frozen
 from ..structs import cstring, parse_struct
 from . import blocktables
 from .base import Context, FormatSpec, Parsed, Probe, Section
@@ -119,7 +119,7 @@ BLOCKS_UNCHECKED = F.define(
 # --- the section ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class VdiGeometry(Section):
     cylinders: int
     heads: int
@@ -127,7 +127,7 @@ class VdiGeometry(Section):
     sector_size: int
 
 
-@dataclass(frozen=True)
+@frozen
 class VdiSection(Section):
     image_type: str
     version: str

@@ -18,11 +18,11 @@ import dataclasses
 import datetime as dt
 import functools
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from .. import _layouts, scan
 from .. import findings as F
+from ..frozen import frozen
 from ..source import StreamGap
 from ..structs import TableHeader, parse_struct
 from . import blocktables
@@ -193,14 +193,14 @@ SAVED_STATE = F.define(
 # --- the section ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class Geometry(Section):
     cylinders: int
     heads: int
     sectors: int
 
 
-@dataclass(frozen=True)
+@frozen
 class ParentLocator(Section):
     """One of the dynamic header's eight parent locators (unused slots are left out)."""
 
@@ -212,7 +212,7 @@ class ParentLocator(Section):
     complete: bool  # False when the data lay outside the file or beyond what is read of it
 
 
-@dataclass(frozen=True)
+@frozen
 class VhdSection(Section):
     disk_type: str
     creator_application: str
@@ -266,7 +266,7 @@ def probe(probe: Probe) -> bool:
 # --- parse ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class _Footer:
     """One footer as found in the file."""
 
@@ -281,7 +281,7 @@ class _Footer:
         return _checksum(self.raw, FOOTER_CHECKSUM_AT) == stored
 
 
-@dataclass(frozen=True)
+@frozen
 class _Dynamic:
     """The dynamic header as found, with what was decoded from it."""
 
@@ -290,7 +290,7 @@ class _Dynamic:
     parent_locators: tuple[ParentLocator, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class BatLayout:
     """Where the BAT and its blocks are: what the deep walk needs to check every entry."""
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from ..frozen import frozen
 from ..metadata import Metadata
 
 #: The properties ``glance_properties()`` may give beyond the image's own attributes.
@@ -34,7 +35,7 @@ ATTRIBUTES = ("disk_format", "container_format", "virtual_size")
 INSPECTABLE = frozenset({"raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "iso", "luks"})
 
 
-@dataclass(frozen=True)
+@frozen
 class Settings:
     """The plugin's options (see :mod:`imageintrospect.glance_plugin.options`)."""
 
@@ -47,7 +48,7 @@ class Settings:
     drop: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
+@frozen
 class Extraction:
     """The one disk of an OVA, to be copied out of the archive in place of the staged file."""
 
@@ -56,7 +57,7 @@ class Extraction:
     size: int
 
 
-@dataclass(frozen=True)
+@frozen
 class Verdict:
     """Accept (``refusal is None``) with these changes, or refuse with ``refusal`` as reason."""
 

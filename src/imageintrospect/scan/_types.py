@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 from array import array
-from dataclasses import dataclass
 from typing import Protocol, TypeAlias
+
+from ..frozen import frozen
 
 #: What the scanners read: anything exposing the buffer protocol as bytes.
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -42,7 +43,7 @@ class Reason(enum.IntEnum):
     BAD_STATE = 11  # an undefined or forbidden block state
 
 
-@dataclass(frozen=True)
+@frozen
 class Verdict:
     """Entries examined and the first bad one (``bad_index`` -1 when all are good)."""
 
@@ -57,7 +58,7 @@ class Verdict:
         return self.bad_count == 0
 
 
-@dataclass(frozen=True)
+@frozen
 class PointerTableResult(Verdict):
     """qcow2 L1 / refcount table, VMDK grain directory.
 
@@ -71,7 +72,7 @@ class PointerTableResult(Verdict):
     offsets: array[int]
 
 
-@dataclass(frozen=True)
+@frozen
 class L2Result(Verdict):
     """qcow2 L2 table. ``count == allocated + compressed + zero + unallocated + bad_count``.
 
@@ -88,7 +89,7 @@ class L2Result(Verdict):
     compressed_bytes: int
 
 
-@dataclass(frozen=True)
+@frozen
 class BlockTableResult(Verdict):
     """VMDK grain table, VHD BAT, VDI block map.
     ``count == allocated + zero + unallocated + bad_count``."""
@@ -99,7 +100,7 @@ class BlockTableResult(Verdict):
     allocated_bytes: int
 
 
-@dataclass(frozen=True)
+@frozen
 class VhdxBatResult(Verdict):
     """VHDX BAT: payload entries by state, then sector-bitmap entries."""
 
@@ -114,7 +115,7 @@ class VhdxBatResult(Verdict):
     allocated_bytes: int
 
 
-@dataclass(frozen=True)
+@frozen
 class StreamResult(Verdict):
     """Where a streamOptimized VMDK walk stands; pass it back as ``state`` to go on.
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...frozen import frozen
 from ...glance import (
     GLANCE_CONTROLLER_SUBTYPES,
     GLANCE_NIC_MODELS,
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # --- section -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class OvaFile(Section):
     href: str
     size: int | None
@@ -29,7 +29,7 @@ class OvaFile(Section):
     chunk_size: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class OvaDisk(Section):
     disk_id: str | None
     file: str | None
@@ -40,7 +40,7 @@ class OvaDisk(Section):
     controller: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class VirtualSystem(Section):
     name: str | None
     os_id: str | None
@@ -56,7 +56,7 @@ class VirtualSystem(Section):
     vmware_ostype: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Manifest(Section):
     file: str | None
     algorithm: str | None
@@ -64,7 +64,7 @@ class Manifest(Section):
     mismatches: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Member(Section):
     name: str
     size: int
@@ -72,7 +72,7 @@ class Member(Section):
     kind: str
 
 
-@dataclass(frozen=True)
+@frozen
 class OvaSection(Section):
     ovf_file: str | None
     ovf_version: str | None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import findings as F
+from ...frozen import frozen
 from ...source import StreamGap
 from ...structs import cstring
 from ..base import MAX_LISTED, Context
@@ -28,7 +29,7 @@ from .section import Member
 # --- the tar walk --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class RawMember:
     name: str
     typeflag: bytes

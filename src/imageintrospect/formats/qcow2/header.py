@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ... import findings as F
+from ...frozen import frozen
 from ...source import StreamGap
 from ...structs import cstring, parse_struct
 from ..base import Context
@@ -65,7 +66,7 @@ class Extensions:
     encryption: Any = None
 
 
-@dataclass(frozen=True)
+@frozen
 class V3Fields:
     incompatible_features: int
     compatible_features: int

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ...frozen import frozen
 from ..base import Section
 
 if TYPE_CHECKING:
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 # --- the section ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class Snapshot(Section):
     id: str
     name: str
@@ -29,7 +29,7 @@ class Snapshot(Section):
     icount: int | None
 
 
-@dataclass(frozen=True)
+@frozen
 class Bitmap(Section):
     name: str
     granularity: int
@@ -38,7 +38,7 @@ class Bitmap(Section):
     table_size: int
 
 
-@dataclass(frozen=True)
+@frozen
 class Allocation(Section):
     """What the deep walk counted in the active L1/L2 tables."""
 
@@ -51,7 +51,7 @@ class Allocation(Section):
     refcount_blocks: int
 
 
-@dataclass(frozen=True)
+@frozen
 class Qcow2Section(Section):
     version: int
     cluster_size: int

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ... import findings as F
+from ...frozen import frozen
 from ...source import MAX_READ, StreamGap
 from ..base import MAX_LISTED, Context
 from .codes import BAD_BITMAPS, BAD_SNAPSHOTS, TABLE_NOT_READ
@@ -28,7 +28,7 @@ from .layout import (
 from .section import Bitmap, Snapshot
 
 
-@dataclass(frozen=True)
+@frozen
 class _Snapshots:
     """The snapshot table as read: the first :data:`MAX_LISTED` snapshots (what the answer
     holds), how many entries were read, and every distinct L1 table they name (for the

@@ -28,6 +28,7 @@ import struct
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from ...frozen import frozen
 from ...scan import crc32c
 from ...source import C, Range, Source, StreamGap
 
@@ -51,7 +52,7 @@ class Unreplayable(Exception):
     """The log holds what qemu would replay but the specification's rules reject it."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Write:
     """One replayed write: ``data`` at ``offset``, or ``length`` zero bytes when data is None."""
 
@@ -60,7 +61,7 @@ class Write:
     data: bytes | None
 
 
-@dataclass(frozen=True)
+@frozen
 class Entry:
     sector: int  # where it starts, in log sectors
     sectors: int

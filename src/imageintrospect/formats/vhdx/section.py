@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ...frozen import frozen
 from ..base import Section
 from ..blocktables import TableSummary
 
 # --- the section ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class TableCopy(Section):
     """One of the two copies of the region table: where, and why it is invalid if it is."""
 
@@ -19,14 +18,14 @@ class TableCopy(Section):
     problem: str | None
 
 
-@dataclass(frozen=True)
+@frozen
 class HeaderCopy(TableCopy):
     """One of the two header copies; the sequence number is as stored, valid or not."""
 
     sequence_number: int | None
 
 
-@dataclass(frozen=True)
+@frozen
 class RegionEntry(Section):
     guid: str
     name: str | None  # "bat", "metadata", or None for a region this library does not know
@@ -35,7 +34,7 @@ class RegionEntry(Section):
     required: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class MetadataItem(Section):
     item_id: str
     name: str | None  # e.g. "file_parameters"; None for an item this library does not know
@@ -46,7 +45,7 @@ class MetadataItem(Section):
     is_required: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class BatLayout(Section):
     """Where the BAT is and how many entries the disk needs: what a table scanner walks."""
 
@@ -57,7 +56,7 @@ class BatLayout(Section):
     entries: int  # payload entries plus the interleaved sector-bitmap entries
 
 
-@dataclass(frozen=True)
+@frozen
 class VhdxAllocation(TableSummary):
     """The BAT's counts: ``allocated`` is fully plus partially present payload blocks,
     ``unallocated`` not present, undefined and unmapped ones; ``entries`` includes the
@@ -67,7 +66,7 @@ class VhdxAllocation(TableSummary):
     sector_bitmaps_present: int
 
 
-@dataclass(frozen=True)
+@frozen
 class VhdxSection(Section):
     creator: str
     block_size: int | None

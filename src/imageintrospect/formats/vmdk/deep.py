@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..base import Context
 from .codes import GRAIN_COUNT_MISMATCH
 from .header import TableLayout
-from .markers import MarkerWalker, finish_marker_walk, tables_from_markers
 from .section import GrainTables, MarkerWalk, StreamInfo
 from .tables import prefetch_directory, tables_from_directory
+
+if TYPE_CHECKING:  # the walk's module loads only for a stream (see sparse.parse_sparse)
+    from .markers import MarkerWalker
 
 # --- deep: grain directory, grain tables and stream markers ---------------------------------
 
@@ -41,12 +43,15 @@ def scan_tables(
         if layout is not None and not in_markers:
             prefetch_directory(ctx, layout)  # so the final parse finds the tables kept
         return _Deep()
-    markers = finish_marker_walk(ctx, walk, stream) if walk is not None else None
+    markers: MarkerWalk | None = None
     tables: GrainTables | None = None
-    if layout is not None and walk is not None and in_markers:
-        complete = markers is not None and markers.complete
-        tables = tables_from_markers(ctx, layout, walk.tables, complete)
-    elif layout is not None:
+    if walk is not None:
+        from .markers import finish_marker_walk, tables_from_markers
+
+        markers = finish_marker_walk(ctx, walk, stream)
+        if layout is not None and in_markers:
+            tables = tables_from_markers(ctx, layout, walk.tables, markers.complete)
+    if layout is not None and not in_markers:
         tables = tables_from_directory(ctx, layout)
     if markers is not None and walk is not None:
         if tables is not None and markers.complete:

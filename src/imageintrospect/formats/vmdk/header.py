@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ... import findings as F
+from ...frozen import frozen
 from ...structs import parse_struct
 from ..base import Context
 from .codes import (
@@ -73,7 +72,7 @@ def gd_entry_count(header: SparseHeader) -> int | None:
     return -(-header.capacity // span)
 
 
-@dataclass(frozen=True)
+@frozen
 class TableLayout:
     """Where the grain directory and tables of a sparse extent are (bytes), for a table scan.
 

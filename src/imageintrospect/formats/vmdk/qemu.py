@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import InvalidImage
+from ...frozen import frozen
 from ..base import Context, QemuRefuses
 from .codes import unkept
 from .layout import (
@@ -85,7 +86,7 @@ def qemu_find_option(buf: bytes, name: bytes, limit: int = 128) -> str | None:
     return text[start:end].decode("utf-8", errors="replace")
 
 
-@dataclass(frozen=True)
+@frozen
 class _ScannedLine:
     """What qemu's ``sscanf`` takes from an extent line."""
 

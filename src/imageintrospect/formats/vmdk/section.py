@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from ...frozen import frozen
 from ...glance import vmware_properties
 from ..base import Section
 
 # --- the section ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class Geometry(Section):
     cylinders: int | None
     heads: int | None
     sectors: int | None
 
 
-@dataclass(frozen=True)
+@frozen
 class Extent(Section):
     """One extent line of the descriptor, values as written (sizes in 512-byte sectors)."""
 
@@ -29,7 +29,7 @@ class Extent(Section):
     offset: int | None
 
 
-@dataclass(frozen=True)
+@frozen
 class SparseHeader(Section):
     """The raw fields of a sparse extent header (offsets and sizes in sectors)."""
 
@@ -48,7 +48,7 @@ class SparseHeader(Section):
     compress_algorithm: int
 
 
-@dataclass(frozen=True)
+@frozen
 class StreamInfo(Section):
     """Where a streamOptimized disk keeps its tables (byte offsets)."""
 
@@ -59,7 +59,7 @@ class StreamInfo(Section):
     trailing_zero_bytes: int
 
 
-@dataclass(frozen=True)
+@frozen
 class GrainTables(Section):
     """The deep walk of a sparse extent's grain directory and grain tables (entry counts).
 
@@ -76,7 +76,7 @@ class GrainTables(Section):
     redundant_mismatches: int | None  # None: no redundant directory walked
 
 
-@dataclass(frozen=True)
+@frozen
 class MarkerWalk(Section):
     """The walk over every marker of a streamOptimized extent, from overHead to the end."""
 
@@ -93,7 +93,7 @@ class MarkerWalk(Section):
     complete: bool  # reached the end of the file without a structural error
 
 
-@dataclass(frozen=True)
+@frozen
 class CowdInfo(Section):
     version: int
     flags: int
@@ -106,7 +106,7 @@ class CowdInfo(Section):
     description: str
 
 
-@dataclass(frozen=True)
+@frozen
 class SeSparseInfo(Section):
     version: int
     grain_table_size: int
@@ -117,7 +117,7 @@ class SeSparseInfo(Section):
     grains_size: int
 
 
-@dataclass(frozen=True)
+@frozen
 class QemuExtent(Section):
     """An extent as qemu would open it; ``file`` None is the image itself."""
 
@@ -129,7 +129,7 @@ class QemuExtent(Section):
     cluster_size: int | None  # None: flat, or inside a file that is not opened
 
 
-@dataclass(frozen=True)
+@frozen
 class QemuView(Section):
     """What qemu-img 7.2 would take from these bytes (``create-type`` etc. in its info)."""
 
@@ -144,7 +144,7 @@ class QemuView(Section):
     virtual_size: int | None
 
 
-@dataclass(frozen=True)
+@frozen
 class VmdkSection(Section):
     header_kind: str  # "sparse", "cowd", "sesparse" or "descriptor"
     create_type: str | None

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ... import findings as F
 from ...errors import InvalidImage
+from ...frozen import frozen
 from ...structs import parse_struct
 from ..base import Context, Parsed
 from .codes import (
@@ -36,6 +35,7 @@ from .header import (
 from .judge import build_section, judge_descriptor, judge_qemu_view
 from .layout import (
     COMPRESSION_DEFLATE,
+    FLAG_MARKERS,
     FLAG_REDUNDANT_GD,
     FOOTER_SEARCH,
     GD_AT_END,
@@ -56,7 +56,6 @@ from .layout import (
     SPARSE_HEADER_SIZE,
     SPARSE_MAGIC,
 )
-from .markers import start_marker_walk
 from .qemu import INT64_MAX, QemuExtents, c_string, qemu_descriptor_view, qemu_view, read_cid_window
 from .section import QemuExtent, QemuView, SparseHeader, StreamInfo
 
@@ -66,7 +65,11 @@ def parse_sparse(ctx: Context, head: bytes) -> Parsed:
         raise InvalidImage(f"VMDK sparse header needs 512 bytes, the file has {len(head)}")
     header = sparse_header(head, "VMDK sparse extent header")
     # Before anything near the end is read: on a stream the markers are walked as they pass.
-    walk = start_marker_walk(ctx, header)
+    walk = None
+    if ctx.deep and header.flags & FLAG_MARKERS:  # the walker's module loads only for streams
+        from .markers import start_marker_walk
+
+        walk = start_marker_walk(ctx, header)
     stream: StreamInfo | None = None
     footer: SparseHeader | None = None
     tail = b""
@@ -160,7 +163,7 @@ def _read_stream_tail(
     return info, usable, tail
 
 
-@dataclass(frozen=True)
+@frozen
 class _FooterSearch:
     footer_offset: int | None
     marker_offset: int | None
