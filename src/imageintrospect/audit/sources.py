@@ -94,13 +94,21 @@ def listing(fs: Any, path: str) -> Iterator[dict[str, Any]]:
     """
     if hasattr(fs, "iter_files"):
         yield from fs.iter_files(path)
-    elif type(fs).__name__ == "S3FileSystem" and hasattr(fs, "_iterdir"):
+    elif _is_s3(fs):
         yield from _s3_pages(fs, path)
     else:
         for _root, _dirs, files in fs.walk(path, detail=True):
             for name in sorted(files):
                 if files[name].get("type") == "file":
                     yield files[name]
+
+
+def _is_s3(fs: Any) -> bool:
+    try:
+        from s3fs import S3FileSystem
+    except ImportError:  # no s3fs, so no S3 filesystem either
+        return False
+    return isinstance(fs, S3FileSystem)
 
 
 #: Objects taken from an S3 listing per hop onto s3fs' event loop (a listing page is 1,000).
